@@ -1,0 +1,242 @@
+"""Layer-wise representations of the probed items, all layers in one forward pass.
+
+* a **word** is the mean of its subword vectors;
+* a **pair** (head, dependent) is the concatenation of its two word vectors;
+* a **sentence** (or a sentence pair, encoded together) is its ``[CLS]`` vector.
+
+Layer 0 is the embedding layer, layer ``l`` the output of transformer layer ``l``. Sentences
+go through the model in length-sorted batches with no gradients; results are cached in
+the artifact store, keyed by the model's fingerprint and the exact sentences and words,
+so POS and DEP (same PUD sentences) share one forward pass, and a second run does none.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ._util import canonical_json, check, progress, sha256_text
+from .data import TaskData
+from .models import LoadedModel
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+EXTRACT_VERSION = 1  # bump when the computation changes, so old cache entries are not reused
+
+#: How much work this process did: tests and the pipeline read it to prove a run was a
+#: pure cache hit ("forward passes: 0").
+COUNTERS = {"forward_batches": 0, "forward_sentences": 0, "cache_hits": 0, "cache_misses": 0}
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """One tokenized sentence (or pair): ids, segment ids, and the word of each token."""
+
+    input_ids: tuple[int, ...]
+    token_type_ids: tuple[int, ...]
+    word_ids: tuple[int, ...]  # word index in the first sentence, -1 for other tokens
+
+
+def encode(tokenizer, sentences: Sequence[Sequence[str]],
+           second: Sequence[Sequence[str]] | None = None, *, max_length: int = 512
+           ) -> list[Encoded]:
+    """Tokenize word lists (and optional second sentences) with special tokens.
+
+    A word that the tokenizer maps to no subword at all (a lone control or zero-width
+    character) is replaced by the unknown token, so that every word gets a vector.
+    Raises ``ValueError`` naming the sentence when it is longer than ``max_length``.
+    """
+    sentences = [list(s) for s in sentences]
+    pairs = None if second is None else [list(s) for s in second]
+    batch = tokenizer(sentences, pairs, is_split_into_words=True, add_special_tokens=True,
+                      truncation=False, return_attention_mask=False, return_token_type_ids=True)
+    out = []
+    for i in range(len(sentences)):
+        word_ids = batch.word_ids(i)
+        seq_ids = batch.sequence_ids(i)
+        ids = batch["input_ids"][i]
+        present = {w for w, s in zip(word_ids, seq_ids, strict=True) if s == 0 and w is not None}
+        if len(present) < len(sentences[i]):
+            fixed = [w if k in present else tokenizer.unk_token for k, w in enumerate(sentences[i])]
+            log.debug("sentence %d: %d word(s) had no subword; replaced by %s", i,
+                      len(sentences[i]) - len(present), tokenizer.unk_token)
+            one = tokenizer([fixed], None if pairs is None else [pairs[i]],
+                            is_split_into_words=True, add_special_tokens=True, truncation=False,
+                            return_attention_mask=False, return_token_type_ids=True)
+            word_ids, seq_ids, ids = one.word_ids(0), one.sequence_ids(0), one["input_ids"][0]
+            batch_tt = one["token_type_ids"][0]
+        else:
+            batch_tt = batch["token_type_ids"][i]
+        if len(ids) > max_length:
+            raise ValueError(f"sentence {i} has {len(ids)} subword tokens, more than the model's "
+                             f"{max_length} positions; drop or split it")
+        out.append(Encoded(tuple(ids), tuple(batch_tt),
+                           tuple(-1 if (w is None or s != 0) else w
+                                 for w, s in zip(word_ids, seq_ids, strict=True))))
+    return out
+
+
+def batches(lengths: Sequence[int], batch_size: int) -> list[np.ndarray]:
+    """Indices grouped into batches of similar length (longest first).
+
+    >>> [b.tolist() for b in batches([3, 9, 1, 7], 2)]
+    [[1, 3], [0, 2]]
+    """
+    check(batch_size >= 1, f"batch_size must be >= 1, got {batch_size}")
+    order = np.argsort(-np.asarray(lengths), kind="stable")
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def _collate(encoded: Sequence[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
+    width = max(len(e.input_ids) for e in encoded)
+    ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)
+    types = torch.zeros((len(encoded), width), dtype=torch.long)
+    mask = torch.zeros((len(encoded), width), dtype=torch.long)
+    for r, e in enumerate(encoded):
+        n = len(e.input_ids)
+        ids[r, :n] = torch.tensor(e.input_ids)
+        types[r, :n] = torch.tensor(e.token_type_ids)
+        mask[r, :n] = 1
+    return {"input_ids": ids, "token_type_ids": types, "attention_mask": mask}
+
+
+def forward_batches(model: LoadedModel, encoded: Sequence[Encoded], *, batch_size: int = 32,
+                    hidden_states: bool = True, desc: str = "forward"
+                    ) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+    """Run the encoder over length-sorted batches.
+
+    Yields ``(index, H)``: the sentence indices of the batch and, with ``hidden_states``,
+    a tensor of shape (n_layers, batch, n_tokens, n_features); otherwise the last layer
+    of shape (batch, n_tokens, n_features).
+    """
+    pad_id = model.tokenizer.pad_token_id or 0
+    groups = batches([len(e.input_ids) for e in encoded], batch_size)
+    with torch.inference_mode():
+        for index in progress(groups, desc=desc, unit="batch"):
+            inputs = _collate([encoded[i] for i in index], pad_id)
+            out = model.encoder(**inputs, output_hidden_states=hidden_states, return_dict=True)
+            COUNTERS["forward_batches"] += 1
+            COUNTERS["forward_sentences"] += len(index)
+            yield index, (torch.stack(out.hidden_states) if hidden_states
+                          else out.last_hidden_state)
+
+
+def word_vectors(model: LoadedModel, sentences: Sequence[Sequence[str]], positions: np.ndarray,
+                 *, batch_size: int = 32) -> np.ndarray:
+    """Mean-of-subwords vectors of the words at ``positions``, at every layer.
+
+    Parameters
+    ----------
+    positions : ndarray of shape (n_words, 2) of (sentence, word) indices, no duplicates
+
+    Returns
+    -------
+    ndarray of shape (n_layers, n_words, n_features), float32
+    """
+    positions = np.asarray(positions, dtype=np.int64).reshape(-1, 2)
+    needed = sorted(set(positions[:, 0].tolist()))
+    row_of = {(int(s), int(w)): r for r, (s, w) in enumerate(positions)}
+    check(len(row_of) == len(positions), "positions must not repeat a (sentence, word) pair")
+    encoded = encode(model.tokenizer, [sentences[s] for s in needed],
+                     max_length=model.encoder.config.max_position_embeddings)
+    # For every token of every needed sentence: the output row it is pooled into, or -1.
+    token_rows = []
+    for s, e in zip(needed, encoded, strict=True):
+        token_rows.append(np.asarray([row_of.get((s, w), -1) if w >= 0 else -1
+                                      for w in e.word_ids], dtype=np.int64))
+    counts = np.bincount(np.concatenate(token_rows)[np.concatenate(token_rows) >= 0],
+                         minlength=len(positions))
+    missing = np.flatnonzero(counts == 0)
+    check(len(missing) == 0, f"{len(missing)} requested words are outside their sentences, e.g. "
+          f"(sentence, word) = {tuple(positions[missing[0]]) if len(missing) else None}")
+    out = torch.zeros((model.n_layers, len(positions), model.n_features), dtype=torch.float32)
+    for index, H in forward_batches(model, encoded, batch_size=batch_size, desc="words"):
+        rows = torch.full(H.shape[1:3], -1, dtype=torch.long)
+        for r, i in enumerate(index):
+            rows[r, : len(token_rows[i])] = torch.from_numpy(token_rows[i])
+        sel = rows >= 0
+        out.index_add_(1, rows[sel], H[:, sel].float())
+    out /= torch.from_numpy(counts).to(out.dtype)[None, :, None]
+    return out.numpy()
+
+
+def cls_vectors(model: LoadedModel, sentences: Sequence[Sequence[str]],
+                second: Sequence[Sequence[str]] | None = None, *, batch_size: int = 32
+                ) -> np.ndarray:
+    """The ``[CLS]`` vector of every sentence (or sentence pair), at every layer.
+
+    Returns ndarray of shape (n_layers, n_sentences, n_features), float32.
+    """
+    encoded = encode(model.tokenizer, sentences, second,
+                     max_length=model.encoder.config.max_position_embeddings)
+    out = torch.zeros((model.n_layers, len(encoded), model.n_features), dtype=torch.float32)
+    for index, H in forward_batches(model, encoded, batch_size=batch_size, desc="sentences"):
+        out[:, torch.from_numpy(index)] = H[:, :, 0].float()
+    return out.numpy()
+
+
+def representations(model: LoadedModel, data: TaskData, *, store: Store | None | bool = None,
+                    batch_size: int = 32) -> np.ndarray:
+    """The representation of every item of ``data`` at every layer.
+
+    Parameters
+    ----------
+    model : a loaded model (:func:`ftgeo.models.load_model`)
+    data : one split of a task (:func:`ftgeo.data.load_task`)
+    store : the artifact cache (default: ``Store()``); ``False`` computes without caching
+    batch_size : sentences per forward batch (does not change any vector)
+
+    Returns
+    -------
+    X : ndarray of shape (n_layers, n_items, n_features), float32; for a pair task
+        n_features is twice the model's hidden size (head vector, then dependent vector).
+    """
+    if store is None:
+        store = Store()
+    if data.item_kind == "sentence":
+        parts = {"what": "cls", "version": EXTRACT_VERSION, "model": model.spec.fingerprint,
+                 "text": sha256_text(canonical_json([data.sentences, data.second]))}
+        X = _cached(store, parts, data, model,
+                    lambda: cls_vectors(model, data.sentences, data.second, batch_size=batch_size))
+        return X[:, data.items[:, 0]]
+    cols = [1] if data.item_kind == "word" else [1, 2]
+    pos = np.unique(np.concatenate([data.items[:, [0, c]] for c in cols]), axis=0)
+    parts = {"what": "word-mean", "version": EXTRACT_VERSION, "model": model.spec.fingerprint,
+             "text": sha256_text(canonical_json(data.sentences)),
+             "positions": sha256_text(canonical_json(pos.tolist()))}
+    W = _cached(store, parts, data, model,
+                lambda: word_vectors(model, data.sentences, pos, batch_size=batch_size))
+    # rows of ``pos`` are sorted (np.unique), so a row is found by binary search on a key
+    stride = 1 + int(pos[:, 1].max())
+    key = pos[:, 0] * stride + pos[:, 1]
+
+    def rows(c: int) -> np.ndarray:
+        return np.searchsorted(key, data.items[:, 0] * stride + data.items[:, c])
+
+    if data.item_kind == "word":
+        return W[:, rows(1)]
+    return np.concatenate([W[:, rows(1)], W[:, rows(2)]], axis=2)
+
+
+def _cached(store, parts, data: TaskData, model: LoadedModel, build) -> np.ndarray:
+    label = f"{data.task}/{data.split} ({model.spec.name})"
+    if store is False:
+        COUNTERS["cache_misses"] += 1
+        return build()
+    entry = store.load("representations", parts)
+    if entry is not None:
+        COUNTERS["cache_hits"] += 1
+        log.info("representations of %s: from cache, no forward pass", label)
+        return np.asarray(entry["X"])
+    COUNTERS["cache_misses"] += 1
+    log.info("representations of %s: forward pass over %d sentences", label, len(data.sentences))
+    X = build()
+    store.save("representations", parts, {"X": X},
+               meta={"model": model.spec.name, "source": model.spec.source,
+                     "task": data.task, "split": data.split})
+    return X

