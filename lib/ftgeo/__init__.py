@@ -1,0 +1,35 @@
+"""ftgeo: how fine-tuning changes the geometry of transformer representations.
+
+The library under the ftgeo book: task data, layer-wise representations with a
+content-addressed cache, probes and geometry measures, and the papermill pipeline.
+"""
+
+from ._util import set_progress
+from .data import PROBING_TASKS, TASKS, DataNotFoundError, TaskData, load_task, task_table
+from .extract import representations
+from .models import LoadedModel, ModelSpec, load_model, resolve_model
+from .pipeline import run_config, save_metrics
+from .probes import LinearProbe, linear_probe_layers
+from .store import Store
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "PROBING_TASKS",
+    "TASKS",
+    "DataNotFoundError",
+    "LinearProbe",
+    "LoadedModel",
+    "ModelSpec",
+    "Store",
+    "TaskData",
+    "linear_probe_layers",
+    "load_model",
+    "load_task",
+    "representations",
+    "resolve_model",
+    "run_config",
+    "save_metrics",
+    "set_progress",
+    "task_table",
+]

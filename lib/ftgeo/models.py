@@ -125,6 +125,12 @@ def load_model(name: str | os.PathLike, *, revision: str | None = None) -> Loade
 
     spec = resolve_model(name)
     kwargs = {} if revision is None else {"revision": revision}
+    from transformers.utils import logging as hf_logging
+
+    from ._util import _PROGRESS
+
+    if not _PROGRESS["enabled"]:
+        hf_logging.disable_progress_bar()
     try:
         tokenizer = AutoTokenizer.from_pretrained(spec.source, use_fast=True, **kwargs)
         encoder = AutoModel.from_pretrained(spec.source, **kwargs)

@@ -1,0 +1,287 @@
+"""The batch runner: execute the notebooks a config lists with papermill.
+
+``python -m ftgeo run --config configs/default.yaml [--model NAME] [--tasks a,b]``
+
+Each (notebook, parameters) pair runs into its own folder under ``<artifacts>/runs/``,
+named for the notebook, the model and a hash of the parameters; beside the executed
+notebook sit ``params.json``, the ``metrics.json`` the notebook writes, its figures and
+``fingerprint.json``. A run whose parameters and inputs (notebook source, library source,
+model weights, data files) are unchanged is skipped. The default run is also copied into
+``book/``, with the injected-parameters cell hidden.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import yaml
+
+from ._util import (
+    artifacts_dir,
+    atomic_write_json,
+    atomic_write_text,
+    canonical_json,
+    progress,
+    repo_root,
+    sha256_file,
+    sha256_text,
+)
+
+log = logging.getLogger(__name__)
+
+CONFIG_KEYS = {"name", "model", "book", "parameters", "notebooks", "notebook_dir"}
+KERNEL = "python3"
+HIDE_TAG = "remove-cell"
+
+
+class PipelineError(RuntimeError):
+    """A run failed; the message names the notebook and cell and where the partial output is."""
+
+
+@dataclass(frozen=True)
+class Run:
+    """One notebook with its parameters and the folder it runs into."""
+
+    notebook: Path
+    parameters: Mapping[str, Any]
+    folder: Path
+    book: bool
+
+    @property
+    def name(self) -> str:
+        return self.notebook.stem
+
+    @property
+    def output(self) -> Path:
+        return self.folder / self.notebook.name
+
+
+def load_config(path: str | os.PathLike) -> dict[str, Any]:
+    """Read and check a run config (YAML); errors name the file and the offending key."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config {str(path)!r} not found; see configs/default.yaml")
+    try:
+        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path}: not valid YAML: {err}") from err
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: expected a mapping with keys {sorted(CONFIG_KEYS)}")
+    unknown = set(config) - CONFIG_KEYS
+    if unknown:
+        raise ValueError(f"{path}: unknown key(s) {sorted(unknown)}; allowed: {sorted(CONFIG_KEYS)}")
+    if not config.get("notebooks"):
+        raise ValueError(f"{path}: 'notebooks' must list at least one notebook")
+    if not isinstance(config.get("parameters", {}), dict):
+        raise ValueError(f"{path}: 'parameters' must be a mapping")
+    config.setdefault("name", path.stem)
+    config.setdefault("model", "minilm")
+    config.setdefault("book", False)
+    config.setdefault("parameters", {})
+    config["_dir"] = str(path.resolve().parent)
+    return config
+
+
+def _notebook_dir(config: Mapping[str, Any]) -> Path:
+    """``notebook_dir`` of the config (relative to the config file), else ``notebooks/``."""
+    if config.get("notebook_dir"):
+        return Path(config["_dir"]) / config["notebook_dir"]
+    root = repo_root() or Path(config["_dir"]).parent
+    return root / "notebooks"
+
+
+def _slug(text: str) -> str:
+    """A folder-safe name.
+
+    >>> _slug("prajjwal1/bert-tiny"), _slug("/tmp/my model/")
+    ('prajjwal1-bert-tiny', 'tmp-my-model')
+    """
+    return re.sub(r"[^A-Za-z0-9_.]+", "-", text).strip("-.") or "model"
+
+
+def plan(config: Mapping[str, Any], *, model: str | None = None, tasks: Sequence[str] | None = None,
+         book: bool | None = None, runs_dir: Path | None = None) -> list[Run]:
+    """The runs a config asks for, with ``--model`` / ``--tasks`` overrides applied."""
+    from .data import task_name
+
+    runs_dir = runs_dir or artifacts_dir() / "runs"
+    base = dict(config.get("parameters", {}))
+    base["model"] = str(model or config["model"])
+    if tasks is not None:
+        base["tasks"] = [task_name(t) for t in tasks]
+    elif "tasks" in base:
+        base["tasks"] = [task_name(t) for t in base["tasks"]]
+    # The book shows the default run; an override makes a different run.
+    to_book = bool(config.get("book")) if book is None else book
+    if book is None and (model is not None or tasks is not None):
+        to_book = False
+    runs = []
+    for item in config["notebooks"]:
+        name, params = (item, {}) if isinstance(item, str) else (item.get("name"), item.get("parameters", {}))
+        nb = _notebook_dir(config) / f"{name}.ipynb"
+        if not nb.is_file():
+            raise FileNotFoundError(f"config {config['name']!r} lists notebook {name!r}, but "
+                                    f"{nb} does not exist")
+        parameters = {**base, **params}
+        digest = sha256_text(canonical_json(parameters))[:8]
+        folder = runs_dir / f"{name}--{_slug(Path(parameters['model']).name or parameters['model'])}--{digest}"
+        parameters["output_dir"] = str(folder)
+        runs.append(Run(nb, parameters, folder, to_book))
+    return runs
+
+
+def _library_digest() -> str:
+    pkg = Path(__file__).resolve().parent
+    return sha256_text(canonical_json({p.name: sha256_file(p) for p in sorted(pkg.glob("*.py"))}))
+
+
+def fingerprint(run: Run) -> dict[str, Any]:
+    """Everything a run's result depends on; equal fingerprints mean nothing to redo."""
+    from .data import FILES, data_file, task_name
+    from .models import model_fingerprint
+
+    datasets = {"pos": ["ud-english-pud"], "dep": ["ud-english-pud"], "ps-role": ["streusle"],
+                "ps-fxn": ["streusle"], "trec-50": ["trec"], "sst-2": ["sst2"], "mrpc": ["mrpc"]}
+    needed = {d for t in run.parameters.get("tasks", []) for d in datasets[task_name(t)]}
+    data = {key: sha256_file(data_file(f.dataset, f.name)) for key, f in FILES.items()
+            if f.dataset in needed}
+    return {"notebook": sha256_file(run.notebook), "library": _library_digest(),
+            "parameters": dict(run.parameters), "model": model_fingerprint(run.parameters["model"]),
+            "data": data}
+
+
+def _is_current(run: Run, fp: Mapping[str, Any]) -> bool:
+    fp_file = run.folder / "fingerprint.json"
+    if not (fp_file.is_file() and run.output.is_file() and (run.folder / "metrics.json").is_file()):
+        return False
+    try:
+        return json.loads(fp_file.read_text(encoding="utf-8")) == json.loads(canonical_json(fp))
+    except ValueError:
+        return False
+
+
+def execute(run: Run) -> None:
+    """Execute one run with papermill; raise PipelineError naming the failing cell."""
+    import papermill as pm
+
+    run.folder.mkdir(parents=True, exist_ok=True)
+    (run.folder / "metrics.json").unlink(missing_ok=True)
+    partial = run.folder / f".{run.notebook.stem}.running.ipynb"
+    env_before = {k: os.environ.get(k) for k in ("FTGEO_PROGRESS", "TRANSFORMERS_VERBOSITY")}
+    os.environ["FTGEO_PROGRESS"] = "0"
+    os.environ["TRANSFORMERS_VERBOSITY"] = "error"
+    try:
+        pm.execute_notebook(str(run.notebook), str(partial), parameters=dict(run.parameters),
+                            kernel_name=KERNEL, progress_bar=False, cwd=str(Path.cwd()))
+    except pm.PapermillExecutionError as err:
+        failed = run.folder / f"{run.notebook.stem}.failed.ipynb"
+        os.replace(partial, failed)
+        raise PipelineError(
+            f"notebook {run.notebook.name} failed in cell {err.cell_index} (execution count "
+            f"{err.exec_count}): {err.ename}: {err.evalue}. The partly executed notebook is "
+            f"{failed}") from err
+    finally:
+        for k, v in env_before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    nb = nbformat.read(partial, as_version=4)
+    hide_injected_parameters(nb)
+    nbformat.write(nb, partial)
+    os.replace(partial, run.output)
+
+
+def hide_injected_parameters(nb: nbformat.NotebookNode) -> None:
+    """Tag papermill's injected-parameters cell so that the book does not show it."""
+    for cell in nb.cells:
+        tags = cell.metadata.setdefault("tags", [])
+        if "injected-parameters" in tags and HIDE_TAG not in tags:
+            tags.append(HIDE_TAG)
+
+
+def run_config(config_path: str | os.PathLike, *, model: str | None = None,
+               tasks: Sequence[str] | None = None, force: bool = False, book: bool | None = None,
+               runs_dir: Path | None = None, book_dir: Path | None = None) -> dict[str, Any]:
+    """Run every notebook a config lists; returns a summary (executed, skipped, forward passes)."""
+    config = load_config(config_path)
+    runs = plan(config, model=model, tasks=tasks, book=book, runs_dir=runs_dir)
+    book_dir = book_dir or (repo_root() or Path.cwd()) / "book"
+    summary = {"executed": [], "skipped": [], "forward_batches": 0, "runs": []}
+    for run in progress(runs, desc="notebooks", unit="notebook"):
+        fp = fingerprint(run)
+        if not force and _is_current(run, fp):
+            log.info("%s: unchanged since its last run, skipped (%s)", run.name, run.folder)
+            summary["skipped"].append(run.name)
+        else:
+            log.info("%s: executing into %s", run.name, run.folder)
+            execute(run)
+            atomic_write_json(run.folder / "params.json", dict(run.parameters))
+            atomic_write_json(run.folder / "fingerprint.json", json.loads(canonical_json(fp)))
+            metrics = _read_metrics(run)
+            summary["forward_batches"] += int(metrics.get("work", {}).get("forward_batches", 0))
+            summary["executed"].append(run.name)
+        summary["runs"].append(str(run.folder))
+        if run.book:
+            target = book_dir / run.notebook.name
+            atomic_write_text(target, run.output.read_text(encoding="utf-8"))
+    log.info("%d notebook(s): %d executed, %d unchanged and skipped; forward passes in this run: "
+             "%d batches%s", len(runs), len(summary["executed"]), len(summary["skipped"]),
+             summary["forward_batches"],
+             " (every representation came from the cache)" if summary["forward_batches"] == 0 else "")
+    return summary
+
+
+def _read_metrics(run: Run) -> dict[str, Any]:
+    path = run.folder / "metrics.json"
+    if not path.is_file():
+        raise PipelineError(f"notebook {run.notebook.name} ran but wrote no metrics.json into "
+                            f"{run.folder}; it must call ftgeo.save_metrics(output_dir, ...)")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def save_metrics(output_dir: str | os.PathLike, metrics: Mapping[str, Any]) -> Path:
+    """Write a notebook's ``metrics.json`` (with the process's extraction counters) atomically."""
+    from .extract import COUNTERS
+
+    path = Path(output_dir) / "metrics.json"
+    atomic_write_json(path, {**metrics, "work": dict(COUNTERS)})
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The ``python -m ftgeo`` command line."""
+    parser = argparse.ArgumentParser(prog="python -m ftgeo", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_run = sub.add_parser("run", help="execute the notebooks of a config with papermill")
+    p_run.add_argument("--config", default="configs/default.yaml", help="run config (YAML)")
+    p_run.add_argument("--model", help="alias, hub id or local folder (overrides the config)")
+    p_run.add_argument("--tasks", help="comma-separated tasks (overrides the config)")
+    p_run.add_argument("--force", action="store_true", help="re-execute unchanged runs too")
+    p_run.add_argument("--book", action=argparse.BooleanOptionalAction, default=None,
+                       help="copy the executed notebooks into book/ (default: the config's "
+                            "'book', and no when --model or --tasks is given)")
+    p_run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="ftgeo: %(message)s")
+    for noisy in ("papermill", "traitlets", "httpx", "urllib3", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        run_config(args.config, model=args.model,
+                   tasks=None if args.tasks is None else [t for t in args.tasks.split(",") if t],
+                   force=args.force, book=args.book)
+    except (PipelineError, ValueError, FileNotFoundError) as err:
+        print(f"ftgeo: error: {err}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,217 @@
+"""Shared figure helpers: seaborn for static figures, plotly where turning and hovering help.
+
+The book is read with no kernel and no internet, so plotly figures are rendered as HTML
+that references a local plotly.js (added to the page by the book's ``_ext/offline_assets``)
+and no MathJax from a CDN: call :func:`use_offline_plotly` once in a notebook.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ._util import check
+
+OTHER = "other"
+GREY = "#c8c8c8"
+
+
+def use_offline_plotly() -> None:
+    """Make ``fig.show()`` emit self-contained HTML (plus plotly's JSON for JupyterLab).
+
+    Plotly's own HTML renderers either embed plotly.js in every notebook or load it from
+    a CDN, and all of them add a MathJax tag from a CDN; this renderer does neither.
+    """
+    import plotly.io as pio
+    from plotly.io.base_renderers import MimetypeRenderer
+
+    class _LocalHTML(MimetypeRenderer):
+        def to_mimebundle(self, fig_dict):
+            html = pio.to_html(fig_dict, full_html=False, include_plotlyjs=False,
+                               include_mathjax=False, validate=False, default_width="100%",
+                               default_height=520)
+            return {"text/html": html}
+
+    pio.renderers["ftgeo_html"] = _LocalHTML()
+    pio.renderers.default = "plotly_mimetype+ftgeo_html"
+
+
+@dataclass(frozen=True)
+class PCAView:
+    """2-D PCA coordinates of a sample of one task's items at every layer.
+
+    coords : ndarray of shape (n_layers, n_samples, 2)
+    labels : ndarray of shape (n_samples,) of str, the label shown (rare labels -> "other")
+    explained : ndarray of shape (n_layers, 2), share of variance of the two components
+    """
+
+    coords: np.ndarray
+    labels: np.ndarray
+    explained: np.ndarray
+    shown: tuple[str, ...]
+
+
+def pca_view(X: np.ndarray, y_names: Sequence[str], *, n_points: int = 600, n_labels: int = 8,
+             random_state: int = 0) -> PCAView:
+    """Project a sample of items to 2-D by PCA, separately at every layer.
+
+    The sample is stratified towards the ``n_labels`` most frequent labels (the rest are
+    drawn as "other"); the sign of each component is aligned with the previous layer's
+    so that a layer slider shows motion, not mirror flips.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_layers, n_samples, n_features)
+    y_names : the string label of every item
+    """
+    check(np.ndim(X) == 3, f"X must have shape (n_layers, n_samples, n_features), got {np.shape(X)}")
+    y_names = np.asarray(y_names, dtype=object)
+    check(len(y_names) == X.shape[1], f"y_names has {len(y_names)} entries, X has {X.shape[1]} items")
+    rng = np.random.default_rng(random_state)
+    idx = np.sort(rng.choice(X.shape[1], size=min(n_points, X.shape[1]), replace=False))
+    values, counts = np.unique(y_names, return_counts=True)
+    shown = tuple(values[np.argsort(-counts, kind="stable")][:n_labels])
+    labels = np.where(np.isin(y_names[idx], shown), y_names[idx], OTHER)
+    coords, explained, previous = [], [], None
+    for layer in range(X.shape[0]):
+        Z = np.asarray(X[layer, idx], dtype=np.float64)
+        Z = Z - Z.mean(axis=0)
+        U, S, Vt = np.linalg.svd(Z, full_matrices=False)
+        P = U[:, :2] * S[:2]
+        if previous is not None:
+            P *= np.sign(np.sum(P * previous, axis=0) + 1e-12)
+        previous = P
+        coords.append(P)
+        total = float((S ** 2).sum()) or 1.0
+        explained.append((S[:2] ** 2) / total)
+    return PCAView(np.asarray(coords), labels.astype(str), np.asarray(explained), shown)
+
+
+def label_colors(shown: Sequence[str]) -> dict[str, str]:
+    """A fixed colour per shown label (seaborn's colorblind palette), grey for "other"."""
+    import seaborn as sns
+
+    palette = sns.color_palette("colorblind", n_colors=max(len(shown), 1)).as_hex()
+    return {**dict(zip(shown, palette, strict=False)), OTHER: GREY}
+
+
+def pca_slider_figure(view: PCAView, *, title: str = ""):
+    """A plotly scatter of a :class:`PCAView` with a slider over layers (works with no kernel)."""
+    import plotly.graph_objects as go
+
+    colors = label_colors(view.shown)
+    order = [*view.shown, OTHER] if OTHER in set(view.labels) else list(view.shown)
+    n_layers = view.coords.shape[0]
+    fig = go.Figure()
+    for layer in range(n_layers):
+        for lab in order:
+            mask = view.labels == lab
+            fig.add_trace(go.Scattergl(
+                x=view.coords[layer, mask, 0], y=view.coords[layer, mask, 1], mode="markers",
+                name=lab, legendgroup=lab, showlegend=(layer == 0),
+                marker={"color": colors[lab], "size": 5, "opacity": 0.8},
+                visible=(layer == n_layers - 1),
+                hovertemplate=f"{lab}<br>PC1 %{{x:.2f}}<br>PC2 %{{y:.2f}}<extra>layer {layer}</extra>"))
+    per = len(order)
+    steps = []
+    for layer in range(n_layers):
+        visible = [False] * (per * n_layers)
+        visible[layer * per:(layer + 1) * per] = [True] * per
+        ev = view.explained[layer]
+        steps.append({"method": "update", "label": str(layer),
+                      "args": [{"visible": visible},
+                               {"title.text": f"{title} - layer {layer} "
+                                              f"(PC1 {ev[0]:.0%}, PC2 {ev[1]:.0%} of variance)"}]})
+    ev = view.explained[-1]
+    fig.update_layout(
+        title=f"{title} - layer {n_layers - 1} (PC1 {ev[0]:.0%}, PC2 {ev[1]:.0%} of variance)",
+        sliders=[{"active": n_layers - 1, "steps": steps, "currentvalue": {"prefix": "layer "}}],
+        xaxis_title="PC1", yaxis_title="PC2", template="simple_white", height=520,
+        legend={"itemsizing": "constant"})
+    return fig
+
+
+def pca_grid(views: Mapping[str, PCAView]):
+    """Static seaborn/matplotlib grid: one row per task, one column per layer."""
+    import matplotlib.pyplot as plt
+
+    n_tasks = len(views)
+    n_layers = max(v.coords.shape[0] for v in views.values())
+    fig, axes = plt.subplots(n_tasks, n_layers, figsize=(1.9 * n_layers, 2.0 * n_tasks),
+                             squeeze=False)
+    for row, (task, view) in enumerate(views.items()):
+        colors = label_colors(view.shown)
+        point_colors = [colors[lab] for lab in view.labels]
+        for layer in range(n_layers):
+            ax = axes[row, layer]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if layer >= view.coords.shape[0]:
+                ax.axis("off")
+                continue
+            ax.scatter(view.coords[layer, :, 0], view.coords[layer, :, 1], c=point_colors, s=3,
+                       linewidths=0)
+            if row == 0:
+                ax.set_title(f"layer {layer}", fontsize=9)
+            if layer == 0:
+                ax.set_ylabel(task, fontsize=10)
+    fig.suptitle("2-D PCA of each layer (colours: most frequent labels; grey: the rest)",
+                 fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def accuracy_by_layer(table, *, title: str = "Linear-probe test accuracy per layer"):
+    """Line plot of a (task x layer) accuracy table (a pandas DataFrame)."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    long = table.reset_index().melt(id_vars=table.index.name or "index", var_name="layer",
+                                    value_name="accuracy")
+    long = long.rename(columns={table.index.name or "index": "task"})
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    sns.lineplot(data=long, x="layer", y="accuracy", hue="task", marker="o", ax=ax,
+                 palette="colorblind")
+    ax.set_xlabel("layer (0 = embeddings)")
+    ax.set_ylabel("test accuracy")
+    ax.set_title(title)
+    ax.set_xticks(sorted(long["layer"].unique()))
+    ax.legend(frameon=False, fontsize=8)
+    sns.despine(fig)
+    fig.tight_layout()
+    return fig
+
+
+def label_distribution(counts: Mapping[str, Mapping[str, int]], *, top: int = 20):
+    """Bar charts of label frequencies (training split), one panel per task."""
+    import matplotlib.pyplot as plt
+
+    n = len(counts)
+    fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.6), squeeze=False)
+    for ax, (task, c) in zip(axes[0], counts.items(), strict=True):
+        items = sorted(c.items(), key=lambda kv: -kv[1])
+        head = items[:top]
+        ax.barh([k for k, _ in head][::-1], [v for _, v in head][::-1], color="#4c72b0")
+        rest = sum(v for _, v in items[top:])
+        ax.set_title(f"{task} ({len(items)} labels)" + (f"\n+{rest} items in the rest"
+                                                        if rest else ""), fontsize=9)
+        ax.tick_params(labelsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def save_figure(fig, path: str | Path, *, dpi: int = 150) -> Path:
+    """Save a matplotlib figure (PNG) or a plotly figure (standalone HTML) under ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if hasattr(fig, "savefig"):
+        tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
+    else:
+        tmp = path.with_name(f".{path.name}.tmp.html")
+        fig.write_html(tmp, include_plotlyjs="directory", full_html=True)
+    tmp.replace(path)
+    return path
