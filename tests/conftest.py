@@ -1,0 +1,60 @@
+"""Shared fixtures. Tests run offline: HF_HUB_OFFLINE=1, and no progress bars."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ["FTGEO_PROGRESS"] = "0"
+
+import pytest  # noqa: E402
+
+from ftgeo import data as ftdata  # noqa: E402
+
+
+def data_available(*datasets: str) -> bool:
+    """True when every file of the data sets is in the data directory (no download)."""
+    try:
+        for f in ftdata.FILES.values():
+            if f.dataset in datasets:
+                ftdata.data_file(f.dataset, f.name, download=False)
+    except (FileNotFoundError, ValueError):
+        return False
+    return True
+
+
+def needs_data(*datasets: str):
+    return pytest.mark.skipif(not data_available(*datasets),
+                              reason=f"data set(s) {datasets} not in the data directory")
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    """The packaged default model, loaded once."""
+    from ftgeo import load_model
+
+    return load_model("minilm")
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory):
+    """A small random BERT built from a config and saved to a folder, with MiniLM's tokenizer."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from ftgeo.models import resolve_model
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model("minilm").source)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture()
+def store(tmp_path):
+    from ftgeo import Store
+
+    return Store(tmp_path / "cache")

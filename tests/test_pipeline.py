@@ -1,0 +1,117 @@
+"""The papermill pipeline: runs into folders, skips unchanged runs, names the failing cell,
+and reruns chapter 1 on another model with no code change."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+from conftest import needs_data
+
+from ftgeo import pipeline
+from ftgeo.pipeline import PipelineError, load_config, run_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _notebook(path: Path, body: str) -> None:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    params = nbformat.v4.new_code_cell('value = 1  # a number\noutput_dir = "out"  # folder')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell(body)]
+    nbformat.write(nb, path)
+
+
+def _config(tmp_path: Path, body: str, **extra) -> Path:
+    (tmp_path / "nbs").mkdir(exist_ok=True)
+    _notebook(tmp_path / "nbs" / "toy.ipynb", body)
+    config = {"name": "toy", "model": "minilm", "notebook_dir": "nbs",
+              "parameters": {"value": 2}, "notebooks": ["toy"], **extra}
+    path = tmp_path / "toy.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+GOOD = "import ftgeo\nftgeo.save_metrics(output_dir, {'twice': 2 * value})"
+
+
+def test_run_writes_folder_and_skips_when_unchanged(tmp_path):
+    config = _config(tmp_path, GOOD, book=True)
+    kw = {"runs_dir": tmp_path / "runs", "book_dir": tmp_path / "book"}
+    first = run_config(config, **kw)
+    assert first["executed"] == ["toy"] and first["skipped"] == []
+    folder = Path(first["runs"][0])
+    assert json.loads((folder / "metrics.json").read_text())["twice"] == 4
+    assert json.loads((folder / "params.json").read_text())["value"] == 2
+    out = nbformat.read(folder / "toy.ipynb", as_version=4)
+    injected = [c for c in out.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert injected and "remove-cell" in injected[0].metadata["tags"]
+    assert (tmp_path / "book" / "toy.ipynb").exists()
+    second = run_config(config, **kw)
+    assert second["executed"] == [] and second["skipped"] == ["toy"]
+    assert second["forward_batches"] == 0
+    third = run_config(config, tasks=None, force=True, **kw)
+    assert third["executed"] == ["toy"]
+
+
+def test_changed_parameter_makes_a_new_run_folder(tmp_path):
+    config = _config(tmp_path, GOOD)
+    kw = {"runs_dir": tmp_path / "runs", "book_dir": tmp_path / "book"}
+    a = run_config(config, **kw)
+    cfg = yaml.safe_load(config.read_text())
+    cfg["parameters"]["value"] = 3
+    config.write_text(yaml.safe_dump(cfg))
+    b = run_config(config, **kw)
+    assert b["executed"] == ["toy"] and a["runs"] != b["runs"]
+    assert len(list((tmp_path / "runs").iterdir())) == 2
+
+
+def test_failing_notebook_is_named_with_its_cell(tmp_path):
+    config = _config(tmp_path, "raise RuntimeError('boom in the compute cell')")
+    with pytest.raises(PipelineError, match=r"toy\.ipynb failed in cell \d+.*RuntimeError.*boom"):
+        run_config(config, runs_dir=tmp_path / "runs", book_dir=tmp_path / "book")
+    assert list((tmp_path / "runs").glob("*/toy.failed.ipynb"))
+
+
+def test_config_errors_name_the_key(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model: minilm\nnotebooks: [x]\nepochs: 3\n")
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['epochs'\]"):
+        load_config(path)
+    path.write_text("model: minilm\nnotebooks: [no_such_notebook]\n")
+    with pytest.raises(FileNotFoundError, match="no_such_notebook"):
+        pipeline.plan(load_config(path))
+    with pytest.raises(ValueError, match="unknown task 'ner'"):
+        pipeline.plan(load_config(ROOT / "configs" / "default.yaml"), tasks=["ner"])
+
+
+def test_cli_reports_errors_without_a_traceback(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("notebooks: [x]\nfoo: 1\n")
+    proc = subprocess.run([sys.executable, "-m", "ftgeo", "run", "--config", str(path)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert "ftgeo: error:" in proc.stderr and "foo" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+@needs_data("ud-english-pud", "trec")
+def test_chapter_one_reruns_on_another_model_folder(tmp_path, tiny_bert_dir, monkeypatch):
+    """`--model FOLDER` reruns the chapter on a small BERT saved from a config; no code change."""
+    monkeypatch.setenv("FTGEO_ARTIFACTS", str(tmp_path / "artifacts"))
+    config = tmp_path / "smoke.yaml"
+    config.write_text(yaml.safe_dump({
+        "name": "smoke", "model": "minilm",
+        "parameters": {"tasks": ["pos", "dep", "trec-50"], "max_sentences": 12, "pca_points": 40},
+        "notebooks": ["01_tasks_and_representations"]}))
+    summary = run_config(config, model=str(tiny_bert_dir))
+    folder = Path(summary["runs"][0])
+    assert tiny_bert_dir.name in folder.name
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["n_layers"] == 3 and metrics["n_features"] == 32
+    assert len(metrics["tasks"]["dep"]["linear_probe_test_accuracy"]) == 3
+    assert (folder / "figures" / "pca_layers.png").exists()

@@ -1,0 +1,104 @@
+"""The artifact cache: keys, round trips, atomic writes, damaged entries."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+from ftgeo.store import Store
+
+
+def test_round_trip_and_keys(store):
+    parts = {"model": "abc", "task": "pos", "split": "train"}
+    assert store.load("representations", parts) is None
+    store.save("representations", parts, {"X": np.eye(3, dtype=np.float32)}, meta={"note": "x"})
+    entry = store.load("representations", parts)
+    np.testing.assert_array_equal(entry["X"], np.eye(3))
+    assert entry.meta == {"note": "x"} and dict(entry.parts) == parts
+    assert store.load("representations", {**parts, "split": "test"}) is None
+    assert Store.key(parts) == Store.key(dict(reversed(list(parts.items()))))
+
+
+def test_get_or_build_builds_once(store):
+    calls = []
+
+    def build():
+        calls.append(1)
+        return {"X": np.arange(4)}, {}
+
+    a, cached_a = store.get_or_build("k", {"a": 1}, build)
+    b, cached_b = store.get_or_build("k", {"a": 1}, build)
+    assert (cached_a, cached_b) == (False, True) and len(calls) == 1
+    np.testing.assert_array_equal(a["X"], b["X"])
+
+
+def test_failed_write_leaves_no_entry(store, monkeypatch):
+    parts = {"a": 1}
+    real_save = np.save
+    written = []
+
+    def failing_save(file, arr, **kw):
+        if written:
+            raise OSError("disk full")
+        written.append(file)
+        real_save(file, arr, **kw)
+
+    monkeypatch.setattr(np, "save", failing_save)
+    with pytest.raises(OSError, match="disk full"):
+        store.save("k", parts, {"X": np.ones(3), "Y": np.ones(3)})
+    monkeypatch.undo()
+    assert store.load("k", parts) is None
+    assert not any((store.root / ".tmp").iterdir())
+
+
+def test_write_killed_half_way_leaves_no_entry(tmp_path):
+    """A process killed (SIGKILL) while writing leaves no entry; the next save cleans up."""
+    root = tmp_path / "cache"
+    script = textwrap.dedent(f"""
+        import time, numpy as np
+        from ftgeo.store import Store
+        real = np.save
+        def slow(file, arr, **kw):
+            real(file, arr, **kw)
+            print("wrote", file, flush=True)
+            time.sleep(60)
+        np.save = slow
+        Store({str(root)!r}).save("k", {{"a": 1}}, {{"X": np.ones(1000), "Y": np.ones(1000)}})
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    assert line.startswith("wrote"), line
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    store = Store(root)
+    assert store.load("k", {"a": 1}) is None
+    assert len(list((root / ".tmp").iterdir())) == 1  # the dead process's partial folder
+    store.save("k", {"b": 2}, {"X": np.zeros(2)})  # sweeps folders of dead processes
+    assert list((root / ".tmp").iterdir()) == []
+    assert store.load("k", {"a": 1}) is None
+
+
+def test_damaged_entry_is_detected_and_rebuilt(store):
+    parts = {"a": 1}
+    entry = store.save("k", parts, {"X": np.arange(100, dtype=np.float64)})
+    file = entry.path / "X.npy"
+    raw = bytearray(file.read_bytes())
+    raw[-1] ^= 0xFF  # same size, different content
+    file.write_bytes(bytes(raw))
+    assert store.load("k", parts) is None
+    assert not entry.path.exists()
+    _, cached = store.get_or_build("k", parts, lambda: ({"X": np.arange(100.0)}, {}))
+    assert not cached
+
+
+def test_truncated_entry_is_detected(store):
+    entry = store.save("k", {"a": 1}, {"X": np.arange(100, dtype=np.float64)})
+    file = entry.path / "X.npy"
+    file.write_bytes(file.read_bytes()[:50])
+    time.sleep(0.01)
+    assert store.load("k", {"a": 1}) is None
