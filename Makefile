@@ -1,0 +1,35 @@
+# make book   create .venv, install, run the default pipeline, build the HTML book
+# make test   create .venv, install, run pytest (unit tests, doctests, golden notebooks)
+# make bench  create .venv, install, run the benchmarks (JSON into artifacts/benchmarks/)
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: book test bench install vendor clean
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 $(VENV)/bin/pytest
+
+vendor: $(STAMP)
+	PY=$(PY) bash _ext/vendor.sh
+
+book: $(STAMP) vendor
+	$(PY) -m ftgeo run --config configs/default.yaml
+	$(VENV)/bin/jupyter-book build . -W --keep-going
+	@echo "The book is at $(CURDIR)/_build/html/index.html"
+
+bench: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/extract.py
+
+clean:
+	rm -rf _build _vendor_static

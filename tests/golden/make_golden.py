@@ -1,0 +1,51 @@
+"""Regenerate the golden smoke runs: small papermill runs of each chapter, committed with
+their outputs, which ``pytest`` re-executes under nbval and compares cell by cell.
+
+    python tests/golden/make_golden.py            # all chapters
+    python tests/golden/make_golden.py 01_tasks   # the chapters whose name starts with this
+
+Regenerate only when a change of results is intended, and read the diff of the outputs.
+"""
+
+import os
+import sys
+from pathlib import Path
+
+import nbformat
+import papermill as pm
+
+HERE = Path(__file__).resolve().parent
+NOTEBOOKS = HERE.parents[1] / "notebooks"
+
+# Small, fast parameters for each chapter: every task, a few sentences per split.
+SMOKE = {
+    "01_tasks_and_representations": {
+        "tasks": ["pos", "dep", "ps-role", "ps-fxn", "trec-50"],
+        "max_sentences": 20,
+        "pca_points": 60,
+        "output_dir": "_out/01",
+    },
+}
+
+
+def main(prefixes: list[str]) -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ["FTGEO_PROGRESS"] = "0"
+    os.environ["TRANSFORMERS_VERBOSITY"] = "error"
+    for name, params in SMOKE.items():
+        if prefixes and not any(name.startswith(p) for p in prefixes):
+            continue
+        target = HERE / f"{name}.ipynb"
+        pm.execute_notebook(str(NOTEBOOKS / f"{name}.ipynb"), str(target), parameters=params,
+                            kernel_name="python3", cwd=str(HERE), progress_bar=False)
+        nb = nbformat.read(target, as_version=4)
+        nb.metadata.pop("papermill", None)  # timings and paths: not part of the result
+        for cell in nb.cells:
+            cell.metadata.pop("papermill", None)
+            cell.metadata.pop("execution", None)
+        nbformat.write(nb, target)
+        print(f"wrote {target.relative_to(HERE.parents[1])}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
