@@ -5,8 +5,8 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from conftest import needs_data
 
+from conftest import needs_data
 from ftgeo import data as ftdata
 from ftgeo.data import load_task, read_conllu, task_name
 

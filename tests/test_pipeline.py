@@ -9,8 +9,8 @@ from pathlib import Path
 import nbformat
 import pytest
 import yaml
-from conftest import needs_data
 
+from conftest import needs_data
 from ftgeo import pipeline
 from ftgeo.pipeline import PipelineError, load_config, run_config
 

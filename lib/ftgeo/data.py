@@ -344,8 +344,7 @@ def _check_ids(path: Path, rows: list[tuple[str, ...]], first_line: int) -> None
 def _read_lines(path: Path, *, encoding: str = "utf-8") -> Iterator[tuple[int, str]]:
     """Lines of a text file as (1-based number, text); undecodable bytes become spaces."""
     data = path.read_bytes().decode(encoding, errors="replace").replace("\ufffd", " ")
-    for lineno, line in enumerate(data.splitlines(), start=1):
-        yield lineno, line
+    yield from enumerate(data.splitlines(), start=1)
 
 
 def _read_tsv(path: Path, n_fields: int, *, encoding: str = "utf-8") -> list[tuple[int, list[str]]]:

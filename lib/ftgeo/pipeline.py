@@ -134,7 +134,8 @@ def plan(config: Mapping[str, Any], *, model: str | None = None, tasks: Sequence
                                     f"{nb} does not exist")
         parameters = {**base, **params}
         digest = sha256_text(canonical_json(parameters))[:8]
-        folder = runs_dir / f"{name}--{_slug(Path(parameters['model']).name or parameters['model'])}--{digest}"
+        model_slug = _slug(Path(parameters["model"]).name or parameters["model"])
+        folder = runs_dir / f"{name}--{model_slug}--{digest}"
         parameters["output_dir"] = str(folder)
         runs.append(Run(nb, parameters, folder, to_book))
     return runs
