@@ -35,6 +35,13 @@ def progress(iterable: Iterable[T], *, total: int | None = None, desc: str = "",
     return iter(tqdm(iterable, total=total, desc=desc, disable=not on, leave=False, **kwargs))
 
 
+def progress_bar(*, desc: str, unit: str = "it", total: int | None = None,
+                 enabled: bool | None = None) -> tqdm:
+    """A manually updated tqdm bar (``bar.update()``), off when progress bars are off."""
+    on = _PROGRESS["enabled"] if enabled is None else enabled
+    return tqdm(total=total, desc=desc, unit=unit, disable=not on, leave=False)
+
+
 def check(condition: bool, message: str) -> None:
     """Raise ``ValueError(message)`` unless ``condition`` holds.
 

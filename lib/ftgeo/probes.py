@@ -104,6 +104,281 @@ class LinearProbe:
         return float(np.mean(self.predict(X) == np.asarray(y)))
 
 
+HIDDEN_SIZES = (32, 64, 128, 256)
+MLP_L2_GRID = (1e-5, 1e-4, 1e-3, 1e-2)
+
+
+def _torch_standardize(X: np.ndarray, mean: np.ndarray, scale: np.ndarray):
+    import torch
+
+    return torch.from_numpy(((np.asarray(X, dtype=np.float64) - mean) / scale).astype(np.float32))
+
+
+class _MLPBatch:
+    """M two-hidden-layer ReLU networks of one shape, trained together as batched tensors.
+
+    Each network has its own weights, L2 weight and random initialization; Adam is
+    elementwise, so training them together is the same as training them one by one.
+    """
+
+    def __init__(self, n_features: int, hidden: tuple[int, int], n_classes: int,
+                 l2: Sequence[float], seeds: Sequence[int]):
+        import torch
+
+        self.l2 = torch.tensor(list(l2), dtype=torch.float32)[:, None, None]
+        sizes = [n_features, *hidden, n_classes]
+        self.weights, self.biases = [], []
+        for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True):
+            W = torch.empty((len(seeds), fan_in, fan_out))
+            for m, seed in enumerate(seeds):
+                # Glorot-uniform initialization, as scikit-learn's MLPClassifier (Glorot & Bengio 2010)
+                g = torch.Generator().manual_seed(int(seed) * 1000 + fan_in * 7 + fan_out)
+                bound = (6.0 / (fan_in + fan_out)) ** 0.5
+                W[m] = (torch.rand((fan_in, fan_out), generator=g) * 2 - 1) * bound
+            self.weights.append(W.requires_grad_())
+            self.biases.append(torch.zeros((len(seeds), 1, fan_out), requires_grad=True))
+
+    def parameters(self):
+        return [*self.weights, *self.biases]
+
+    def logits(self, X):
+        import torch
+
+        H = X
+        for k, (W, b) in enumerate(zip(self.weights, self.biases, strict=True)):
+            H = torch.matmul(H, W) + b
+            if k < len(self.weights) - 1:
+                H = torch.relu(H)
+        return H  # (M, n_samples, n_classes)
+
+    def loss(self, X, t):
+        import torch
+
+        logits = self.logits(X)
+        M, B, C = logits.shape
+        ce = torch.nn.functional.cross_entropy(logits.reshape(M * B, C), t.repeat(M),
+                                               reduction="sum") / B
+        penalty = sum((self.l2 * W * W).sum() for W in self.weights) / 2
+        return ce + penalty
+
+    def state(self):
+        return [p.detach().clone() for p in self.parameters()]
+
+    def load(self, state, mask):
+        import torch
+
+        with torch.no_grad():
+            for p, s in zip(self.parameters(), state, strict=True):
+                p[mask] = s[mask]
+
+
+def _train_batch(net: _MLPBatch, X, t, X_dev, t_dev, *, max_iter: int, batch_size: int,
+                 learning_rate: float, patience: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Adam with early stopping on dev accuracy, per network; keeps each network's best epoch.
+
+    Returns the best dev accuracy and the epoch it was reached, each of shape (M,).
+    """
+    import torch
+
+    opt = torch.optim.Adam(net.parameters(), lr=learning_rate)
+    M = net.weights[0].shape[0]
+    best = np.full(M, -1.0)
+    best_epoch = np.zeros(M, dtype=int)
+    best_state = net.state()
+    waiting = np.zeros(M, dtype=int)
+    g = torch.Generator().manual_seed(int(seed))
+    n = len(t)
+    for epoch in range(max_iter):
+        order = torch.randperm(n, generator=g)
+        for start in range(0, n, batch_size):
+            idx = order[start:start + batch_size]
+            opt.zero_grad()
+            net.loss(X[idx], t[idx]).backward()
+            opt.step()
+        with torch.no_grad():
+            acc = (net.logits(X_dev).argmax(-1) == t_dev).float().mean(-1).numpy()
+        improved = acc > best
+        if improved.any():
+            state = net.state()
+            mask = torch.from_numpy(improved)
+            for s, new in zip(best_state, state, strict=True):
+                s[mask] = new[mask]
+        best = np.where(improved, acc, best)
+        best_epoch = np.where(improved, epoch + 1, best_epoch)
+        waiting = np.where(improved, 0, waiting + 1)
+        if (waiting >= patience).all():
+            break
+    net.load(best_state, torch.ones(M, dtype=torch.bool))
+    return best, best_epoch
+
+
+class MLPProbe:
+    """Two hidden ReLU layers, Adam, L2 weight, early stopping on a dev split.
+
+    Follows the scikit-learn estimator contract; ``fit(X, y, X_dev=..., y_dev=...)`` takes
+    the dev split used for early stopping (without one, a seeded tenth of the training
+    data is held out). Features are standardized with the training statistics.
+
+    Parameters
+    ----------
+    hidden : sizes of the two hidden layers
+    l2 : weight of ``l2/2 * sum ||W||^2`` (biases excluded) added to the mean cross-entropy
+    max_iter : epochs at most; patience : epochs without dev improvement before stopping
+    batch_size, learning_rate : Adam's mini-batches and step size
+    random_state : seed of the initialization and of the mini-batch order
+
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(400, 2))
+    >>> y = (X[:, 0] * X[:, 1] > 0).astype(int)       # XOR: not linearly separable
+    >>> probe = MLPProbe(hidden=(32, 32), l2=1e-4, random_state=0).fit(X, y, X_dev=X, y_dev=y)
+    >>> probe.score(X, y) > 0.95
+    True
+    """
+
+    def __init__(self, hidden: tuple[int, int] = (128, 128), l2: float = 1e-4, *,
+                 max_iter: int = 1000, patience: int = 10, batch_size: int = 256,
+                 learning_rate: float = 1e-3, random_state: int = 0):
+        self.hidden = hidden
+        self.l2 = l2
+        self.max_iter = max_iter
+        self.patience = patience
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.random_state = random_state
+
+    def fit(self, X: np.ndarray, y: np.ndarray, *, X_dev: np.ndarray | None = None,
+            y_dev: np.ndarray | None = None) -> MLPProbe:
+        import torch
+
+        _check_mlp_settings(self.hidden, [self.l2], self.max_iter, self.patience,
+                            self.batch_size, self.learning_rate)
+        check_Xy(X, y)
+        if X_dev is None:
+            hold = np.random.default_rng(self.random_state).permutation(len(X))[: max(1, len(X) // 10)]
+            keep = np.setdiff1d(np.arange(len(X)), hold)
+            X, y, X_dev, y_dev = X[keep], np.asarray(y)[keep], X[hold], np.asarray(y)[hold]
+        check_Xy(X_dev, y_dev, name="X_dev")
+        self.classes_ = np.unique(y)
+        check(len(self.classes_) >= 2, f"y must hold at least 2 labels, got {len(self.classes_)}")
+        _, self.mean_, self.scale_ = _standardize(X)
+        Xt = _torch_standardize(X, self.mean_, self.scale_)
+        Xd = _torch_standardize(X_dev, self.mean_, self.scale_)
+        t = torch.from_numpy(np.searchsorted(self.classes_, y))
+        known = np.isin(y_dev, self.classes_)
+        td = torch.from_numpy(np.where(known, np.searchsorted(self.classes_, y_dev), -1))
+        torch.manual_seed(self.random_state)
+        self.net_ = _MLPBatch(X.shape[1], tuple(self.hidden), len(self.classes_), [self.l2],
+                              [self.random_state])
+        best, epoch = _train_batch(self.net_, Xt, t, Xd, td, max_iter=self.max_iter,
+                                   batch_size=self.batch_size, learning_rate=self.learning_rate,
+                                   patience=self.patience, seed=self.random_state)
+        self.dev_accuracy_, self.n_iter_ = float(best[0]), int(epoch[0])
+        return self
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        import torch
+
+        check_Xy(X)
+        with torch.no_grad():
+            logits = self.net_.logits(_torch_standardize(X, self.mean_, self.scale_))[0]
+        return self.classes_[logits.argmax(-1).numpy()]
+
+    def score(self, X: np.ndarray, y: np.ndarray) -> float:
+        """Accuracy on (X, y)."""
+        return float(np.mean(self.predict(X) == np.asarray(y)))
+
+
+def _check_mlp_settings(hidden, l2_grid, max_iter, patience, batch_size, learning_rate) -> None:
+    check(len(hidden) == 2 and all(int(h) >= 1 for h in hidden),
+          f"hidden must be two layer sizes >= 1, got {hidden}")
+    check(len(l2_grid) >= 1 and all(v >= 0 for v in l2_grid), f"l2 must be >= 0, got {l2_grid}")
+    check(max_iter >= 1, f"max_iter must be >= 1, got {max_iter}")
+    check(patience >= 1, f"patience must be >= 1, got {patience}")
+    check(batch_size >= 1, f"batch_size must be >= 1, got {batch_size}")
+    check(learning_rate > 0, f"learning_rate must be > 0, got {learning_rate}")
+
+
+@dataclass(frozen=True)
+class ProbeGridResult:
+    """The MLP-probe grid search: the chosen setting and its test accuracy over seeds.
+
+    dev : one row per candidate (hidden1, hidden2, l2, dev accuracy, epochs), a pandas table
+    test_accuracy : ndarray of shape (n_seeds,), the chosen setting retrained with each seed
+    """
+
+    hidden: tuple[int, int]
+    l2: float
+    dev_accuracy: float
+    test_accuracy: np.ndarray
+    dev: object
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.test_accuracy))
+
+    @property
+    def sd(self) -> float:
+        return float(np.std(self.test_accuracy, ddof=1)) if len(self.test_accuracy) > 1 else 0.0
+
+
+def probe_grid(X_train: np.ndarray, y_train: np.ndarray, X_dev: np.ndarray, y_dev: np.ndarray,
+               X_test: np.ndarray, y_test: np.ndarray, *,
+               hidden_sizes: Sequence[int] = HIDDEN_SIZES, l2_grid: Sequence[float] = MLP_L2_GRID,
+               n_seeds: int = 5, max_iter: int = 1000, patience: int = 10, batch_size: int = 256,
+               learning_rate: float = 1e-3, random_state: int = 0) -> ProbeGridResult:
+    """Grid search of the MLP probe, chosen on dev, then retrained with ``n_seeds`` seeds.
+
+    Every (hidden1, hidden2) shape trains its L2 variants together as one batched network;
+    the chosen setting's seeds are trained together too.
+
+    Parameters
+    ----------
+    X_train, X_dev, X_test : ndarray of shape (n_samples, n_features)
+    y_train, y_dev, y_test : ndarray of shape (n_samples,)
+    hidden_sizes : candidate sizes of each hidden layer (all pairs are tried)
+    l2_grid : candidate L2 weights
+    """
+    import pandas as pd
+    import torch
+
+    _check_mlp_settings((1, 1), l2_grid, max_iter, patience, batch_size, learning_rate)
+    check(n_seeds >= 1, f"n_seeds must be >= 1, got {n_seeds}")
+    check(len(hidden_sizes) >= 1 and all(int(h) >= 1 for h in hidden_sizes),
+          f"hidden_sizes must be sizes >= 1, got {hidden_sizes}")
+    for name, X, y in (("X_train", X_train, y_train), ("X_dev", X_dev, y_dev),
+                       ("X_test", X_test, y_test)):
+        check_Xy(X, y, name=name)
+    classes = np.unique(y_train)
+    check(len(classes) >= 2, f"y_train must hold at least 2 labels, got {len(classes)}")
+    _, mean, scale = _standardize(X_train)
+    Xt, Xd, Xs = (_torch_standardize(X, mean, scale) for X in (X_train, X_dev, X_test))
+
+    def codes(y):
+        return torch.from_numpy(np.where(np.isin(y, classes), np.searchsorted(classes, y), -1))
+
+    t, td, ts = codes(y_train), codes(y_dev), codes(y_test)
+    rows = []
+    shapes = [(h1, h2) for h1 in hidden_sizes for h2 in hidden_sizes]
+    for hidden in progress(shapes, desc="MLP grid", unit="shape"):
+        net = _MLPBatch(X_train.shape[1], hidden, len(classes), l2_grid,
+                        [random_state] * len(l2_grid))
+        best, epochs = _train_batch(net, Xt, t, Xd, td, max_iter=max_iter, batch_size=batch_size,
+                                    learning_rate=learning_rate, patience=patience,
+                                    seed=random_state)
+        rows += [{"hidden1": hidden[0], "hidden2": hidden[1], "l2": l2, "dev_accuracy": acc,
+                  "epochs": int(ep)} for l2, acc, ep in zip(l2_grid, best, epochs, strict=True)]
+    dev = pd.DataFrame(rows)
+    top = dev.sort_values("dev_accuracy", ascending=False, kind="stable").iloc[0]
+    hidden, l2 = (int(top.hidden1), int(top.hidden2)), float(top.l2)
+    seeds = [random_state + 1 + k for k in range(n_seeds)]
+    net = _MLPBatch(X_train.shape[1], hidden, len(classes), [l2] * n_seeds, seeds)
+    _train_batch(net, Xt, t, Xd, td, max_iter=max_iter, batch_size=batch_size,
+                 learning_rate=learning_rate, patience=patience, seed=random_state + 1)
+    with torch.no_grad():
+        test = (net.logits(Xs).argmax(-1) == ts).float().mean(-1).numpy().astype(float)
+    return ProbeGridResult(hidden, l2, float(top.dev_accuracy), test, dev)
+
+
 @dataclass(frozen=True)
 class LayerProbeResult:
     """Per-layer linear-probe results: arrays of shape (n_layers,)."""

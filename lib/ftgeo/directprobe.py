@@ -1,0 +1,582 @@
+"""DirectProbe: label clusters whose convex hulls do not overlap (Zhou & Srikumar 2021).
+
+The algorithm is that of the reference code (utahnlp/DirectProbe, with the stopping rule of
+its 2022 fix):
+
+1. every point starts as its own cluster; clusters of the same label are merged closest
+   first, the distance being that between cluster means;
+2. *phase 1* merges to the end with no checks (one cluster per label). If no two clusters
+   of different labels overlap there, that is the answer. Otherwise the first state of the
+   phase-1 path that has an overlap is found (overlap only persists as clusters grow), and
+3. *phase 2* restarts from the state just before it: the closest same-label pairs are popped
+   in turn, and a merge is accepted only if the merged cluster's convex hull overlaps the
+   hull of no cluster of another label. A rejected pair is dropped; merging goes on until
+   no candidate pair is left (the 2022 paper's appendix F describes an older loop that
+   stopped after a fixed number of tries: that bug is not reproduced).
+
+What differs from the reference is *how* overlap is decided, never *what* is decided. Two
+hulls are disjoint iff a separating hyperplane exists; any hyperplane that separates two
+sets also separates their subsets, so hyperplanes are kept per label pair and tried first.
+The exact test is a linear program solved by constraint generation: a max-margin LP on a
+small working set of points, checked against all points, with the violators added; an
+infeasible working set proves overlap (its points are in both hulls' subsets), a hyperplane
+that separates every point proves disjointness. Overlap witnesses are kept too: a cluster
+pair that contains both sides of a witness overlaps.
+
+Distances between final clusters are twice the margin of a hard-margin linear SVM between
+them, which equals the Euclidean distance between the two hulls.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.cluster.hierarchy import linkage
+from scipy.optimize import linprog
+
+from ._util import check, check_Xy, progress_bar
+
+log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------------------
+# The exact hull-overlap test
+# --------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Hyperplane:
+    """``w . x + b > 0`` on one side (the first set), ``< 0`` on the other."""
+
+    w: np.ndarray
+    b: float
+
+    def separates(self, A: np.ndarray, B: np.ndarray, tol: float = 0.0) -> bool:
+        return bool((A @ self.w + self.b > tol).all() and (B @ self.w + self.b < -tol).all())
+
+    def flipped(self) -> Hyperplane:
+        return Hyperplane(-self.w, -self.b)
+
+
+def _mean_direction(A: np.ndarray, B: np.ndarray) -> Hyperplane | None:
+    """The hyperplane orthogonal to the difference of means, if it separates A from B."""
+    w = A.mean(axis=0) - B.mean(axis=0)
+    sa, sb = A @ w, B @ w
+    lo, hi = sa.min(), sb.max()
+    if lo > hi:
+        return Hyperplane(w, -float(lo + hi) / 2)
+    return None
+
+
+def _margin_lp(A: np.ndarray, B: np.ndarray) -> tuple[float, np.ndarray, float]:
+    """max t s.t. A w + b >= t, B w + b <= -t, |w_i| <= 1, t <= 1 (HiGHS). Returns (t, w, b)."""
+    n_a, n_b, d = len(A), len(B), A.shape[1]
+    # variables: w (d), b, t; minimize -t
+    c = np.zeros(d + 2)
+    c[-1] = -1.0
+    A_ub = np.empty((n_a + n_b, d + 2))
+    A_ub[:n_a, :d] = -A
+    A_ub[:n_a, d] = -1.0
+    A_ub[n_a:, :d] = B
+    A_ub[n_a:, d] = 1.0
+    A_ub[:, d + 1] = 1.0
+    bounds = [(-1.0, 1.0)] * d + [(None, None), (None, 1.0)]
+    res = linprog(c, A_ub=A_ub, b_ub=np.zeros(n_a + n_b), bounds=bounds, method="highs")
+    if res.status != 0:  # pragma: no cover - the LP is always feasible and bounded
+        raise RuntimeError(f"margin LP failed: {res.message}")
+    return float(res.x[-1]), res.x[:d], float(res.x[d])
+
+
+def hull_overlap(A: np.ndarray, B: np.ndarray, *, tol: float = 1e-9, start: int = 64,
+                 grow: int = 128, planes: Sequence[Hyperplane] = ()
+                 ) -> tuple[bool, Hyperplane | None, tuple[np.ndarray, np.ndarray] | None]:
+    """Do the convex hulls of A and B intersect? Exact, up to the LP's tolerance.
+
+    Parameters
+    ----------
+    A, B : ndarray of shape (n_a, n_features), (n_b, n_features)
+    tol : a hyperplane must clear every point by more than ``tol`` (after the joint
+        rescaling of A and B to unit maximum absolute coordinate) to count as separating
+    start, grow : working-set size per side at the start, and points added per round
+    planes : hyperplanes to try first (from supersets of A and B)
+
+    Returns
+    -------
+    (overlap, hyperplane, witness): a separating hyperplane when the hulls are disjoint
+    (positive on A); when they overlap, the indices of the subsets of A and B whose hulls
+    were proved to intersect.
+
+    >>> A = np.array([[0., 0], [1, 0], [0, 1]])
+    >>> hull_overlap(A, A + 2)[0], hull_overlap(A, A + 0.2)[0]
+    (False, True)
+    """
+    for h in planes:
+        if h.separates(A, B):
+            return False, h, None
+    h = _mean_direction(A, B)
+    if h is not None:
+        return False, h, None
+    # Joint affine rescaling for the LP's numerics; separability is affine-invariant.
+    both = np.vstack([A, B])
+    mu = both.mean(axis=0)
+    scale = float(np.abs(both - mu).max()) or 1.0
+    Za, Zb = (A - mu) / scale, (B - mu) / scale
+    u = Za.mean(axis=0) - Zb.mean(axis=0)
+    # The initial working set: the points of each side nearest to the other side.
+    wa = np.argsort(Za @ u)[: min(start, len(A))]
+    wb = np.argsort(-(Zb @ u))[: min(start, len(B))]
+    while True:
+        t, w, b = _margin_lp(Za[wa], Zb[wb])
+        if t <= tol:
+            return True, None, (np.sort(wa), np.sort(wb))
+        sa, sb = Za @ w + b, Zb @ w + b
+        if sa.min() > tol and sb.max() < -tol:
+            # back to the original coordinates: w.(x - mu)/scale + b
+            w0 = w / scale
+            return False, Hyperplane(w0, float(b - w0 @ mu)), None
+        # add the worst violators of the margin found on the working set
+        bad_a = np.setdiff1d(np.flatnonzero(sa < t / 2), wa)
+        bad_b = np.setdiff1d(np.flatnonzero(sb > -t / 2), wb)
+        bad_a = bad_a[np.argsort(sa[bad_a])[:grow]]
+        bad_b = bad_b[np.argsort(-sb[bad_b])[:grow]]
+        if len(bad_a) + len(bad_b) == 0:  # pragma: no cover - guarded by the t/2 rule
+            bad_a = np.setdiff1d(np.arange(len(A)), wa)
+            bad_b = np.setdiff1d(np.arange(len(B)), wb)
+        wa = np.union1d(wa, bad_a)
+        wb = np.union1d(wb, bad_b)
+
+
+# --------------------------------------------------------------------------------------
+# Cluster bookkeeping
+# --------------------------------------------------------------------------------------
+
+class _Clusters:
+    """Clusters as point-index arrays, with the certificates learned about them."""
+
+    def __init__(self, X: np.ndarray, y: np.ndarray, tol: float, max_planes: int):
+        self.X, self.y, self.tol, self.max_planes = X, y, tol, max_planes
+        self.points: dict[int, np.ndarray] = {}
+        self.label: dict[int, int] = {}
+        self.center: dict[int, np.ndarray] = {}
+        self.radius: dict[int, float] = {}
+        self.owner = np.full(len(X), -1, dtype=np.int64)
+        self.next_id = 0
+        # per ordered label pair (a, b), a < b: hyperplanes positive on label a
+        self.planes: dict[tuple[int, int], list[Hyperplane]] = defaultdict(list)
+        self.witnesses: dict[tuple[int, int], list[tuple[np.ndarray, np.ndarray]]] = defaultdict(list)
+        self.lp_tests = 0
+
+    def add(self, idx: np.ndarray) -> int:
+        cid = self.next_id
+        self.next_id += 1
+        idx = np.sort(np.asarray(idx, dtype=np.int64))
+        self.points[cid] = idx
+        self.label[cid] = int(self.y[idx[0]])
+        P = self.X[idx]
+        c = P.mean(axis=0)
+        self.center[cid] = c
+        self.radius[cid] = float(np.sqrt(((P - c) ** 2).sum(axis=1).max()))
+        self.owner[idx] = cid
+        return cid
+
+    def remove(self, cid: int) -> None:
+        for d in (self.points, self.label, self.center, self.radius):
+            d.pop(cid)
+
+    def candidates(self, idx: np.ndarray, label: int, center: np.ndarray, radius: float
+                   ) -> list[int]:
+        """Active clusters of another label whose bounding spheres meet this one's."""
+        ids = [c for c in self.points if self.label[c] != label]
+        if not ids:
+            return []
+        C = np.stack([self.center[c] for c in ids])
+        R = np.array([self.radius[c] for c in ids])
+        dist = np.sqrt(((C - center) ** 2).sum(axis=1))
+        # ">=": touching hulls overlap (the reference's strict ">" misses identical points)
+        return [c for c, keep in zip(ids, radius + R >= dist, strict=True) if keep]
+
+    def overlaps(self, idx: np.ndarray, label: int, other: int) -> bool:
+        """Does the hull of points ``idx`` (all of ``label``) overlap cluster ``other``?"""
+        other_label = self.label[other]
+        mine_first = label < other_label
+        key = (label, other_label) if mine_first else (other_label, label)
+        other_idx = self.points[other]
+        # a known overlapping pair inside (idx, other) proves overlap
+        for wa, wb in reversed(self.witnesses[key]):
+            mine_w, other_w = (wa, wb) if mine_first else (wb, wa)
+            if (self.owner[other_w] == other).all() and _subset(mine_w, idx):
+                return True
+        A, B = self.X[idx], self.X[other_idx]
+        # a hyperplane that separated supersets separates these sets too
+        for h in reversed(self.planes[key]):
+            if (h if mine_first else h.flipped()).separates(A, B):
+                return False
+        self.lp_tests += 1
+        overlap, plane, witness = hull_overlap(A, B, tol=self.tol)
+        if overlap:
+            wa, wb = idx[witness[0]], other_idx[witness[1]]
+            _remember(self.witnesses[key], (wa, wb) if mine_first else (wb, wa), self.max_planes)
+        else:
+            _remember(self.planes[key], plane if mine_first else plane.flipped(), self.max_planes)
+        return overlap
+
+    def merged_overlaps(self, idx: np.ndarray, label: int) -> bool:
+        P = self.X[idx]
+        c = P.mean(axis=0)
+        r = float(np.sqrt(((P - c) ** 2).sum(axis=1).max()))
+        return any(self.overlaps(idx, label, o) for o in self.candidates(idx, label, c, r))
+
+    def any_overlap(self) -> bool:
+        """Does any pair of active clusters of different labels overlap?"""
+        ids = sorted(self.points)
+        for k, a in enumerate(ids):
+            for o in self.candidates(self.points[a], self.label[a], self.center[a], self.radius[a]):
+                if o > a and self.overlaps(self.points[a], self.label[a], o):
+                    return True
+        return False
+
+
+def _subset(small: np.ndarray, big_sorted: np.ndarray) -> bool:
+    """Are all of ``small`` in the sorted array ``big_sorted``?"""
+    pos = np.searchsorted(big_sorted, small)
+    return bool((pos < len(big_sorted)).all() and (big_sorted[np.minimum(pos, len(big_sorted) - 1)]
+                                                   == small).all())
+
+
+def _remember(store: list, item, limit: int) -> None:
+    store.append(item)
+    if len(store) > limit:
+        del store[0]
+
+
+# --------------------------------------------------------------------------------------
+# Phase 1: merge to the end with no checks
+# --------------------------------------------------------------------------------------
+
+def _phase1_merges(X: np.ndarray, y: np.ndarray) -> list[tuple[int, int]]:
+    """The merge sequence of phase 1 as pairs of point-set representatives.
+
+    Within a label, "merge the two clusters whose means are closest" is centroid linkage
+    (scipy's ``method='centroid'``); across labels, the reference's single heap pops the
+    smallest next merge of any label, i.e. a k-way merge of the per-label sequences by
+    their merge distances. Returns, for each global step, (first point of cluster 1,
+    first point of cluster 2) in original indices.
+    """
+    sequences = []
+    for lab in np.unique(y):
+        idx = np.flatnonzero(y == lab)
+        if len(idx) < 2:
+            continue
+        Z = linkage(X[idx], method="centroid")
+        # representatives: scipy numbers merged clusters n, n+1, ...; keep a point of each
+        rep = list(idx) + [0] * (len(idx) - 1)
+        steps = []
+        for k, (i, j, dist, _) in enumerate(Z):
+            ri, rj = rep[int(i)], rep[int(j)]
+            rep[len(idx) + k] = min(ri, rj)
+            steps.append((float(dist), int(ri), int(rj)))
+        sequences.append(steps)
+    heap = [(seq[0][0], s, 0) for s, seq in enumerate(sequences)]
+    heapq.heapify(heap)
+    merges = []
+    while heap:
+        _, s, k = heapq.heappop(heap)
+        merges.append(sequences[s][k][1:])
+        if k + 1 < len(sequences[s]):
+            heapq.heappush(heap, (sequences[s][k + 1][0], s, k + 1))
+    return merges
+
+
+def _state(n: int, merges: Sequence[tuple[int, int]], steps: int) -> np.ndarray:
+    """Cluster of every point after the first ``steps`` merges (union-find), as root ids."""
+    parent = np.arange(n)
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for a, b in merges[:steps]:
+        ra, rb = find(a), find(b)
+        parent[max(ra, rb)] = min(ra, rb)
+    return np.array([find(i) for i in range(n)])
+
+
+# --------------------------------------------------------------------------------------
+# The estimator
+# --------------------------------------------------------------------------------------
+
+class DirectProbe:
+    """Clusters of each label whose convex hulls do not overlap (scikit-learn contract).
+
+    Parameters
+    ----------
+    tol : numerical tolerance of the separation test (see :func:`hull_overlap`)
+    max_planes : separating hyperplanes remembered per label pair
+
+    Attributes
+    ----------
+    labels_ : ndarray of shape (n_samples,), the cluster of every point (0..n_clusters_-1,
+        numbered by label, then by the cluster's first point)
+    cluster_labels_ : ndarray of shape (n_clusters_,), each cluster's label
+    n_clusters_ : int
+    classes_ : ndarray of shape (n_labels,), the sorted labels
+    first_overlap_step_ : the phase-1 step at which an overlap first appears (None if the
+        one-cluster-per-label end state has none)
+    n_lp_tests_ : exact overlap tests run (after the caches and cheap certificates)
+    phase2_start_clusters_, phase2_tries_, phase2_rejected_ : clusters at the restart, merge
+        candidates tried and rejected in phase 2 (0 when phase 2 was not needed). The old
+        loop ``for _ in range(m)`` with m = phase2_start_clusters_ stopped after m tries.
+
+    >>> rng = np.random.default_rng(0)
+    >>> X = np.r_[rng.normal(0, 1, (30, 5)), rng.normal(20, 1, (30, 5))]
+    >>> y = np.repeat(["a", "b"], 30)
+    >>> DirectProbe().fit(X, y).n_clusters_
+    2
+    """
+
+    def __init__(self, *, tol: float = 1e-9, max_planes: int = 64):
+        self.tol = tol
+        self.max_planes = max_planes
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> DirectProbe:
+        X = np.asarray(X, dtype=np.float64)
+        check_Xy(X, y)
+        check(self.tol >= 0, f"tol must be >= 0, got {self.tol}")
+        self.classes_, codes = np.unique(np.asarray(y), return_inverse=True)
+        check(len(self.classes_) >= 2,
+              f"DirectProbe needs at least 2 labels, got {len(self.classes_)}")
+        check(len(X) > len(self.classes_),
+              f"DirectProbe needs more points than labels, got {len(X)} points for "
+              f"{len(self.classes_)} labels")
+        self.X_ = X
+        self.y_ = codes
+        merges = _phase1_merges(X, codes)
+        cl = _Clusters(X, codes, self.tol, self.max_planes)
+        final = _state(len(X), merges, len(merges))
+        self._load(cl, final)
+        self.first_overlap_step_ = None
+        self.phase2_start_clusters_ = self.phase2_tries_ = self.phase2_rejected_ = 0
+        if cl.any_overlap():
+            j = self._first_overlap(merges, cl)
+            self.first_overlap_step_ = j
+            start = _state(len(X), merges, j - 1) if j > 0 else np.arange(len(X))
+            cl = self._phase2(start, cl)
+        self.n_lp_tests_ = cl.lp_tests
+        self._finish(cl)
+        return self
+
+    @staticmethod
+    def _load(cl: _Clusters, roots: np.ndarray) -> None:
+        for cid in list(cl.points):
+            cl.remove(cid)
+        for r in np.unique(roots):
+            cl.add(np.flatnonzero(roots == r))
+
+    def _first_overlap(self, merges, cl: _Clusters) -> int:
+        """The first phase-1 state with an overlap, by binary search (as the reference)."""
+        n = len(self.X_)
+        self._load(cl, np.arange(n))
+        if cl.any_overlap():  # identical points with different labels
+            return 0
+        lo, hi = 1, len(merges)  # state hi overlaps, state lo - 1 does not
+        while lo < hi:
+            mid = (lo + hi) // 2
+            self._load(cl, _state(n, merges, mid))
+            if cl.any_overlap():
+                hi = mid
+            else:
+                lo = mid + 1
+        return hi
+
+    def _phase2(self, roots: np.ndarray, cl: _Clusters) -> _Clusters:
+        """Closest same-label pairs first; a merge is kept only if it overlaps nothing."""
+        self._load(cl, roots)
+        heap: list[tuple[float, int, int]] = []
+        by_label: dict[int, list[int]] = defaultdict(list)
+        for cid in sorted(cl.points):
+            by_label[cl.label[cid]].append(cid)
+        for ids in by_label.values():
+            if len(ids) < 2:
+                continue
+            C = np.stack([cl.center[c] for c in ids])
+            D = np.sqrt(((C[:, None] - C[None]) ** 2).sum(-1))
+            iu, ju = np.triu_indices(len(ids), 1)
+            heap += [(float(D[i, j]), ids[i], ids[j]) for i, j in zip(iu, ju, strict=True)]
+        heapq.heapify(heap)
+        self.phase2_start_clusters_ = len(cl.points)
+        self.phase2_tries_ = self.phase2_rejected_ = 0
+        bar = progress_bar(desc="DirectProbe phase 2", unit="merge")
+        while heap:
+            _, a, b = heapq.heappop(heap)
+            if a not in cl.points or b not in cl.points:
+                continue  # one side was merged away
+            self.phase2_tries_ += 1
+            label = cl.label[a]
+            idx = np.union1d(cl.points[a], cl.points[b])
+            if cl.merged_overlaps(idx, label):
+                self.phase2_rejected_ += 1
+                continue  # rejected for good (the pair (a, b) never comes back)
+            cl.remove(a)
+            cl.remove(b)
+            new = cl.add(idx)
+            bar.update()
+            for o in cl.points:
+                if o != new and cl.label[o] == label:
+                    heapq.heappush(heap, (float(np.linalg.norm(cl.center[o] - cl.center[new])),
+                                          o, new))
+        bar.close()
+        return cl
+
+    def _finish(self, cl: _Clusters) -> None:
+        ids = sorted(cl.points, key=lambda c: (cl.label[c], cl.points[c][0]))
+        self.labels_ = np.empty(len(self.X_), dtype=np.int64)
+        for k, cid in enumerate(ids):
+            self.labels_[cl.points[cid]] = k
+        self.cluster_labels_ = self.classes_[[cl.label[c] for c in ids]]
+        self.n_clusters_ = len(ids)
+        self._cluster_codes = np.array([cl.label[c] for c in ids])
+        self._planes = cl.planes
+
+    # ---------------------------------------------------------------- distances
+    def cluster_points(self, k: int) -> np.ndarray:
+        """The training points of cluster ``k``: ndarray of shape (n_points, n_features)."""
+        return self.X_[self.labels_ == k]
+
+    def distances(self) -> np.ndarray:
+        """Distance between every pair of final clusters: ndarray (n_clusters_, n_clusters_).
+
+        The distance is twice the margin of a hard-margin linear SVM between the two
+        clusters, which is the Euclidean distance between their convex hulls (0 for
+        overlapping hulls, possible between clusters of the same label).
+        """
+        K = self.n_clusters_
+        D = np.zeros((K, K))
+        for i in range(K):
+            for j in range(i + 1, K):
+                D[i, j] = D[j, i] = hull_distance(self.cluster_points(i), self.cluster_points(j),
+                                                  tol=self.tol)
+        return D
+
+    def distance_vector(self) -> np.ndarray:
+        """One distance per pair of labels (i < j in ``classes_`` order).
+
+        Defined when every label is one cluster (``n_clusters_ == len(classes_)``).
+        """
+        check(self.n_clusters_ == len(self.classes_),
+              f"distance_vector needs one cluster per label; this fit has {self.n_clusters_} "
+              f"clusters for {len(self.classes_)} labels")
+        order = np.argsort(self._cluster_codes)
+        D = self.distances()[np.ix_(order, order)]
+        return D[np.triu_indices(len(order), 1)]
+
+    # ---------------------------------------------------------------- prediction
+    def predict(self, X: np.ndarray, *, max_iter: int = 500) -> np.ndarray:
+        """The label of the cluster whose hull is nearest to each point (as the reference).
+
+        The point-to-hull distance is computed by Frank-Wolfe on the simplex of the
+        cluster's points, all test points at once.
+        """
+        X = np.asarray(X, dtype=np.float64)
+        check_Xy(X)
+        check(X.shape[1] == self.X_.shape[1],
+              f"X has {X.shape[1]} features, the probe was fitted on {self.X_.shape[1]}")
+        dist = np.stack([point_to_hull(X, self.cluster_points(k), max_iter=max_iter)
+                         for k in range(self.n_clusters_)], axis=1)
+        return self.cluster_labels_[np.argmin(dist, axis=1)]
+
+    def score(self, X: np.ndarray, y: np.ndarray) -> float:
+        """Accuracy of :meth:`predict` on (X, y)."""
+        return float(np.mean(self.predict(X) == np.asarray(y)))
+
+
+def spatial_similarity(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation of two distance vectors (Zhou & Srikumar 2022, section 3).
+
+    >>> spatial_similarity(np.array([1., 2, 3]), np.array([2., 4, 6]))
+    1.0
+    """
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    check(a.shape == b.shape and a.ndim == 1 and len(a) >= 2,
+          f"distance vectors must be 1-D of equal length >= 2, got {a.shape} and {b.shape}")
+    check(a.std() > 0 and b.std() > 0, "a distance vector is constant; correlation undefined")
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def hull_distance(A: np.ndarray, B: np.ndarray, *, tol: float = 1e-9) -> float:
+    """Euclidean distance between the convex hulls of A and B (0 if they intersect).
+
+    Twice the margin of the hard-margin linear SVM between A and B: solved on a working set
+    of points near the separating hyperplane (scikit-learn's SVC, C = 1e6 as the reference),
+    grown until every point respects the margin; the distance is then
+    ``2 min_i |w.x_i + b| / ||w||`` over all points, as in the reference.
+    """
+    from sklearn.svm import SVC
+
+    overlap, plane, _ = hull_overlap(A, B, tol=tol)
+    if overlap:
+        return 0.0
+    sa, sb = A @ plane.w + plane.b, B @ plane.w + plane.b
+    wa = np.argsort(sa)[:64]
+    wb = np.argsort(-sb)[:64]
+    for _ in range(100):
+        XX = np.vstack([A[wa], B[wb]])
+        yy = np.r_[np.ones(len(wa)), -np.ones(len(wb))]
+        svm = SVC(kernel="linear", C=1e6, tol=1e-6).fit(XX, yy)
+        w, b = svm.coef_[0], float(svm.intercept_[0])
+        sa, sb = A @ w + b, B @ w + b
+        bad_a = np.setdiff1d(np.flatnonzero(sa < 1 - 1e-4), wa)
+        bad_b = np.setdiff1d(np.flatnonzero(sb > -1 + 1e-4), wb)
+        if len(bad_a) + len(bad_b) == 0:
+            break
+        wa = np.union1d(wa, bad_a[np.argsort(sa[bad_a])[:128]])
+        wb = np.union1d(wb, bad_b[np.argsort(-sb[bad_b])[:128]])
+    return float(2 * np.abs(np.r_[sa, sb]).min() / np.linalg.norm(w))
+
+
+def point_to_hull(P: np.ndarray, C: np.ndarray, *, max_iter: int = 500, rtol: float = 1e-6
+                  ) -> np.ndarray:
+    """Distance of each row of P to the convex hull of the rows of C (Frank-Wolfe).
+
+    Works on Gram matrices (``C C^T``, ``P C^T``), so an iteration costs O(n_points x
+    n_hull_points) for all points at once. Stops when every point's Frank-Wolfe duality
+    gap is below ``rtol`` times the squared scale of the data (or after ``max_iter``).
+
+    Returns ndarray of shape (n_points,).
+
+    >>> square = np.array([[0., 0], [1, 0], [0, 1], [1, 1]])
+    >>> np.round(point_to_hull(np.array([[0.5, 0.5], [2., 0.5]]), square), 6).tolist()
+    [0.0, 1.0]
+    """
+    P = np.asarray(P, dtype=np.float64)
+    C = np.asarray(C, dtype=np.float64)
+    n = len(P)
+    rows = np.arange(n)
+    K = C @ C.T
+    kd = np.diag(K).copy()
+    PC = P @ C.T
+    pp = (P ** 2).sum(1)
+    s = np.argmin(kd[None, :] - 2 * PC, axis=1)       # the nearest point of C
+    A = np.zeros((n, len(C)))
+    A[rows, s] = 1.0
+    AK = K[s].copy()                                   # A K
+    q = kd[s].copy()                                   # ||A C||^2 per point
+    scale = float(((C - C.mean(0)) ** 2).sum(1).max() + ((P - C.mean(0)) ** 2).sum(1).max()) + 1e-300
+    for _ in range(max_iter):
+        G = AK - PC                                    # gradient / 2 over the weights
+        s = np.argmin(G, axis=1)
+        gap = (A * G).sum(1) - G[rows, s]
+        if (gap <= rtol * scale).all():
+            break
+        dd = kd[s] - 2 * AK[rows, s] + q               # ||C_s - A C||^2
+        gamma = np.clip(gap / np.maximum(dd, 1e-300), 0.0, 1.0)
+        q = (1 - gamma) ** 2 * q + 2 * gamma * (1 - gamma) * AK[rows, s] + gamma ** 2 * kd[s]
+        A *= (1 - gamma)[:, None]
+        A[rows, s] += gamma
+        AK = (1 - gamma)[:, None] * AK + gamma[:, None] * K[s]
+    return np.sqrt(np.maximum(q - 2 * (A * PC).sum(1) + pp, 0.0))

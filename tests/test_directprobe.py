@@ -1,0 +1,181 @@
+"""DirectProbe: known answers on synthetic data, the exact hull test against brute force,
+order independence, the appendix-F stopping bug, and clear errors."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+from ftgeo.directprobe import (
+    DirectProbe,
+    hull_distance,
+    hull_overlap,
+    point_to_hull,
+    spatial_similarity,
+)
+
+
+def _partition(labels):
+    groups = {}
+    for i, c in enumerate(labels):
+        groups.setdefault(c, set()).add(i)
+    return {frozenset(g) for g in groups.values()}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("k", [2, 5, 9])
+def test_separated_blobs_give_one_cluster_per_label(seed, k):
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(0, 30, (k, 16))
+    y = np.repeat(np.arange(k), 25)
+    X = centers[y] + rng.normal(0, 1, (len(y), 16))
+    dp = DirectProbe().fit(X, y)
+    assert dp.n_clusters_ == k and dp.first_overlap_step_ is None
+    assert _partition(dp.labels_) == _partition(y)
+    assert len(dp.distance_vector()) == k * (k - 1) // 2
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_xor_gives_three_clusters_for_two_labels(seed):
+    rng = np.random.default_rng(seed)
+    corners = [((0, 0), "a"), ((10, 10), "a"), ((0, 10), "b"), ((10, 0), "b")]
+    X = np.vstack([rng.normal(0, 1, (30, 2)) + c for c, _ in corners])
+    y = np.repeat([lab for _, lab in corners], 30)
+    dp = DirectProbe().fit(X, y)
+    assert dp.n_clusters_ == 3
+    per_label = sorted(np.unique(dp.labels_[y == lab]).size for lab in ("a", "b"))
+    assert per_label == [1, 2]  # one label's blobs merged; the other's would cross it
+    for blob in range(4):  # no blob is split
+        assert np.unique(dp.labels_[blob * 30:(blob + 1) * 30]).size == 1
+
+
+def test_distance_equals_the_analytic_hull_distance():
+    rng = np.random.default_rng(0)
+    A = rng.uniform(0, 1, (60, 3))
+    B = rng.uniform(0, 1, (60, 3)) + [4, 0, 0]
+    A[0], B[0] = [1, 0.5, 0.5], [4, 0.5, 0.5]  # the cubes' facing faces are 3 apart
+    A[1], B[1] = [1, 0.2, 0.9], [4, 0.7, 0.1]
+    assert hull_distance(A, B) == pytest.approx(3.0, rel=1e-6)
+    # two segments in 2-D: the nearest points are an end point and an interior point
+    P = np.array([[0.0, 0.0], [0.0, 2.0]])
+    Q = np.array([[3.0, 1.0], [5.0, 4.0]])
+    assert hull_distance(P, Q) == pytest.approx(3.0, rel=1e-6)
+
+
+def test_distance_vector_and_spatial_similarity():
+    rng = np.random.default_rng(1)
+    centers = np.array([[0.0, 0], [10, 0], [0, 20]])
+    y = np.repeat([0, 1, 2], 20)
+    X = centers[y] + rng.uniform(-1, 1, (60, 2))
+    dp = DirectProbe().fit(X, y)
+    v = dp.distance_vector()
+    assert v.shape == (3,) and (v > 0).all()
+    D = dp.distances()
+    assert np.allclose(D, D.T) and np.allclose(np.diag(D), 0)
+    assert spatial_similarity(v, 2 * v + 1) == pytest.approx(1.0)
+    assert spatial_similarity(v, -v) == pytest.approx(-1.0)
+
+
+def _brute_force_overlap(A, B):
+    """Separating-axis test in 2-D over every direction and normal between two points."""
+    pts = np.vstack([A, B])
+    axes = []
+    for p, q in itertools.combinations(pts, 2):
+        d = q - p
+        if np.linalg.norm(d) > 0:
+            axes += [d, np.array([-d[1], d[0]])]
+    for ax in axes:
+        a, b = A @ ax, B @ ax
+        if a.max() < b.min() - 1e-12 or b.max() < a.min() - 1e-12:
+            return False
+    return True
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_hull_overlap_agrees_with_brute_force_in_2d(seed):
+    rng = np.random.default_rng(seed)
+    n_a, n_b = rng.integers(1, 7, 2)
+    A = rng.normal(0, 1, (n_a, 2))
+    B = rng.normal(rng.uniform(0, 2.5), 1, (n_b, 2))
+    overlap, plane, witness = hull_overlap(A, B)
+    assert overlap == _brute_force_overlap(A, B)
+    if overlap:
+        assert witness is not None
+    else:
+        assert plane.separates(A, B)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_result_does_not_depend_on_point_order(seed):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(80, 3))
+    y = rng.integers(0, 3, 80)
+    ref = DirectProbe().fit(X, y)
+    perm = rng.permutation(80)
+    again = DirectProbe().fit(X[perm], y[perm])
+    assert again.n_clusters_ == ref.n_clusters_
+    mapped = {frozenset(int(perm[i]) for i in g) for g in _partition(again.labels_)}
+    assert mapped == _partition(ref.labels_)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 3])
+def test_no_early_stop_where_the_old_loop_would_have_stopped(seed):
+    """Appendix F (Zhou & Srikumar 2022): a loop of m tries (m = clusters at the restart)
+    stopped while mergeable pairs were left. Here phase 2 needs more tries than m, and the
+    result is maximal: merging any two final clusters of a label would overlap another."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(60, 2))
+    y = (rng.random(60) < 0.5).astype(int)
+    dp = DirectProbe().fit(X, y)
+    assert dp.phase2_tries_ > dp.phase2_start_clusters_  # the old loop would stop early
+    clusters = [np.flatnonzero(dp.labels_ == k) for k in range(dp.n_clusters_)]
+    for i, j in itertools.combinations(range(dp.n_clusters_), 2):
+        if dp.cluster_labels_[i] != dp.cluster_labels_[j]:
+            assert not hull_overlap(X[clusters[i]], X[clusters[j]])[0]
+            continue
+        merged = np.r_[clusters[i], clusters[j]]
+        others = [c for k, c in enumerate(clusters) if dp.cluster_labels_[k] != dp.cluster_labels_[i]]
+        assert any(hull_overlap(X[merged], X[o])[0] for o in others)
+
+
+def test_identical_points_with_different_labels_stay_apart():
+    X = np.array([[0.0, 0], [0, 0], [1, 1], [1.1, 1], [5, 5], [5, 5.1]])
+    y = np.array([0, 1, 0, 0, 1, 1])
+    dp = DirectProbe().fit(X, y)
+    assert dp.first_overlap_step_ == 0
+    assert dp.labels_[0] != dp.labels_[1]
+
+
+def test_predict_assigns_to_the_nearest_hull():
+    X = np.array([[0.0, 0], [1, 0], [0, 1], [5, 5], [6, 5], [5, 6]])
+    y = np.array(["a", "a", "a", "b", "b", "b"])
+    dp = DirectProbe().fit(X, y)
+    assert list(dp.predict(np.array([[0.2, 0.2], [4.0, 4.0], [2.0, 2.0]]))) == ["a", "b", "a"]
+    assert dp.score(X, y) == 1.0
+
+
+def test_point_to_hull_matches_exact_distances():
+    square = np.array([[0.0, 0], [1, 0], [0, 1], [1, 1]])
+    P = np.array([[0.5, 0.5], [2.0, 0.5], [2.0, 2.0], [-1.0, -1.0]])
+    np.testing.assert_allclose(point_to_hull(P, square), [0, 1, np.sqrt(2), np.sqrt(2)], atol=1e-6)
+
+
+def test_bad_input_is_refused():
+    X = np.random.default_rng(0).normal(size=(10, 3))
+    with pytest.raises(ValueError, match="at least 2 labels"):
+        DirectProbe().fit(X, np.zeros(10))
+    with pytest.raises(ValueError, match="more points than labels"):
+        DirectProbe().fit(X[:2], np.array([0, 1]))
+    bad = X.copy()
+    bad[3, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        DirectProbe().fit(bad, np.arange(10) % 2)
+    bad[3, 1] = np.inf
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        DirectProbe().fit(bad, np.arange(10) % 2)
+    with pytest.raises(ValueError, match=r"y must have shape \(n_samples,\) = \(10,\)"):
+        DirectProbe().fit(X, np.arange(9) % 2)
+    with pytest.raises(ValueError, match="one cluster per label"):
+        rng = np.random.default_rng(0)
+        Xx = rng.normal(size=(60, 2))
+        DirectProbe().fit(Xx, (rng.random(60) < 0.5).astype(int)).distance_vector()
