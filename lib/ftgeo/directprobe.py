@@ -91,6 +91,21 @@ def _margin_lp(A: np.ndarray, B: np.ndarray) -> tuple[float, np.ndarray, float]:
     return float(res.x[-1]), res.x[:d], float(res.x[d])
 
 
+def _svm_direction(Za: np.ndarray, Zb: np.ndarray) -> tuple[np.ndarray, float]:
+    """A linear SVM (liblinear, C = 100) between two standardized sets: (w, b)."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.svm import LinearSVC
+
+    X = np.vstack([Za, Zb])
+    y = np.r_[np.ones(len(Za)), -np.ones(len(Zb))]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        svm = LinearSVC(C=100.0, tol=1e-4, max_iter=2000, random_state=0).fit(X, y)
+    return svm.coef_[0].astype(np.float64), float(svm.intercept_[0])
+
+
 def hull_overlap(A: np.ndarray, B: np.ndarray, *, tol: float = 1e-9, start: int = 64,
                  grow: int = 128, planes: Sequence[Hyperplane] = ()
                  ) -> tuple[bool, Hyperplane | None, tuple[np.ndarray, np.ndarray] | None]:
@@ -120,15 +135,20 @@ def hull_overlap(A: np.ndarray, B: np.ndarray, *, tol: float = 1e-9, start: int 
     h = _mean_direction(A, B)
     if h is not None:
         return False, h, None
-    # Joint affine rescaling for the LP's numerics; separability is affine-invariant.
+    # Joint affine rescaling for the numerics; separability is affine-invariant.
     both = np.vstack([A, B])
     mu = both.mean(axis=0)
     scale = float(np.abs(both - mu).max()) or 1.0
     Za, Zb = (A - mu) / scale, (B - mu) / scale
-    u = Za.mean(axis=0) - Zb.mean(axis=0)
-    # The initial working set: the points of each side nearest to the other side.
-    wa = np.argsort(Za @ u)[: min(start, len(A))]
-    wb = np.argsort(-(Zb @ u))[: min(start, len(B))]
+    # A soft-margin linear SVM is a cheap candidate; it counts only if it separates every
+    # point. Where it does not, its worst-scored points seed the LP's working set.
+    u, c = _svm_direction(Za, Zb)
+    sa, sb = Za @ u + c, Zb @ u + c
+    if sa.min() > tol and sb.max() < -tol:
+        w0 = u / scale
+        return False, Hyperplane(w0, float(c - w0 @ mu)), None
+    wa = np.argsort(sa)[: min(start, len(A))]
+    wb = np.argsort(-sb)[: min(start, len(B))]
     while True:
         t, w, b = _margin_lp(Za[wa], Zb[wb])
         if t <= tol:
@@ -168,6 +188,8 @@ class _Clusters:
         # per ordered label pair (a, b), a < b: hyperplanes positive on label a
         self.planes: dict[tuple[int, int], list[Hyperplane]] = defaultdict(list)
         self.witnesses: dict[tuple[int, int], list[tuple[np.ndarray, np.ndarray]]] = defaultdict(list)
+        # per cluster pair: the hyperplane that separated them, positive on the first
+        self.pair_planes: dict[int, dict[int, Hyperplane]] = defaultdict(dict)
         self.lp_tests = 0
 
     def add(self, idx: np.ndarray) -> int:
@@ -186,6 +208,8 @@ class _Clusters:
     def remove(self, cid: int) -> None:
         for d in (self.points, self.label, self.center, self.radius):
             d.pop(cid)
+        for other in self.pair_planes.pop(cid, {}):
+            self.pair_planes[other].pop(cid, None)
 
     def candidates(self, idx: np.ndarray, label: int, center: np.ndarray, radius: float
                    ) -> list[int]:
@@ -199,44 +223,74 @@ class _Clusters:
         # ">=": touching hulls overlap (the reference's strict ">" misses identical points)
         return [c for c, keep in zip(ids, radius + R >= dist, strict=True) if keep]
 
-    def overlaps(self, idx: np.ndarray, label: int, other: int) -> bool:
-        """Does the hull of points ``idx`` (all of ``label``) overlap cluster ``other``?"""
+    def separation(self, idx: np.ndarray, label: int, other: int, parts: Sequence[int] = ()
+                   ) -> Hyperplane | None:
+        """A hyperplane separating points ``idx`` (all of ``label``) from cluster ``other``
+        (positive on ``idx``), or None if their hulls overlap.
+
+        Tried in order: overlap witnesses inside the pair; the hyperplanes of ``parts`` (the
+        clusters ``idx`` was merged from) against ``other``; recent hyperplanes of the label
+        pair; then the exact test.
+        """
         other_label = self.label[other]
         mine_first = label < other_label
         key = (label, other_label) if mine_first else (other_label, label)
         other_idx = self.points[other]
-        # a known overlapping pair inside (idx, other) proves overlap
         for wa, wb in reversed(self.witnesses[key]):
             mine_w, other_w = (wa, wb) if mine_first else (wb, wa)
             if (self.owner[other_w] == other).all() and _subset(mine_w, idx):
-                return True
+                return None
         A, B = self.X[idx], self.X[other_idx]
-        # a hyperplane that separated supersets separates these sets too
-        for h in reversed(self.planes[key]):
-            if (h if mine_first else h.flipped()).separates(A, B):
-                return False
+        tried = [self.pair_planes[p][other] for p in parts if other in self.pair_planes[p]]
+        tried += [h if mine_first else h.flipped() for h in reversed(self.planes[key])]
+        for h in tried:
+            if h.separates(A, B):
+                return h
         self.lp_tests += 1
         overlap, plane, witness = hull_overlap(A, B, tol=self.tol)
         if overlap:
             wa, wb = idx[witness[0]], other_idx[witness[1]]
             _remember(self.witnesses[key], (wa, wb) if mine_first else (wb, wa), self.max_planes)
-        else:
-            _remember(self.planes[key], plane if mine_first else plane.flipped(), self.max_planes)
-        return overlap
+            return None
+        _remember(self.planes[key], plane if mine_first else plane.flipped(), self.max_planes)
+        return plane
 
-    def merged_overlaps(self, idx: np.ndarray, label: int) -> bool:
+    def file_plane(self, cid: int, other: int, plane: Hyperplane) -> None:
+        self.pair_planes[cid][other] = plane
+        self.pair_planes[other][cid] = plane.flipped()
+
+    def merge_if_clear(self, a: int, b: int) -> int | None:
+        """Merge clusters a and b unless the merged hull overlaps a cluster of another label.
+
+        Every candidate is checked (as the reference does); returns the new id, or None.
+        """
+        label = self.label[a]
+        idx = np.union1d(self.points[a], self.points[b])
         P = self.X[idx]
         c = P.mean(axis=0)
         r = float(np.sqrt(((P - c) ** 2).sum(axis=1).max()))
-        return any(self.overlaps(idx, label, o) for o in self.candidates(idx, label, c, r))
+        planes = {}
+        for o in self.candidates(idx, label, c, r):
+            plane = self.separation(idx, label, o, parts=(a, b))
+            if plane is None:
+                return None
+            planes[o] = plane
+        self.remove(a)
+        self.remove(b)
+        new = self.add(idx)
+        for o, plane in planes.items():
+            self.file_plane(new, o, plane)
+        return new
 
     def any_overlap(self) -> bool:
         """Does any pair of active clusters of different labels overlap?"""
-        ids = sorted(self.points)
-        for k, a in enumerate(ids):
+        for a in sorted(self.points):
             for o in self.candidates(self.points[a], self.label[a], self.center[a], self.radius[a]):
-                if o > a and self.overlaps(self.points[a], self.label[a], o):
-                    return True
+                if o > a:
+                    plane = self.separation(self.points[a], self.label[a], o)
+                    if plane is None:
+                        return True
+                    self.file_plane(a, o, plane)
         return False
 
 
@@ -417,14 +471,11 @@ class DirectProbe:
             if a not in cl.points or b not in cl.points:
                 continue  # one side was merged away
             self.phase2_tries_ += 1
-            label = cl.label[a]
-            idx = np.union1d(cl.points[a], cl.points[b])
-            if cl.merged_overlaps(idx, label):
+            new = cl.merge_if_clear(a, b)
+            if new is None:
                 self.phase2_rejected_ += 1
                 continue  # rejected for good (the pair (a, b) never comes back)
-            cl.remove(a)
-            cl.remove(b)
-            new = cl.add(idx)
+            label = cl.label[new]
             bar.update()
             for o in cl.points:
                 if o != new and cl.label[o] == label:
