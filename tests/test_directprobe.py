@@ -179,3 +179,66 @@ def test_bad_input_is_refused():
         rng = np.random.default_rng(0)
         Xx = rng.normal(size=(60, 2))
         DirectProbe().fit(Xx, (rng.random(60) < 0.5).astype(int)).distance_vector()
+
+
+def _naive_directprobe(X, y):
+    """The reference algorithm written plainly: no caches, no sphere filter, a fresh exact
+    test for every pair, phase 1 by repeated global closest-pair search."""
+    scale = float(np.abs(X - X.mean(0)).max())
+
+    def overlap(P, Q):
+        return hull_overlap(X[P], X[Q], scale=scale)[0]
+
+    def state_overlaps(clusters):
+        return any(y[P[0]] != y[Q[0]] and overlap(P, Q)
+                   for P, Q in itertools.combinations(clusters, 2))
+
+    def closest_same_label(clusters, allowed=None):
+        best = None
+        for i, j in itertools.combinations(range(len(clusters)), 2):
+            P, Q = clusters[i], clusters[j]
+            if y[P[0]] != y[Q[0]] or (allowed is not None and (i, j) not in allowed):
+                continue
+            d = np.linalg.norm(X[P].mean(0) - X[Q].mean(0))
+            if best is None or d < best[0]:
+                best = (d, i, j)
+        return best
+
+    clusters = [[i] for i in range(len(X))]
+    path = [list(map(list, clusters))]
+    while (best := closest_same_label(clusters)) is not None:
+        _, i, j = best
+        clusters = [c for k, c in enumerate(clusters) if k not in (i, j)] + [clusters[i] + clusters[j]]
+        path.append(list(map(list, clusters)))
+    if not state_overlaps(path[-1]):
+        return path[-1]
+    first = next(s for s, state in enumerate(path) if state_overlaps(state))
+    clusters = path[max(first - 1, 0)]
+    tried = set()
+    while True:
+        # all untried same-label pairs, closest first
+        pairs = sorted((np.linalg.norm(X[P].mean(0) - X[Q].mean(0)), tuple(sorted(P)), tuple(sorted(Q)))
+                       for P, Q in itertools.combinations(clusters, 2)
+                       if y[P[0]] == y[Q[0]] and (tuple(sorted(P)), tuple(sorted(Q))) not in tried)
+        if not pairs:
+            return clusters
+        _, P, Q = pairs[0]
+        tried.add((P, Q))
+        merged = list(P) + list(Q)
+        if any(y[R[0]] != y[P[0]] and overlap(merged, R) for R in clusters):
+            continue
+        clusters = [c for c in clusters if tuple(sorted(c)) not in (P, Q)] + [merged]
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_assignments_equal_a_plain_implementation_of_the_reference(seed):
+    rng = np.random.default_rng(seed)
+    n = 30
+    X = rng.normal(size=(n, 2 + seed % 3))
+    y = rng.integers(0, 2 + seed % 2, n)
+    if seed % 2:  # identical points with different labels, as in embedding layers
+        X[1] = X[0]
+        y[1] = (y[0] + 1) % 2
+    dp = DirectProbe().fit(X, y)
+    plain = _naive_directprobe(X, y)
+    assert _partition(dp.labels_) == {frozenset(c) for c in plain}

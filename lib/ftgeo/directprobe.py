@@ -55,21 +55,28 @@ class Hyperplane:
     w: np.ndarray
     b: float
 
-    def separates(self, A: np.ndarray, B: np.ndarray, tol: float = 0.0) -> bool:
-        return bool((A @ self.w + self.b > tol).all() and (B @ self.w + self.b < -tol).all())
+    def separates(self, A: np.ndarray, B: np.ndarray, eps: float = 0.0) -> bool:
+        """Strictly, by more than ``eps * max|w_i|`` on every point.
+
+        One criterion for every test in this module: a pair counts as separated iff some
+        hyperplane clears every point by more than ``eps`` times its largest coefficient,
+        which is the margin the exact LP maximizes (|w_i| <= 1).
+        """
+        m = eps * float(np.abs(self.w).max())
+        return bool((A @ self.w + self.b > m).all() and (B @ self.w + self.b < -m).all())
 
     def flipped(self) -> Hyperplane:
         return Hyperplane(-self.w, -self.b)
 
 
-def _mean_direction(A: np.ndarray, B: np.ndarray) -> Hyperplane | None:
+def _mean_direction(A: np.ndarray, B: np.ndarray, eps: float) -> Hyperplane | None:
     """The hyperplane orthogonal to the difference of means, if it separates A from B."""
     w = A.mean(axis=0) - B.mean(axis=0)
-    sa, sb = A @ w, B @ w
-    lo, hi = sa.min(), sb.max()
-    if lo > hi:
-        return Hyperplane(w, -float(lo + hi) / 2)
-    return None
+    if not np.any(w):
+        return None
+    lo, hi = (A @ w).min(), (B @ w).max()
+    h = Hyperplane(w, -float(lo + hi) / 2)
+    return h if h.separates(A, B, eps) else None
 
 
 def _margin_lp(A: np.ndarray, B: np.ndarray) -> tuple[float, np.ndarray, float]:
@@ -106,18 +113,20 @@ def _svm_direction(Za: np.ndarray, Zb: np.ndarray) -> tuple[np.ndarray, float]:
     return svm.coef_[0].astype(np.float64), float(svm.intercept_[0])
 
 
-def hull_overlap(A: np.ndarray, B: np.ndarray, *, tol: float = 1e-9, start: int = 64,
-                 grow: int = 128, planes: Sequence[Hyperplane] = ()
+def hull_overlap(A: np.ndarray, B: np.ndarray, *, tol: float = 1e-9, scale: float | None = None,
+                 start: int = 64, grow: int = 128
                  ) -> tuple[bool, Hyperplane | None, tuple[np.ndarray, np.ndarray] | None]:
     """Do the convex hulls of A and B intersect? Exact, up to the LP's tolerance.
 
     Parameters
     ----------
     A, B : ndarray of shape (n_a, n_features), (n_b, n_features)
-    tol : a hyperplane must clear every point by more than ``tol`` (after the joint
-        rescaling of A and B to unit maximum absolute coordinate) to count as separating
+    tol : the hulls count as disjoint iff a hyperplane clears every point by more than
+        ``tol * scale * max|w_i|`` (see :meth:`Hyperplane.separates`)
+    scale : the data's scale (default: the largest absolute coordinate of A and B about
+        their mean); pass one value for all the tests of one analysis, so that every
+        decision uses the same tolerance
     start, grow : working-set size per side at the start, and points added per round
-    planes : hyperplanes to try first (from supersets of A and B)
 
     Returns
     -------
@@ -129,43 +138,51 @@ def hull_overlap(A: np.ndarray, B: np.ndarray, *, tol: float = 1e-9, start: int 
     >>> hull_overlap(A, A + 2)[0], hull_overlap(A, A + 0.2)[0]
     (False, True)
     """
-    for h in planes:
-        if h.separates(A, B):
-            return False, h, None
-    h = _mean_direction(A, B)
-    if h is not None:
-        return False, h, None
-    # Joint affine rescaling for the numerics; separability is affine-invariant.
     both = np.vstack([A, B])
     mu = both.mean(axis=0)
-    scale = float(np.abs(both - mu).max()) or 1.0
+    if scale is None:
+        scale = float(np.abs(both - mu).max()) or 1.0
+    eps = tol * scale
+    h = _mean_direction(A, B, eps)
+    if h is not None:
+        return False, h, None
+    # Affine rescaling for the numerics (separability is affine-invariant): in Z, the
+    # criterion is a margin > tol for |w_i| <= 1.
     Za, Zb = (A - mu) / scale, (B - mu) / scale
+
+    def certificate(w: np.ndarray, b: float) -> Hyperplane | None:
+        w0 = w / scale
+        h = Hyperplane(w0, float(b - w0 @ mu))
+        return h if h.separates(A, B, eps) else None
+
     # A soft-margin linear SVM is a cheap candidate; it counts only if it separates every
     # point. Where it does not, its worst-scored points seed the LP's working set.
     u, c = _svm_direction(Za, Zb)
+    h = certificate(u, c)
+    if h is not None:
+        return False, h, None
     sa, sb = Za @ u + c, Zb @ u + c
-    if sa.min() > tol and sb.max() < -tol:
-        w0 = u / scale
-        return False, Hyperplane(w0, float(c - w0 @ mu)), None
     wa = np.argsort(sa)[: min(start, len(A))]
     wb = np.argsort(-sb)[: min(start, len(B))]
     while True:
         t, w, b = _margin_lp(Za[wa], Zb[wb])
         if t <= tol:
             return True, None, (np.sort(wa), np.sort(wb))
-        sa, sb = Za @ w + b, Zb @ w + b
-        if sa.min() > tol and sb.max() < -tol:
-            # back to the original coordinates: w.(x - mu)/scale + b
-            w0 = w / scale
-            return False, Hyperplane(w0, float(b - w0 @ mu)), None
+        h = certificate(w, b)
+        if h is not None:
+            return False, h, None
         # add the worst violators of the margin found on the working set
+        sa, sb = Za @ w + b, Zb @ w + b
         bad_a = np.setdiff1d(np.flatnonzero(sa < t / 2), wa)
         bad_b = np.setdiff1d(np.flatnonzero(sb > -t / 2), wb)
         bad_a = bad_a[np.argsort(sa[bad_a])[:grow]]
         bad_b = bad_b[np.argsort(-sb[bad_b])[:grow]]
-        if len(bad_a) + len(bad_b) == 0:  # pragma: no cover - guarded by the t/2 rule
+        if len(bad_a) + len(bad_b) == 0:
+            # every point clears t/2 but not the tolerance: only the full sets can decide
             bad_a = np.setdiff1d(np.arange(len(A)), wa)
             bad_b = np.setdiff1d(np.arange(len(B)), wb)
+            if len(bad_a) + len(bad_b) == 0:
+                return True, None, (np.sort(wa), np.sort(wb))
         wa = np.union1d(wa, bad_a)
         wb = np.union1d(wb, bad_b)
 
@@ -179,6 +196,9 @@ class _Clusters:
 
     def __init__(self, X: np.ndarray, y: np.ndarray, tol: float, max_planes: int):
         self.X, self.y, self.tol, self.max_planes = X, y, tol, max_planes
+        # one scale for every test, so that every decision uses the same tolerance
+        self.scale = float(np.abs(X - X.mean(axis=0)).max()) or 1.0
+        self.eps = tol * self.scale
         self.points: dict[int, np.ndarray] = {}
         self.label: dict[int, int] = {}
         self.center: dict[int, np.ndarray] = {}
@@ -244,10 +264,10 @@ class _Clusters:
         tried = [self.pair_planes[p][other] for p in parts if other in self.pair_planes[p]]
         tried += [h if mine_first else h.flipped() for h in reversed(self.planes[key])]
         for h in tried:
-            if h.separates(A, B):
+            if h.separates(A, B, self.eps):
                 return h
         self.lp_tests += 1
-        overlap, plane, witness = hull_overlap(A, B, tol=self.tol)
+        overlap, plane, witness = hull_overlap(A, B, tol=self.tol, scale=self.scale)
         if overlap:
             wa, wb = idx[witness[0]], other_idx[witness[1]]
             _remember(self.witnesses[key], (wa, wb) if mine_first else (wb, wa), self.max_planes)
