@@ -30,6 +30,8 @@ book: $(STAMP) vendor
 
 bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/extract.py
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/probes.py
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/directprobe.py
 
 clean:
 	rm -rf _build _vendor_static

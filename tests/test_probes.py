@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from ftgeo.probes import LinearProbe, linear_probe_layers
+from ftgeo.probes import LinearProbe, MLPProbe, linear_probe_layers, probe_grid
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -63,3 +63,65 @@ def test_bad_input_is_refused():
         LinearProbe().fit(X, np.zeros(4))
     with pytest.raises(ValueError, match="l2 must be > 0"):
         LinearProbe(l2=0).fit(X, y)
+
+
+def _xor(seed, n=400):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 2))
+    return X, (X[:, 0] * X[:, 1] > 0).astype(int)
+
+
+def test_mlp_probe_learns_what_a_linear_probe_cannot():
+    X, y = _xor(0)
+    Xd, yd = _xor(1)
+    mlp = MLPProbe(hidden=(32, 32), l2=1e-4, random_state=0).fit(X, y, X_dev=Xd, y_dev=yd)
+    assert mlp.score(Xd, yd) > 0.9
+    assert LinearProbe().fit(X, y).score(Xd, yd) < 0.7
+    assert 1 <= mlp.n_iter_ <= mlp.max_iter
+
+
+def test_mlp_probe_is_reproducible_for_a_seed():
+    X, y = _xor(0)
+    a = MLPProbe(hidden=(16, 16), random_state=3, max_iter=20).fit(X, y).predict(X)
+    b = MLPProbe(hidden=(16, 16), random_state=3, max_iter=20).fit(X, y).predict(X)
+    assert np.array_equal(a, b)
+
+
+def test_probe_grid_searches_every_setting_and_retrains_with_seeds():
+    X, y = _xor(0)
+    Xd, yd = _xor(1)
+    Xt, yt = _xor(2)
+    res = probe_grid(X, y, Xd, yd, Xt, yt, hidden_sizes=(8, 32), l2_grid=(1e-4, 1e-2),
+                     n_seeds=3, max_iter=60)
+    assert len(res.dev) == 2 * 2 * 2
+    assert res.test_accuracy.shape == (3,) and res.mean > 0.85 and res.sd >= 0
+    best = res.dev.sort_values("dev_accuracy", ascending=False).iloc[0]
+    assert res.dev_accuracy == best.dev_accuracy
+
+
+def test_batched_training_equals_training_one_network():
+    """Networks trained together in one batch give what each gives when trained alone."""
+    import torch
+
+    from ftgeo.probes import _MLPBatch, _train_batch
+
+    X, y = _xor(0, 200)
+    Xt = torch.from_numpy(X.astype(np.float32))
+    t = torch.from_numpy(y)
+    kw = {"max_iter": 15, "batch_size": 64, "learning_rate": 1e-3, "patience": 3, "seed": 0}
+    both = _MLPBatch(2, (8, 8), 2, [1e-4, 1e-2], [0, 1])
+    acc_both, _ = _train_batch(both, Xt, t, Xt, t, **kw)
+    alone = _MLPBatch(2, (8, 8), 2, [1e-2], [1])
+    acc_alone, _ = _train_batch(alone, Xt, t, Xt, t, **kw)
+    assert acc_both[1] == pytest.approx(acc_alone[0])
+    np.testing.assert_allclose(both.weights[0][1].detach(), alone.weights[0][0].detach(), atol=1e-5)
+
+
+def test_mlp_settings_are_checked():
+    X, y = _xor(0, 50)
+    with pytest.raises(ValueError, match="learning_rate must be > 0"):
+        MLPProbe(learning_rate=0).fit(X, y)
+    with pytest.raises(ValueError, match="hidden must be two layer sizes"):
+        MLPProbe(hidden=(8,)).fit(X, y)
+    with pytest.raises(ValueError, match="n_seeds must be >= 1"):
+        probe_grid(X, y, X, y, X, y, n_seeds=0)

@@ -6,10 +6,11 @@ content-addressed cache, probes and geometry measures, and the papermill pipelin
 
 from ._util import set_progress
 from .data import PROBING_TASKS, TASKS, DataNotFoundError, TaskData, load_task, task_table
+from .directprobe import DirectProbe, hull_distance, hull_overlap, spatial_similarity
 from .extract import representations
 from .models import LoadedModel, ModelSpec, load_model, resolve_model
 from .pipeline import run_config, save_metrics
-from .probes import LinearProbe, linear_probe_layers
+from .probes import LinearProbe, MLPProbe, linear_probe_layers, probe_grid
 from .store import Store
 
 __version__ = "0.1.0"
@@ -18,18 +19,24 @@ __all__ = [
     "PROBING_TASKS",
     "TASKS",
     "DataNotFoundError",
+    "DirectProbe",
     "LinearProbe",
     "LoadedModel",
+    "MLPProbe",
     "ModelSpec",
     "Store",
     "TaskData",
+    "hull_distance",
+    "hull_overlap",
     "linear_probe_layers",
     "load_model",
     "load_task",
+    "probe_grid",
     "representations",
     "resolve_model",
     "run_config",
     "save_metrics",
     "set_progress",
+    "spatial_similarity",
     "task_table",
 ]

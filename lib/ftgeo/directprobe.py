@@ -240,8 +240,10 @@ class _Clusters:
         C = np.stack([self.center[c] for c in ids])
         R = np.array([self.radius[c] for c in ids])
         dist = np.sqrt(((C - center) ** 2).sum(axis=1))
-        # ">=": touching hulls overlap (the reference's strict ">" misses identical points)
-        return [c for c, keep in zip(ids, radius + R >= dist, strict=True) if keep]
+        # Spheres apart by more than 2 eps are separated by the shared criterion (the
+        # hyperplane half-way between them clears both by more than eps). ">=" keeps
+        # touching and identical points: the reference's strict ">" misses the latter.
+        return [c for c, keep in zip(ids, radius + R + 2 * self.eps >= dist, strict=True) if keep]
 
     def separation(self, idx: np.ndarray, label: int, other: int, parts: Sequence[int] = ()
                    ) -> Hyperplane | None:

@@ -125,7 +125,7 @@ class _MLPBatch:
                  l2: Sequence[float], seeds: Sequence[int]):
         import torch
 
-        self.l2 = torch.tensor(list(l2), dtype=torch.float32)[:, None, None]
+        self.l2 = self.l2_all = torch.tensor(list(l2), dtype=torch.float32)[:, None, None]
         sizes = [n_features, *hidden, n_classes]
         self.weights, self.biases = [], []
         for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True):
@@ -140,6 +140,26 @@ class _MLPBatch:
 
     def parameters(self):
         return [*self.weights, *self.biases]
+
+    def set_parameters(self, params) -> None:
+        k = len(self.weights)
+        self.weights, self.biases = list(params[:k]), list(params[k:])
+
+    def select(self, keep, opt, learning_rate: float):
+        """Keep only the networks where ``keep`` is true; returns an Adam carrying their state."""
+        import torch
+
+        old = self.parameters()
+        new = [p.detach()[keep].clone().requires_grad_() for p in old]
+        self.set_parameters(new)
+        self.l2 = self.l2[keep]
+        new_opt = torch.optim.Adam(new, lr=learning_rate)
+        for p, q in zip(old, new, strict=True):
+            state = opt.state.get(p)
+            if state:
+                new_opt.state[q] = {k: (v[keep].clone() if k != "step" else v.clone())
+                                    for k, v in state.items()}
+        return new_opt
 
     def logits(self, X):
         import torch
@@ -164,28 +184,28 @@ class _MLPBatch:
     def state(self):
         return [p.detach().clone() for p in self.parameters()]
 
-    def load(self, state, mask):
-        import torch
-
-        with torch.no_grad():
-            for p, s in zip(self.parameters(), state, strict=True):
-                p[mask] = s[mask]
 
 
 def _train_batch(net: _MLPBatch, X, t, X_dev, t_dev, *, max_iter: int, batch_size: int,
                  learning_rate: float, patience: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Adam with early stopping on dev accuracy, per network; keeps each network's best epoch.
 
+    A network whose dev accuracy has not improved for ``patience`` epochs leaves the batch
+    (its parameters and Adam moments are sliced out), so the others train on alone at
+    less cost; Adam is elementwise, so this does not change their training.
+
     Returns the best dev accuracy and the epoch it was reached, each of shape (M,).
     """
     import torch
 
-    opt = torch.optim.Adam(net.parameters(), lr=learning_rate)
-    M = net.weights[0].shape[0]
+    params = net.parameters()
+    opt = torch.optim.Adam(params, lr=learning_rate)
+    M = params[0].shape[0]
     best = np.full(M, -1.0)
     best_epoch = np.zeros(M, dtype=int)
     best_state = net.state()
     waiting = np.zeros(M, dtype=int)
+    active = np.arange(M)  # the global index of every network still in the batch
     g = torch.Generator().manual_seed(int(seed))
     n = len(t)
     for epoch in range(max_iter):
@@ -197,18 +217,22 @@ def _train_batch(net: _MLPBatch, X, t, X_dev, t_dev, *, max_iter: int, batch_siz
             opt.step()
         with torch.no_grad():
             acc = (net.logits(X_dev).argmax(-1) == t_dev).float().mean(-1).numpy()
-        improved = acc > best
+        improved = acc > best[active]
         if improved.any():
-            state = net.state()
-            mask = torch.from_numpy(improved)
-            for s, new in zip(best_state, state, strict=True):
-                s[mask] = new[mask]
-        best = np.where(improved, acc, best)
-        best_epoch = np.where(improved, epoch + 1, best_epoch)
-        waiting = np.where(improved, 0, waiting + 1)
-        if (waiting >= patience).all():
+            rows = torch.from_numpy(active[improved])
+            for s, p in zip(best_state, net.parameters(), strict=True):
+                s[rows] = p.detach()[torch.from_numpy(improved)]
+        best[active] = np.where(improved, acc, best[active])
+        best_epoch[active] = np.where(improved, epoch + 1, best_epoch[active])
+        waiting[active] = np.where(improved, 0, waiting[active] + 1)
+        keep = waiting[active] < patience
+        if not keep.any():
             break
-    net.load(best_state, torch.ones(M, dtype=torch.bool))
+        if not keep.all():
+            opt = net.select(torch.from_numpy(keep), opt, learning_rate)
+            active = active[keep]
+    net.set_parameters([s.clone().requires_grad_() for s in best_state])
+    net.l2 = net.l2_all
     return best, best_epoch
 
 

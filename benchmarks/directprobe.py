@@ -1,0 +1,105 @@
+"""DirectProbe: time and peak memory for 1,000, 3,000 and 10,000 points at 384 and 768
+dimensions with 17 labels, from real representations (PUD POS, default model) and from
+synthetic Gaussian blobs; how time grows with the number of points.
+
+    python benchmarks/directprobe.py [--sizes 1000,3000,10000] [--hard 1000,3000]
+
+Real 384-d points are the last layer's word vectors; real 768-d points concatenate the
+word's vectors at layers 3 and 6. ``--hard`` adds the embedding layer (layer 0), whose
+identical vectors with different labels force phase 2 to start from single points: the
+hardest case. Each case runs in its own process, so that its peak memory is its own.
+Writes ``<artifacts>/benchmarks/directprobe.json``. Target: 10,000 x 384 x 17 labels in
+under 120 s.
+"""
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("FTGEO_PROGRESS", "0")
+
+
+def points(source: str, n: int, dim: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    if source == "blobs":
+        y = rng.integers(0, 17, n)
+        centers = rng.normal(0, 1.0, (17, dim))
+        return centers[y] + rng.normal(0, 1.0 / np.sqrt(dim) * 4, (n, dim)), y
+    from ftgeo import load_model, load_task, representations
+
+    model, data = load_model("minilm"), load_task("pos")["train"]
+    X = representations(model, data)
+    layers = {"pud-last": [-1], "pud-layer0": [0]}.get(source, [3, -1])
+    Z = np.concatenate([X[layer] for layer in layers], axis=1) if dim == 768 else X[layers[0]]
+    idx = rng.choice(len(data.y), size=min(n, len(data.y)), replace=False)
+    return Z[idx].astype(np.float64), data.y[idx]
+
+
+def one_case(source: str, n: int, dim: int) -> dict:
+    from ftgeo.directprobe import DirectProbe
+
+    X, y = points(source, n, dim)
+    start = time.perf_counter()
+    dp = DirectProbe().fit(X, y)
+    seconds = time.perf_counter() - start
+    return {"source": source, "n_points": len(X), "n_features": X.shape[1],
+            "n_labels": int(len(np.unique(y))), "seconds": seconds,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "n_clusters": int(dp.n_clusters_), "first_overlap_step": dp.first_overlap_step_,
+            "exact_tests": int(dp.n_lp_tests_), "phase2_tries": int(dp.phase2_tries_)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1000,3000,10000")
+    parser.add_argument("--hard", default="1000", help="sizes of the layer-0 case ('' for none)")
+    parser.add_argument("--case", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.case:
+        source, n, dim = args.case.split(",")
+        print(json.dumps(one_case(source, int(n), int(dim))))
+        return
+    from ftgeo._util import artifacts_dir, atomic_write_json
+
+    cases = [(s, n, d) for s in ("pud", "blobs") for d in (384, 768)
+             for n in map(int, args.sizes.split(","))]
+    cases += [("pud-layer0", int(n), 384) for n in args.hard.split(",") if n]
+    results = []
+    for source, n, dim in cases:
+        src = "pud-last" if (source == "pud" and dim == 384) else source
+        proc = subprocess.run([sys.executable, __file__, "--case", f"{src},{n},{dim}"],
+                              capture_output=True, text=True, check=True)
+        row = json.loads(proc.stdout.strip().splitlines()[-1])
+        results.append(row)
+        print(f"{row['source']:>10} n={row['n_points']:>6} d={row['n_features']:>4}: "
+              f"{row['seconds']:7.1f} s, {row['peak_rss_mb']:6.0f} MB, {row['n_clusters']} clusters",
+              flush=True)
+    growth = {}
+    for source in {r["source"] for r in results}:
+        for dim in (384, 768):
+            rows = [r for r in results if r["source"] == source and r["n_features"] == dim]
+            if len(rows) >= 2:
+                slope = np.polyfit(np.log([r["n_points"] for r in rows]),
+                                   np.log([r["seconds"] for r in rows]), 1)[0]
+                growth[f"{source}/{dim}"] = round(float(slope), 2)
+    target = next((r for r in results if r["source"] == "pud-last" and r["n_points"] == 10000
+                   and r["n_features"] == 384), None)
+    out = artifacts_dir() / "benchmarks" / "directprobe.json"
+    atomic_write_json(out, {"benchmark": "directprobe", "cases": results,
+                            "time_exponent_vs_points": growth,
+                            "target": "10,000 x 384 x 17 labels (PUD POS, last layer) under 120 s",
+                            "target_seconds": None if target is None else target["seconds"],
+                            "meets_target": None if target is None else target["seconds"] < 120})
+    print(f"time grows as n^k, k = {growth}")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
