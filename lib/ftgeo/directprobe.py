@@ -98,6 +98,17 @@ def _margin_lp(A: np.ndarray, B: np.ndarray) -> tuple[float, np.ndarray, float]:
     return float(res.x[-1]), res.x[:d], float(res.x[d])
 
 
+def _interpolating_plane(Za: np.ndarray, Zb: np.ndarray) -> tuple[np.ndarray, float]:
+    """The minimum-norm (w, b) with Za w + b = 1 and Zb w + b = -1, by least squares."""
+    Z1 = np.hstack([np.vstack([Za, Zb]), np.ones((len(Za) + len(Zb), 1))])
+    target = np.r_[np.ones(len(Za)), -np.ones(len(Zb))]
+    try:  # the dual form: an n x n system, n <= n_features + 1
+        sol = Z1.T @ np.linalg.solve(Z1 @ Z1.T, target)
+    except np.linalg.LinAlgError:  # duplicates make the system singular
+        sol = np.linalg.lstsq(Z1, target, rcond=None)[0]
+    return sol[:-1], float(sol[-1])
+
+
 def _svm_direction(Za: np.ndarray, Zb: np.ndarray) -> tuple[np.ndarray, float]:
     """A linear SVM (liblinear, C = 100) between two standardized sets: (w, b)."""
     import warnings
@@ -109,7 +120,8 @@ def _svm_direction(Za: np.ndarray, Zb: np.ndarray) -> tuple[np.ndarray, float]:
     y = np.r_[np.ones(len(Za)), -np.ones(len(Zb))]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        svm = LinearSVC(C=100.0, tol=1e-4, max_iter=2000, random_state=0).fit(X, y)
+        # a candidate only: capped iterations, so that a hard pair fails fast to the LP
+        svm = LinearSVC(C=100.0, tol=1e-4, max_iter=300, random_state=0).fit(X, y)
     return svm.coef_[0].astype(np.float64), float(svm.intercept_[0])
 
 
@@ -140,23 +152,32 @@ def hull_overlap(A: np.ndarray, B: np.ndarray, *, tol: float = 1e-9, scale: floa
     """
     both = np.vstack([A, B])
     mu = both.mean(axis=0)
-    if scale is None:
-        scale = float(np.abs(both - mu).max()) or 1.0
-    eps = tol * scale
+    local = float(np.abs(both - mu).max()) or 1.0
+    eps = tol * (local if scale is None else scale)
     h = _mean_direction(A, B, eps)
     if h is not None:
         return False, h, None
-    # Affine rescaling for the numerics (separability is affine-invariant): in Z, the
-    # criterion is a margin > tol for |w_i| <= 1.
-    Za, Zb = (A - mu) / scale, (B - mu) / scale
+    # The LP runs on the pair rescaled to unit size (separability is affine-invariant, and
+    # HiGHS's tolerances are absolute); there the shared criterion is a margin > tol_z for
+    # |w_i| <= 1, since scores are unchanged and coefficients scale with ``local``.
+    Za, Zb = (A - mu) / local, (B - mu) / local
+    tol_z = eps / local
 
     def certificate(w: np.ndarray, b: float) -> Hyperplane | None:
-        w0 = w / scale
+        w0 = w / local
         h = Hyperplane(w0, float(b - w0 @ mu))
         return h if h.separates(A, B, eps) else None
 
-    # A soft-margin linear SVM is a cheap candidate; it counts only if it separates every
-    # point. Where it does not, its worst-scored points seed the LP's working set.
+    # Up to n_features + 1 points in general position can take any labels: the minimum-norm
+    # solution of [Z 1] (w, b) = (+1, -1) then separates them exactly. It counts only if it
+    # clears the criterion on every point (duplicates or collinear points defeat it).
+    if len(A) + len(B) <= A.shape[1] + 1:
+        u, c = _interpolating_plane(Za, Zb)
+        h = certificate(u, c)
+        if h is not None:
+            return False, h, None
+    # A soft-margin linear SVM is the next candidate, on the same terms. Where it fails,
+    # its worst-scored points seed the LP's working set.
     u, c = _svm_direction(Za, Zb)
     h = certificate(u, c)
     if h is not None:
@@ -166,7 +187,7 @@ def hull_overlap(A: np.ndarray, B: np.ndarray, *, tol: float = 1e-9, scale: floa
     wb = np.argsort(-sb)[: min(start, len(B))]
     while True:
         t, w, b = _margin_lp(Za[wa], Zb[wb])
-        if t <= tol:
+        if t <= tol_z:
             return True, None, (np.sort(wa), np.sort(wb))
         h = certificate(w, b)
         if h is not None:
@@ -263,11 +284,13 @@ class _Clusters:
             if (self.owner[other_w] == other).all() and _subset(mine_w, idx):
                 return None
         A, B = self.X[idx], self.X[other_idx]
-        tried = [self.pair_planes[p][other] for p in parts if other in self.pair_planes[p]]
-        tried += [h if mine_first else h.flipped() for h in reversed(self.planes[key])]
-        for h in tried:
-            if h.separates(A, B, self.eps):
+        for p in parts:
+            h = self.pair_planes[p].get(other)
+            if h is not None and h.separates(A, B, self.eps):
                 return h
+        for h in reversed(self.planes[key]):  # positive on the label pair's first label
+            if h.separates(A, B, self.eps) if mine_first else h.separates(B, A, self.eps):
+                return h if mine_first else h.flipped()
         self.lp_tests += 1
         overlap, plane, witness = hull_overlap(A, B, tol=self.tol, scale=self.scale)
         if overlap:
