@@ -537,7 +537,6 @@ class DirectProbe:
         self.cluster_labels_ = self.classes_[[cl.label[c] for c in ids]]
         self.n_clusters_ = len(ids)
         self._cluster_codes = np.array([cl.label[c] for c in ids])
-        self._planes = cl.planes
 
     # ---------------------------------------------------------------- distances
     def cluster_points(self, k: int) -> np.ndarray:

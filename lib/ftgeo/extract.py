@@ -228,15 +228,15 @@ def _cached(store, parts, data: TaskData, model: LoadedModel, build) -> np.ndarr
     if store is False:
         COUNTERS["cache_misses"] += 1
         return build()
-    entry = store.load("representations", parts)
-    if entry is not None:
-        COUNTERS["cache_hits"] += 1
+
+    def compute():
+        log.info("representations of %s: forward pass over %d sentences", label,
+                 len(data.sentences))
+        return {"X": build()}, {"model": model.spec.name, "source": model.spec.source,
+                                "task": data.task, "split": data.split}
+
+    entry, cached = store.get_or_build("representations", parts, compute)
+    COUNTERS["cache_hits" if cached else "cache_misses"] += 1
+    if cached:
         log.info("representations of %s: from cache, no forward pass", label)
-        return np.asarray(entry["X"])
-    COUNTERS["cache_misses"] += 1
-    log.info("representations of %s: forward pass over %d sentences", label, len(data.sentences))
-    X = build()
-    store.save("representations", parts, {"X": X},
-               meta={"model": model.spec.name, "source": model.spec.source,
-                     "task": data.task, "split": data.split})
-    return X
+    return np.asarray(entry["X"])

@@ -114,6 +114,15 @@ def _torch_standardize(X: np.ndarray, mean: np.ndarray, scale: np.ndarray):
     return torch.from_numpy(((np.asarray(X, dtype=np.float64) - mean) / scale).astype(np.float32))
 
 
+def _class_codes(y: np.ndarray, classes: np.ndarray):
+    """Index of each label in ``classes`` as a torch tensor; -1 for a label not in it
+    (a dev or test label unseen in training, which is then never predicted)."""
+    import torch
+
+    y = np.asarray(y)
+    return torch.from_numpy(np.where(np.isin(y, classes), np.searchsorted(classes, y), -1))
+
+
 class _MLPBatch:
     """M two-hidden-layer ReLU networks of one shape, trained together as batched tensors.
 
@@ -287,9 +296,7 @@ class MLPProbe:
         _, self.mean_, self.scale_ = _standardize(X)
         Xt = _torch_standardize(X, self.mean_, self.scale_)
         Xd = _torch_standardize(X_dev, self.mean_, self.scale_)
-        t = torch.from_numpy(np.searchsorted(self.classes_, y))
-        known = np.isin(y_dev, self.classes_)
-        td = torch.from_numpy(np.where(known, np.searchsorted(self.classes_, y_dev), -1))
+        t, td = _class_codes(y, self.classes_), _class_codes(y_dev, self.classes_)
         torch.manual_seed(self.random_state)
         self.net_ = _MLPBatch(X.shape[1], tuple(self.hidden), len(self.classes_), [self.l2],
                               [self.random_state])
@@ -377,10 +384,7 @@ def probe_grid(X_train: np.ndarray, y_train: np.ndarray, X_dev: np.ndarray, y_de
     _, mean, scale = _standardize(X_train)
     Xt, Xd, Xs = (_torch_standardize(X, mean, scale) for X in (X_train, X_dev, X_test))
 
-    def codes(y):
-        return torch.from_numpy(np.where(np.isin(y, classes), np.searchsorted(classes, y), -1))
-
-    t, td, ts = codes(y_train), codes(y_dev), codes(y_test)
+    t, td, ts = (_class_codes(y, classes) for y in (y_train, y_dev, y_test))
     rows = []
     shapes = [(h1, h2) for h1 in hidden_sizes for h2 in hidden_sizes]
     for hidden in progress(shapes, desc="MLP grid", unit="shape"):
