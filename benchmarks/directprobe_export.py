@@ -11,7 +11,6 @@ training split, in the order written.
 """
 
 import argparse
-import json
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
