@@ -156,13 +156,41 @@ def word_vectors(model: LoadedModel, sentences: Sequence[Sequence[str]], positio
           f"(sentence, word) = {tuple(positions[missing[0]]) if len(missing) else None}")
     out = torch.zeros((model.n_layers, len(positions), model.n_features), dtype=torch.float32)
     for index, H in forward_batches(model, encoded, batch_size=batch_size, desc="words"):
-        rows = torch.full(H.shape[1:3], -1, dtype=torch.long)
-        for r, i in enumerate(index):
-            rows[r, : len(token_rows[i])] = torch.from_numpy(token_rows[i])
-        sel = rows >= 0
-        out.index_add_(1, rows[sel], H[:, sel].float())
-    out /= torch.from_numpy(counts).to(out.dtype)[None, :, None]
+        rows = token_row_matrix([token_rows[i] for i in index], H.shape[2])
+        # a word's subwords are all in its sentence's batch, so the batch mean is the mean
+        present, local = torch.unique(rows[rows >= 0], return_inverse=True)
+        rows[rows >= 0] = local
+        out[:, present] = pool_words(H.float(), rows, len(present))
     return out.numpy()
+
+
+def token_row_matrix(token_rows: Sequence[np.ndarray], width: int) -> torch.Tensor:
+    """Stack per-sentence token -> row arrays into a (batch, width) tensor padded with -1."""
+    rows = torch.full((len(token_rows), width), -1, dtype=torch.long)
+    for r, tr in enumerate(token_rows):
+        rows[r, : len(tr)] = torch.from_numpy(np.asarray(tr, dtype=np.int64))
+    return rows
+
+
+def pool_words(H: torch.Tensor, rows: torch.Tensor, n_rows: int) -> torch.Tensor:
+    """Mean of the subword vectors of each word (differentiable; used by fine-tuning too).
+
+    Parameters
+    ----------
+    H : tensor of shape (..., batch, n_tokens, n_features)
+    rows : tensor of shape (batch, n_tokens): the word (0..n_rows-1) each token belongs
+        to, -1 for tokens that belong to no requested word
+
+    Returns
+    -------
+    tensor of shape (..., n_rows, n_features)
+    """
+    sel = rows >= 0
+    target = rows[sel]
+    out = torch.zeros((*H.shape[:-3], n_rows, H.shape[-1]), dtype=H.dtype)
+    out = out.index_add(-2, target, H[..., sel, :])
+    counts = torch.bincount(target, minlength=n_rows).clamp(min=1).to(H.dtype)
+    return out / counts[:, None]
 
 
 def cls_vectors(model: LoadedModel, sentences: Sequence[Sequence[str]],
