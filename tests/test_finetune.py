@@ -7,8 +7,7 @@ import torch
 
 from ftgeo import load_model
 from ftgeo.data import TaskData
-from ftgeo.extract import encode
-from ftgeo.finetune import FinetuneSettings, accuracy, finetune, make_batches
+from ftgeo.finetune import FinetuneSettings, finetune
 
 WORDS = ["the", "cat", "sat", "on", "a", "mat", "dogs", "run", "fast", "and", "birds", "fly"]
 
@@ -37,25 +36,28 @@ def _synthetic(kind: str, n_sentences: int = 24, seed: int = 0) -> TaskData:
 
 
 @pytest.mark.parametrize("kind", ["word", "pair", "sentence"])
-def test_small_bert_memorizes_a_synthetic_task(tiny_bert_dir, kind):
-    model = load_model(str(tiny_bert_dir))
+def test_small_bert_memorizes_a_synthetic_task(tiny_bert_dir, kind, tmp_path, store):
     train = _synthetic(kind)
-    result = finetune(model, train, FinetuneSettings(epochs=40, learning_rate=3e-3, batch_size=8,
-                                                     seed=0, n_snapshots=2))
-    batches = make_batches(train, encode(model.tokenizer, train.sentences), 0, 8, None)
-    assert accuracy(result.model, batches) == 1.0
-    assert result.losses[-5:].mean() < result.losses[:5].mean()
+    run = finetune(load_model(str(tiny_bert_dir)), {"train": train, "dev": train},
+                   FinetuneSettings(epochs=40, learning_rate=3e-3, batch_size=8, n_snapshots=2),
+                   store=store, probe_splits=(), root=tmp_path)
+    assert run.dev_accuracy[-1] == 1.0  # the training set, evaluated after training
+    assert run.losses[-5:].mean() < run.losses[:5].mean()
 
 
-def test_same_seed_gives_bit_identical_weights(tiny_bert_dir):
-    train = _synthetic("word")
-    settings = FinetuneSettings(epochs=2, learning_rate=1e-3, batch_size=8, seed=3, n_snapshots=2)
-    a = finetune(load_model(str(tiny_bert_dir)), train, settings).model.state_dict()
-    b = finetune(load_model(str(tiny_bert_dir)), train, settings).model.state_dict()
+def test_same_seed_gives_bit_identical_weights(tiny_bert_dir, tmp_path, store):
+    from safetensors.torch import load_file
+
+    train = {"train": _synthetic("word")}
+
+    def weights(seed, root):
+        run = finetune(load_model(str(tiny_bert_dir)), train,
+                       FinetuneSettings(epochs=2, learning_rate=1e-3, batch_size=8, seed=seed,
+                                        n_snapshots=2), store=store, probe_splits=(), root=root)
+        return load_file(str(run.folder / "final" / "model.safetensors"))
+
+    a, b, c = weights(3, tmp_path / "a"), weights(3, tmp_path / "b"), weights(4, tmp_path / "c")
     assert all(torch.equal(a[k], b[k]) for k in a)
-    c = finetune(load_model(str(tiny_bert_dir)), train,
-                 FinetuneSettings(epochs=2, learning_rate=1e-3, batch_size=8, seed=4,
-                                  n_snapshots=2)).model.state_dict()
     assert not all(torch.equal(a[k], c[k]) for k in a)
 
 
@@ -70,8 +72,86 @@ def test_bad_settings_are_refused_by_name(field, value, message):
         FinetuneSettings(**{field: value}).validate()
 
 
-def test_more_snapshots_than_steps_is_refused(tiny_bert_dir):
+def test_more_snapshots_than_steps_is_refused(tiny_bert_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("FTGEO_ARTIFACTS", str(tmp_path))
     train = _synthetic("sentence", n_sentences=8)
     with pytest.raises(ValueError, match=r"n_snapshots=50 is larger than the 2 training steps"):
-        finetune(load_model(str(tiny_bert_dir)), train,
+        finetune(load_model(str(tiny_bert_dir)), {"train": train},
                  FinetuneSettings(epochs=1, batch_size=4, n_snapshots=50))
+
+
+def _splits(kind="word"):
+    return {"train": _synthetic(kind, 24, 0), "dev": _synthetic(kind, 8, 1),
+            "test": _synthetic(kind, 8, 2)}
+
+
+def test_run_stores_snapshots_and_is_a_cache_hit_the_second_time(tiny_bert_dir, tmp_path, store):
+    from ftgeo import extract
+    from ftgeo.finetune import state_model
+
+    splits = _splits()
+    settings = FinetuneSettings(epochs=2, learning_rate=1e-3, batch_size=8, n_snapshots=4)
+    model = load_model(str(tiny_bert_dir))
+    run = finetune(model, splits, settings, store=store, root=tmp_path)
+    assert run.steps.tolist() == [0, 2, 4, 6] and len(run.dev_accuracy) == 4
+    assert len(run.losses) == run.n_steps == 6
+    assert (run.folder / "final" / "model.safetensors").exists()
+    # every snapshot's representations are in the store, and differ along the trajectory
+    before = dict(extract.COUNTERS)
+    X0 = extract.representations(state_model(model, run.key, 0), splits["test"], store=store)
+    X6 = extract.representations(state_model(model, run.key, 6), splits["test"], store=store)
+    assert extract.COUNTERS["forward_batches"] == before["forward_batches"]
+    assert not np.allclose(X0[-1], X6[-1])
+    again = finetune(load_model(str(tiny_bert_dir)), splits, settings, store=store,
+                           root=tmp_path)
+    np.testing.assert_array_equal(again.losses, run.losses)
+    assert extract.COUNTERS["forward_batches"] == before["forward_batches"]
+
+
+def test_interrupted_run_resumes_to_the_same_final_weights(tiny_bert_dir, tmp_path, store):
+    from safetensors.torch import load_file
+
+    from ftgeo import finetune as ft
+
+    splits = _splits("pair")
+    settings = FinetuneSettings(epochs=3, learning_rate=1e-3, batch_size=8, n_snapshots=4)
+    whole = ft.finetune(load_model(str(tiny_bert_dir)), splits, settings, store=store,
+                              root=tmp_path / "a")
+
+    def interrupt(step):
+        if step == 5:
+            raise KeyboardInterrupt
+
+    ft._AFTER_STEP["hook"] = interrupt
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            ft.finetune(load_model(str(tiny_bert_dir)), splits, settings, store=store,
+                              root=tmp_path / "b")
+    finally:
+        ft._AFTER_STEP["hook"] = None
+    folder_b = next((tmp_path / "b" / "finetune").iterdir())
+    assert (folder_b / "checkpoint.pt").exists() and not (folder_b / "result.json").exists()
+    trained = []
+    ft._AFTER_STEP["hook"] = trained.append
+    try:
+        resumed = ft.finetune(load_model(str(tiny_bert_dir)), splits, settings, store=store,
+                                    root=tmp_path / "b")
+    finally:
+        ft._AFTER_STEP["hook"] = None
+    # 9 steps, snapshots at 0, 3, 6, 9: killed after step 5, resumed from the step-3 checkpoint
+    assert whole.n_steps == 9 and trained == [4, 5, 6, 7, 8, 9]
+    np.testing.assert_array_equal(resumed.losses, whole.losses)
+    a = load_file(str(whole.folder / "final" / "model.safetensors"))
+    b = load_file(str(resumed.folder / "final" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_changing_a_setting_makes_a_new_run(tiny_bert_dir, tmp_path, store):
+    splits = _splits("sentence")
+    a = finetune(load_model(str(tiny_bert_dir)), splits,
+                       FinetuneSettings(epochs=1, batch_size=8, n_snapshots=2), store=store,
+                       root=tmp_path)
+    b = finetune(load_model(str(tiny_bert_dir)), splits,
+                       FinetuneSettings(epochs=1, batch_size=8, n_snapshots=2, seed=1),
+                       store=store, root=tmp_path)
+    assert a.key != b.key and a.folder != b.folder and a.folder.exists()

@@ -1,4 +1,4 @@
-"""Fine-tuning an encoder with a task head (work in progress: the training core).
+"""Fine-tuning an encoder with a task head, with snapshots along the way (work in progress).
 
 The head matches the probed item, pooled exactly as :mod:`ftgeo.extract` pools it:
 
@@ -11,8 +11,9 @@ of 32 sentences (length-bucketed, dynamic padding); learning rate, epochs and se
 settings. Everything random (head initialization, dropout, batch order) comes from the seed,
 so the same seed on the same machine gives bit-identical weights.
 
-Still to come (issue 4): trajectory snapshots through the store, checkpoints and resume, the
-command line and the chapter.
+:func:`finetune` stores representations of the probing sets at evenly spaced steps (the
+trajectory), checkpoints at each of them, resumes an interrupted run and treats a finished
+one as a cache hit. Still to come (issue 4): the command line, the chapter and the benchmark.
 """
 
 from __future__ import annotations
@@ -172,25 +173,83 @@ def accuracy(model: TaskModel, batches: Sequence[_Batch]) -> float:
     return right / max(total, 1)
 
 
-@dataclass(frozen=True)
-class FinetuneResult:
-    """A trained task model and its training curve (loss per step)."""
+# --------------------------------------------------------------------------------------
+# Runs: snapshots along the trajectory, checkpoints, resume, cache
+# --------------------------------------------------------------------------------------
 
-    model: TaskModel
+FINETUNE_VERSION = 1
+
+#: Called as ``hook(step)`` after every training step; tests use it to interrupt a run.
+_AFTER_STEP = {"hook": None}
+
+
+def snapshot_steps(n_steps: int, n_snapshots: int) -> np.ndarray:
+    """Evenly spaced steps from 0 to ``n_steps`` inclusive.
+
+    >>> snapshot_steps(100, 5).tolist()
+    [0, 25, 50, 75, 100]
+    """
+    return np.unique(np.round(np.linspace(0, n_steps, n_snapshots)).astype(int))
+
+
+def state_model(base: LoadedModel, run_key: str, step: int) -> LoadedModel:
+    """The tokenizer and (current) encoder under the fingerprint of ``finetuned(run, step)``,
+    so that :func:`ftgeo.extract.representations` caches each state's vectors apart."""
+    from .models import ModelSpec
+
+    spec = ModelSpec(base.spec.name, base.spec.source,
+                     f"{base.spec.fingerprint}/ft-{run_key[:20]}/step-{step}", base.spec.local)
+    return LoadedModel(spec, base.tokenizer, base.encoder)
+
+
+@dataclass(frozen=True)
+class FinetuneRun:
+    """A finished run: where it lives and its curve (loss per step, dev accuracy per snapshot)."""
+
+    key: str
+    folder: object
+    steps: np.ndarray
+    dev_accuracy: np.ndarray
     losses: np.ndarray
     n_steps: int
 
 
-def finetune(model: LoadedModel, train: TaskData, settings: FinetuneSettings = FinetuneSettings()
-             ) -> FinetuneResult:
-    """Fine-tune ``model``'s encoder with a head for ``train``'s task (in place).
+def finetune(model: LoadedModel, splits: dict[str, TaskData],
+                   settings: FinetuneSettings = FinetuneSettings(), *, store=None,
+                   probe_splits: Sequence[str] = ("train", "test"), root=None) -> FinetuneRun:
+    """Fine-tune on ``splits["train"]`` with snapshots, checkpoints and a cache.
 
-    Returns the task model and the loss of every step. Deterministic for a seed.
+    At each of ``settings.n_snapshots`` evenly spaced steps (0 and the last included) the
+    representations of ``probe_splits`` at every layer go into the store under the state
+    ``finetuned(task, seed, step)``, and the dev accuracy is recorded. A checkpoint is
+    written at every snapshot; an interrupted run resumes from its last one and ends with
+    the same weights as an uninterrupted run. A finished run is a cache hit: nothing is
+    trained. The final encoder (safetensors, ``save_pretrained``) and head are kept.
     """
+    import json
+    import os
+    import shutil
+
     from transformers import get_linear_schedule_with_warmup
 
+    from ._util import artifacts_dir, atomic_write_json, canonical_json, sha256_text
+    from .extract import representations
+    from .store import Store
+
+    train = splits["train"]
     settings.validate()
-    check(train.n_items > 0, f"{train.task}/{train.split} has no items to train on")
+    store = Store() if store is None else store
+    parts = {"version": FINETUNE_VERSION, "model": model.spec.fingerprint, "task": train.task,
+             "train": train.checksum, "settings": settings.as_dict()}
+    key = sha256_text(canonical_json(parts))[:32]
+    folder = (artifacts_dir() if root is None else root) / "finetune" / f"{train.task}-{key[:12]}"
+    result_file = folder / "result.json"
+    if result_file.exists():
+        res = json.loads(result_file.read_text())
+        log.info("fine-tuning %s: cached run %s, nothing to train", train.task, folder)
+        return FinetuneRun(key, folder, np.asarray(res["steps"]), np.asarray(res["dev_accuracy"]),
+                           np.asarray(res["losses"]), res["n_steps"])
+
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
     encoded = encode(model.tokenizer, train.sentences, train.second,
@@ -199,30 +258,91 @@ def finetune(model: LoadedModel, train: TaskData, settings: FinetuneSettings = F
     n_batches = len(make_batches(train, encoded, pad_id, settings.batch_size, None))
     n_steps = n_batches * settings.epochs
     settings.validate(n_steps)
+    steps = snapshot_steps(n_steps, settings.n_snapshots)
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(folder / "parts.json", parts)
+    dev = splits.get("dev")
+    dev_batches = None
+    if dev is not None and dev.n_items:
+        dev_batches = make_batches(dev, encode(model.tokenizer, dev.sentences, dev.second),
+                                   pad_id, settings.batch_size, None)
     task_model = TaskModel(model.encoder, train.item_kind, len(train.labels))
     no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight")
-    groups = [
+    opt = torch.optim.AdamW([
         {"params": [p for n, p in task_model.named_parameters() if not n.endswith(no_decay)],
          "weight_decay": settings.weight_decay},
         {"params": [p for n, p in task_model.named_parameters() if n.endswith(no_decay)],
-         "weight_decay": 0.0},
-    ]
-    opt = torch.optim.AdamW(groups, lr=settings.learning_rate)
+         "weight_decay": 0.0}], lr=settings.learning_rate)
     schedule = get_linear_schedule_with_warmup(opt, int(round(settings.warmup * n_steps)), n_steps)
+    step, epoch, in_epoch, losses, dev_acc = 0, 0, 0, [], []
+    epoch_rng_state = rng.bit_generator.state
+    ckpt = folder / "checkpoint.pt"
+    if ckpt.exists():
+        state = torch.load(ckpt, weights_only=False)
+        task_model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        torch.set_rng_state(state["torch_rng"])
+        step, epoch, in_epoch = state["step"], state["epoch"], state["in_epoch"]
+        losses, dev_acc = state["losses"], state["dev_accuracy"]
+        epoch_rng_state = state["epoch_rng"]
+        log.info("fine-tuning %s: resuming at step %d of %d", train.task, step, n_steps)
+
+    def snapshot() -> None:
+        was = task_model.training
+        task_model.eval()
+        for s in probe_splits:
+            representations(state_model(model, key, step), splits[s], store=store)
+        dev_acc.append(accuracy(task_model, dev_batches) if dev_batches else float("nan"))
+        task_model.train(was)
+        tmp = folder / f".checkpoint.{os.getpid()}.pt"
+        torch.save({"model": task_model.state_dict(), "optimizer": opt.state_dict(),
+                    "schedule": schedule.state_dict(), "torch_rng": torch.get_rng_state(),
+                    "step": step, "epoch": epoch, "in_epoch": in_epoch, "losses": losses,
+                    "dev_accuracy": dev_acc, "epoch_rng": epoch_rng_state}, tmp)
+        os.replace(tmp, ckpt)
+
+    if step == 0 and not dev_acc:
+        snapshot()
     task_model.train()
-    losses = []
     bar = progress_bar(desc=f"fine-tuning {train.task}", unit="step", total=n_steps)
-    for _ in range(settings.epochs):
-        for batch in make_batches(train, encoded, pad_id, settings.batch_size, rng):
+    bar.update(step)
+    while epoch < settings.epochs:
+        rng.bit_generator.state = epoch_rng_state
+        batches = make_batches(train, encoded, pad_id, settings.batch_size, rng)
+        for batch in batches[in_epoch:]:
             opt.zero_grad()
             loss = torch.nn.functional.cross_entropy(_logits(task_model, batch), batch.y)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(task_model.parameters(), 1.0)
             opt.step()
             schedule.step()
+            step += 1
+            in_epoch += 1
             losses.append(float(loss.detach()))
             bar.update()
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
+            if in_epoch == len(batches):
+                epoch, in_epoch = epoch + 1, 0
+                epoch_rng_state = rng.bit_generator.state
+            if step in steps:
+                snapshot()
+            if _AFTER_STEP["hook"] is not None:
+                _AFTER_STEP["hook"](step)
     bar.close()
     task_model.eval()
-    return FinetuneResult(task_model, np.asarray(losses), n_steps)
+    final = folder / "final"
+    tmp = folder / f".final.{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.encoder.save_pretrained(tmp)
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in task_model.head.state_dict().items()},
+              str(tmp / "head.safetensors"))
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    atomic_write_json(result_file, {"steps": steps.tolist(), "dev_accuracy": dev_acc,
+                                    "losses": losses, "n_steps": n_steps,
+                                    "labels": list(train.labels)})
+    ckpt.unlink(missing_ok=True)
+    return FinetuneRun(key, folder, steps, np.asarray(dev_acc), np.asarray(losses), n_steps)
