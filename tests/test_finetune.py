@@ -155,3 +155,15 @@ def test_changing_a_setting_makes_a_new_run(tiny_bert_dir, tmp_path, store):
                        FinetuneSettings(epochs=1, batch_size=8, n_snapshots=2, seed=1),
                        store=store, root=tmp_path)
     assert a.key != b.key and a.folder != b.folder and a.folder.exists()
+
+
+def test_command_line_refuses_bad_settings_by_name():
+    import subprocess
+    import sys
+
+    for args, message in ((["--task", "ner"], "unknown task 'ner'"),
+                          (["--task", "pos", "--learning-rate", "0"], "learning_rate must be > 0"),
+                          (["--task", "pos", "--epochs", "0"], "epochs must be a whole number")):
+        proc = subprocess.run([sys.executable, "-m", "ftgeo", "finetune", *args],
+                              capture_output=True, text=True)
+        assert proc.returncode == 1 and message in proc.stderr and "Traceback" not in proc.stderr

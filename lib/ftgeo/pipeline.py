@@ -273,16 +273,54 @@ def main(argv: Sequence[str] | None = None) -> int:
                        help="copy the executed notebooks into book/ (default: the config's "
                             "'book', and no when --model or --tasks is given)")
     p_run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p_ft = sub.add_parser("finetune", help="fine-tune a model on a task, with snapshots")
+    p_ft.add_argument("--model", default="minilm", help="alias, hub id or local folder")
+    p_ft.add_argument("--task", required=True, help="one of: " + ", ".join(_task_names()))
+    p_ft.add_argument("--seed", type=int, default=0)
+    p_ft.add_argument("--epochs", type=int, default=None)
+    p_ft.add_argument("--learning-rate", type=float, default=None)
+    p_ft.add_argument("--batch-size", type=int, default=None)
+    p_ft.add_argument("--snapshots", type=int, default=None, help="snapshot count (with step 0)")
+    p_ft.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="ftgeo: %(message)s")
     for noisy in ("papermill", "traitlets", "httpx", "urllib3", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        run_config(args.config, model=args.model,
-                   tasks=None if args.tasks is None else [t for t in args.tasks.split(",") if t],
-                   force=args.force, book=args.book)
+        if args.command == "finetune":
+            _finetune_command(args)
+        else:
+            run_config(args.config, model=args.model,
+                       tasks=None if args.tasks is None else [t for t in args.tasks.split(",") if t],
+                       force=args.force, book=args.book)
     except (PipelineError, ValueError, FileNotFoundError) as err:
         print(f"ftgeo: error: {err}", file=sys.stderr)
         return 1
     return 0
+
+
+def _task_names() -> list[str]:
+    from .data import TASKS
+
+    return list(TASKS)
+
+
+def _finetune_command(args: argparse.Namespace) -> None:
+    from dataclasses import replace
+
+    from ._util import set_progress
+    from .data import load_task
+    from .finetune import FinetuneSettings, finetune
+    from .models import load_model
+
+    set_progress(True)
+    settings = FinetuneSettings(seed=args.seed)
+    overrides = {"epochs": args.epochs, "learning_rate": args.learning_rate,
+                 "batch_size": args.batch_size, "n_snapshots": args.snapshots}
+    settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+    settings.validate()
+    run = finetune(load_model(args.model), load_task(args.task, seed=args.seed), settings)
+    log.info("fine-tuned %s on %s: %d steps; dev accuracy at the snapshots (steps %s): %s; "
+             "weights and curve in %s", args.model, args.task, run.n_steps,
+             run.steps.tolist(), [round(float(a), 4) for a in run.dev_accuracy], run.folder)
