@@ -255,7 +255,8 @@ def finetune(model: LoadedModel, splits: dict[str, TaskData],
     encoded = encode(model.tokenizer, train.sentences, train.second,
                      max_length=model.encoder.config.max_position_embeddings)
     pad_id = model.tokenizer.pad_token_id or 0
-    n_batches = len(make_batches(train, encoded, pad_id, settings.batch_size, None))
+    # make_batches groups the sentences that hold items, batch_size at a time
+    n_batches = -(-len(_sentence_items(train)) // settings.batch_size)
     n_steps = n_batches * settings.epochs
     settings.validate(n_steps)
     steps = snapshot_steps(n_steps, settings.n_snapshots)
