@@ -77,7 +77,7 @@ def test_more_snapshots_than_steps_is_refused(tiny_bert_dir, tmp_path, monkeypat
     train = _synthetic("sentence", n_sentences=8)
     with pytest.raises(ValueError, match=r"n_snapshots=50 is larger than the 2 training steps"):
         finetune(load_model(str(tiny_bert_dir)), {"train": train},
-                 FinetuneSettings(epochs=1, batch_size=4, n_snapshots=50))
+                 FinetuneSettings(epochs=1, batch_size=4, n_snapshots=50), probe_splits=())
 
 
 def _splits(kind="word"):
@@ -87,25 +87,70 @@ def _splits(kind="word"):
 
 def test_run_stores_snapshots_and_is_a_cache_hit_the_second_time(tiny_bert_dir, tmp_path, store):
     from ftgeo import extract
-    from ftgeo.finetune import state_model
 
     splits = _splits()
     settings = FinetuneSettings(epochs=2, learning_rate=1e-3, batch_size=8, n_snapshots=4)
     model = load_model(str(tiny_bert_dir))
-    run = finetune(model, splits, settings, store=store, root=tmp_path)
+    pretrained = {k: v.clone() for k, v in model.encoder.state_dict().items()}
+    run = finetune(model, splits, settings, store=store, root=tmp_path, trajectory_items=20)
+    assert all(torch.equal(v, pretrained[k]) for k, v in model.encoder.state_dict().items()), \
+        "fine-tuning must train a copy and leave the caller's model as it was"
     assert run.steps.tolist() == [0, 2, 4, 6] and len(run.dev_accuracy) == 4
     assert len(run.losses) == run.n_steps == 6
     assert (run.folder / "final" / "model.safetensors").exists()
-    # every snapshot's representations are in the store, and differ along the trajectory
+    # every snapshot's trajectory sets are in the store, and move along the trajectory;
+    # the full sets are kept at the first and last step only
     before = dict(extract.COUNTERS)
-    X0 = extract.representations(state_model(model, run.key, 0), splits["test"], store=store)
-    X6 = extract.representations(state_model(model, run.key, 6), splits["test"], store=store)
+    test_sample = run.trajectory_set(splits["test"])
+    assert test_sample.n_items <= 20 < splits["test"].n_items
+    X = [run.representations(test_sample, step, store=store) for step in run.steps]
+    assert all(x.shape == (3, test_sample.n_items, 32) for x in X)
+    assert all(not np.allclose(a[-1], b[-1]) for a, b in zip(X, X[1:], strict=False))
+    full_first = run.representations(splits["train"], 0, store=store)
+    full_last = run.representations(splits["train"], 6, store=store)
+    assert full_first.shape[1] == full_last.shape[1] == splits["train"].n_items
+    with pytest.raises(LookupError, match="not in the store"):
+        run.representations(splits["train"], 2, store=store)
+    with pytest.raises(ValueError, match="step 3 is not a snapshot"):
+        run.representations(test_sample, 3, store=store)
+    # step 0 is the pretrained model: the same vectors as a plain extraction
+    np.testing.assert_array_equal(full_first, extract.representations(model, splits["train"],
+                                                                      store=store))
     assert extract.COUNTERS["forward_batches"] == before["forward_batches"]
-    assert not np.allclose(X0[-1], X6[-1])
+    # the final weights reload: same vectors (from the store) and the same dev accuracy
+    final = run.load_model()
+    np.testing.assert_allclose(extract.representations(final, splits["train"], store=False),
+                               full_last, atol=1e-5)
+    from ftgeo.extract import encode
+    from ftgeo.finetune import accuracy, make_batches
+
+    dev = splits["dev"]
+    batches = make_batches(dev, encode(final.tokenizer, dev.sentences), 0, 8, None)
+    assert accuracy(run.load_task_model(), batches) == run.dev_accuracy[-1]
+    before = dict(extract.COUNTERS)
     again = finetune(load_model(str(tiny_bert_dir)), splits, settings, store=store,
-                           root=tmp_path)
+                     root=tmp_path, trajectory_items=20)
     np.testing.assert_array_equal(again.losses, run.losses)
-    assert extract.COUNTERS["forward_batches"] == before["forward_batches"]
+    assert extract.COUNTERS == before
+
+
+def test_same_seed_gives_bit_identical_snapshots(tiny_bert_dir, tmp_path):
+    from ftgeo import Store
+
+    splits = _splits("pair")
+    settings = FinetuneSettings(epochs=2, learning_rate=1e-3, batch_size=8, n_snapshots=3)
+
+    def snapshots(name):
+        store = Store(tmp_path / name / "cache")  # separate stores: nothing is shared
+        run = finetune(load_model(str(tiny_bert_dir)), splits, settings, store=store,
+                       root=tmp_path / name, trajectory_items=30)
+        out = [run.representations(run.trajectory_set(splits[s]), int(step), store=store)
+               for step in run.steps for s in ("train", "test")]
+        return out + [run.representations(splits["test"], run.final_step, store=store)]
+
+    a, b = snapshots("a"), snapshots("b")
+    assert len(a) == len(b) == 7
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
 
 
 def test_interrupted_run_resumes_to_the_same_final_weights(tiny_bert_dir, tmp_path, store):

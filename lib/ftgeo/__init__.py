@@ -1,13 +1,15 @@
 """ftgeo: how fine-tuning changes the geometry of transformer representations.
 
 The library under the ftgeo book: task data, layer-wise representations with a
-content-addressed cache, probes and geometry measures, and the papermill pipeline.
+content-addressed cache, fine-tuning with stored trajectories
+(``ftgeo.finetune.finetune``), probes and geometry measures, and the papermill pipeline.
 """
 
 from ._util import set_progress
 from .data import PROBING_TASKS, TASKS, DataNotFoundError, TaskData, load_task, task_table
 from .directprobe import DirectProbe, hull_distance, hull_overlap, spatial_similarity
 from .extract import representations
+from .finetune import FinetuneRun, FinetuneSettings
 from .models import LoadedModel, ModelSpec, load_model, resolve_model
 from .pipeline import run_config, save_metrics
 from .probes import LinearProbe, MLPProbe, linear_probe_layers, probe_grid
@@ -20,6 +22,8 @@ __all__ = [
     "TASKS",
     "DataNotFoundError",
     "DirectProbe",
+    "FinetuneRun",
+    "FinetuneSettings",
     "LinearProbe",
     "LoadedModel",
     "MLPProbe",

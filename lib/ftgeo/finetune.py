@@ -1,4 +1,4 @@
-"""Fine-tuning an encoder with a task head, with snapshots along the way (work in progress).
+"""Fine-tuning an encoder with a task head, with snapshots along the way.
 
 The head matches the probed item, pooled exactly as :mod:`ftgeo.extract` pools it:
 
@@ -13,14 +13,19 @@ so the same seed on the same machine gives bit-identical weights.
 
 :func:`finetune` stores representations of the probing sets at evenly spaced steps (the
 trajectory), checkpoints at each of them, resumes an interrupted run and treats a finished
-one as a cache hit. Still to come (issue 4): the command line, the chapter and the benchmark.
+one as a cache hit. :class:`FinetuneRun` reads a finished run's stored states back.
 """
 
 from __future__ import annotations
 
+import copy
+import json
 import logging
+import os
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -177,7 +182,7 @@ def accuracy(model: TaskModel, batches: Sequence[_Batch]) -> float:
 # Runs: snapshots along the trajectory, checkpoints, resume, cache
 # --------------------------------------------------------------------------------------
 
-FINETUNE_VERSION = 1
+FINETUNE_VERSION = 2
 
 #: Called as ``hook(step)`` after every training step; tests use it to interrupt a run.
 _AFTER_STEP = {"hook": None}
@@ -192,68 +197,182 @@ def snapshot_steps(n_steps: int, n_snapshots: int) -> np.ndarray:
     return np.unique(np.round(np.linspace(0, n_steps, n_snapshots)).astype(int))
 
 
-def state_model(base: LoadedModel, run_key: str, step: int) -> LoadedModel:
-    """The tokenizer and (current) encoder under the fingerprint of ``finetuned(run, step)``,
-    so that :func:`ftgeo.extract.representations` caches each state's vectors apart."""
+def state_model(base: LoadedModel, run_key: str, step: int, encoder=None) -> LoadedModel:
+    """The tokenizer and an encoder under the fingerprint of the state ``finetuned(run, step)``,
+    so that :func:`ftgeo.extract.representations` caches each state's vectors apart.
+
+    Step 0 is the pretrained model itself, so it keeps the base model's fingerprint: its
+    vectors are the ones every pretrained analysis already cached.
+    """
     from .models import ModelSpec
 
+    encoder = base.encoder if encoder is None else encoder
+    if step == 0:
+        return LoadedModel(base.spec, base.tokenizer, encoder)
     spec = ModelSpec(base.spec.name, base.spec.source,
                      f"{base.spec.fingerprint}/ft-{run_key[:20]}/step-{step}", base.spec.local)
-    return LoadedModel(spec, base.tokenizer, base.encoder)
+    return LoadedModel(spec, base.tokenizer, encoder)
 
 
 @dataclass(frozen=True)
 class FinetuneRun:
-    """A finished run: where it lives and its curve (loss per step, dev accuracy per snapshot)."""
+    """A finished run: where it lives, its curve, and access to its stored states.
+
+    ``steps`` are the snapshot steps; ``dev_accuracy`` the dev accuracy at each; ``losses``
+    the training loss of every step. The representations of every state are in the store:
+    the full probing sets at the first and last snapshot, and the *trajectory sets* (each
+    probing set sampled to at most ``trajectory_items`` items, whole sentences, seed 0) at
+    every snapshot. :meth:`representations` reads them; :meth:`load_model` and
+    :meth:`load_task_model` load the final weights.
+    """
 
     key: str
-    folder: object
+    folder: Path
+    task: str
     steps: np.ndarray
     dev_accuracy: np.ndarray
     losses: np.ndarray
     n_steps: int
+    settings: FinetuneSettings
+    base: dict
+    trajectory_items: int | None
+    timing: dict
+
+    @property
+    def final_step(self) -> int:
+        return int(self.steps[-1])
+
+    def trajectory_set(self, data: TaskData) -> TaskData:
+        """The sample of ``data`` whose representations are stored at every snapshot."""
+        return data.sample(self.trajectory_items, seed=0)
+
+    def state_fingerprint(self, step: int) -> str:
+        check(int(step) in self.steps.tolist(),
+              f"step {step} is not a snapshot of this run; snapshots: {self.steps.tolist()}")
+        return self.base["fingerprint"] if step == 0 else (
+            f"{self.base['fingerprint']}/ft-{self.key[:20]}/step-{int(step)}")
+
+    def representations(self, data: TaskData, step: int, store=None) -> np.ndarray:
+        """The stored representations of ``data`` at snapshot ``step`` (all layers).
+
+        ``data`` is a full probing set (any snapshot keeps it at the first and last step)
+        or :meth:`trajectory_set` of one (kept at every step). Nothing is computed: the
+        weights of intermediate states are not kept, so a state missing from the store is
+        an error that says how to rebuild it.
+        """
+        from .extract import representations
+        from .models import ModelSpec
+        from .store import Store
+
+        spec = ModelSpec(self.base["name"], self.base["source"], self.state_fingerprint(step),
+                         self.base["local"])
+
+        class _Missing:
+            def __getattr__(_, name):
+                raise LookupError(
+                    f"representations of {data.task}/{data.split} at step {step} of run "
+                    f"{self.folder} are not in the store; only the trajectory sets are kept "
+                    "at every step and the full sets at the first and last. Delete the run "
+                    "folder and fine-tune again to rebuild them.")
+
+        missing = _Missing()
+        return representations(LoadedModel(spec, missing, missing), data,
+                               store=Store() if store is None else store)
+
+    def load_model(self) -> LoadedModel:
+        """The fine-tuned encoder (final weights) and tokenizer, under the final state's
+        fingerprint (so its representations of the probing sets come from the store)."""
+        from transformers import AutoModel, AutoTokenizer
+
+        from .models import ModelSpec
+
+        final = self.folder / "final"
+        check(final.is_dir(), f"{final} is missing: the run did not finish; fine-tune again")
+        encoder = AutoModel.from_pretrained(final).eval()
+        tokenizer = AutoTokenizer.from_pretrained(final, use_fast=True)
+        spec = ModelSpec(self.base["name"], str(final), self.state_fingerprint(self.final_step),
+                         True)
+        return LoadedModel(spec, tokenizer, encoder)
+
+    def load_task_model(self) -> TaskModel:
+        """The final encoder with its trained head (eval mode)."""
+        from safetensors.torch import load_file
+
+        result = json.loads((self.folder / "result.json").read_text())
+        model = TaskModel(self.load_model().encoder, result["item_kind"], len(result["labels"]))
+        model.head.load_state_dict(load_file(str(self.folder / "final" / "head.safetensors")))
+        return model.eval()
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike) -> FinetuneRun:
+        """A finished run from its folder (``artifacts/finetune/<task>-<key>``)."""
+        folder = Path(folder)
+        result_file = folder / "result.json"
+        check(result_file.is_file(), f"{result_file} is missing: the run has not finished")
+        r = json.loads(result_file.read_text())
+        return cls(r["key"], folder, r["task"], np.asarray(r["steps"]),
+                   np.asarray(r["dev_accuracy"], dtype=float), np.asarray(r["losses"]),
+                   r["n_steps"], FinetuneSettings(**r["settings"]), r["base"],
+                   r["trajectory_items"], r.get("timing", {}))
+
+
+def run_folder(model: LoadedModel, train: TaskData, settings: FinetuneSettings,
+               root: str | os.PathLike | None = None,
+               trajectory_items: int | None = 2000) -> tuple[str, Path, dict]:
+    """The cache key, folder and key parts of a run (nothing is created)."""
+    from ._util import artifacts_dir, canonical_json, sha256_text
+
+    parts = {"version": FINETUNE_VERSION, "model": model.spec.fingerprint, "task": train.task,
+             "train": train.checksum, "settings": settings.as_dict(),
+             "trajectory_items": trajectory_items}
+    key = sha256_text(canonical_json(parts))[:32]
+    root = artifacts_dir() if root is None else Path(root)
+    return key, root / "finetune" / f"{train.task}-{key[:12]}", parts
 
 
 def finetune(model: LoadedModel, splits: dict[str, TaskData],
-                   settings: FinetuneSettings = FinetuneSettings(), *, store=None,
-                   probe_splits: Sequence[str] = ("train", "test"), root=None) -> FinetuneRun:
-    """Fine-tune on ``splits["train"]`` with snapshots, checkpoints and a cache.
+             settings: FinetuneSettings = FinetuneSettings(), *, store=None,
+             probe_splits: Sequence[str] = ("train", "test"), trajectory_items: int | None = 2000,
+             root: str | os.PathLike | None = None) -> FinetuneRun:
+    """Fine-tune a copy of ``model`` on ``splits["train"]``, with snapshots and a cache.
 
-    At each of ``settings.n_snapshots`` evenly spaced steps (0 and the last included) the
-    representations of ``probe_splits`` at every layer go into the store under the state
-    ``finetuned(task, seed, step)``, and the dev accuracy is recorded. A checkpoint is
-    written at every snapshot; an interrupted run resumes from its last one and ends with
-    the same weights as an uninterrupted run. A finished run is a cache hit: nothing is
-    trained. The final encoder (safetensors, ``save_pretrained``) and head are kept.
+    At each of ``settings.n_snapshots`` evenly spaced steps (0 and the last included), the
+    dev accuracy is recorded and representations at every layer go into the store under the
+    state ``finetuned(task, seed, step)``: the full ``probe_splits`` at the first and last
+    snapshot, and at every snapshot their *trajectory sets*, seeded samples of at most
+    ``trajectory_items`` items (``None``: the full sets at every snapshot, which costs a
+    forward pass over them each time). A checkpoint is written at every snapshot; an
+    interrupted run resumes from its last one and ends with the same weights as an
+    uninterrupted run. A finished run is a cache hit: nothing is trained. Any change of
+    settings, data or model is a new run in a new folder. The final encoder
+    (``save_pretrained``, safetensors), tokenizer and head are kept in ``<folder>/final``.
+    ``model`` itself is not changed.
     """
-    import json
-    import os
     import shutil
 
     from transformers import get_linear_schedule_with_warmup
 
-    from ._util import artifacts_dir, atomic_write_json, canonical_json, sha256_text
+    from ._util import atomic_write_json
     from .extract import representations
     from .store import Store
 
     train = splits["train"]
     settings.validate()
+    for s in probe_splits:
+        check(s in splits, f"probe_splits names {s!r}, which is not among the splits "
+              f"{sorted(splits)}")
     store = Store() if store is None else store
-    parts = {"version": FINETUNE_VERSION, "model": model.spec.fingerprint, "task": train.task,
-             "train": train.checksum, "settings": settings.as_dict()}
-    key = sha256_text(canonical_json(parts))[:32]
-    folder = (artifacts_dir() if root is None else root) / "finetune" / f"{train.task}-{key[:12]}"
-    result_file = folder / "result.json"
-    if result_file.exists():
-        res = json.loads(result_file.read_text())
+    key, folder, parts = run_folder(model, train, settings, root, trajectory_items)
+    if (folder / "result.json").exists():
         log.info("fine-tuning %s: cached run %s, nothing to train", train.task, folder)
-        return FinetuneRun(key, folder, np.asarray(res["steps"]), np.asarray(res["dev_accuracy"]),
-                           np.asarray(res["losses"]), res["n_steps"])
+        return FinetuneRun.load(folder)
 
+    t_start = time.perf_counter()
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
+    encoder = copy.deepcopy(model.encoder)
     encoded = encode(model.tokenizer, train.sentences, train.second,
-                     max_length=model.encoder.config.max_position_embeddings)
+                     max_length=encoder.config.max_position_embeddings)
     pad_id = model.tokenizer.pad_token_id or 0
     # make_batches groups the sentences that hold items, batch_size at a time
     n_batches = -(-len(_sentence_items(train)) // settings.batch_size)
@@ -267,7 +386,9 @@ def finetune(model: LoadedModel, splits: dict[str, TaskData],
     if dev is not None and dev.n_items:
         dev_batches = make_batches(dev, encode(model.tokenizer, dev.sentences, dev.second),
                                    pad_id, settings.batch_size, None)
-    task_model = TaskModel(model.encoder, train.item_kind, len(train.labels))
+    full_sets = [splits[s] for s in probe_splits]
+    trajectory_sets = [d.sample(trajectory_items, seed=0) for d in full_sets]
+    task_model = TaskModel(encoder, train.item_kind, len(train.labels))
     no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight")
     opt = torch.optim.AdamW([
         {"params": [p for n, p in task_model.named_parameters() if not n.endswith(no_decay)],
@@ -276,6 +397,7 @@ def finetune(model: LoadedModel, splits: dict[str, TaskData],
          "weight_decay": 0.0}], lr=settings.learning_rate)
     schedule = get_linear_schedule_with_warmup(opt, int(round(settings.warmup * n_steps)), n_steps)
     step, epoch, in_epoch, losses, dev_acc = 0, 0, 0, [], []
+    timing = {"train_s": 0.0, "snapshot_s": 0.0, "train_tokens": 0}
     epoch_rng_state = rng.bit_generator.state
     ckpt = folder / "checkpoint.pt"
     if ckpt.exists():
@@ -286,21 +408,25 @@ def finetune(model: LoadedModel, splits: dict[str, TaskData],
         torch.set_rng_state(state["torch_rng"])
         step, epoch, in_epoch = state["step"], state["epoch"], state["in_epoch"]
         losses, dev_acc = state["losses"], state["dev_accuracy"]
-        epoch_rng_state = state["epoch_rng"]
+        epoch_rng_state, timing = state["epoch_rng"], state["timing"]
         log.info("fine-tuning %s: resuming at step %d of %d", train.task, step, n_steps)
 
     def snapshot() -> None:
-        was = task_model.training
+        t = time.perf_counter()
         task_model.eval()
-        for s in probe_splits:
-            representations(state_model(model, key, step), splits[s], store=store)
+        state = state_model(model, key, step, encoder)
+        ends = step in (steps[0], steps[-1])
+        for data in (full_sets + trajectory_sets) if ends else trajectory_sets:
+            representations(state, data, store=store)
         dev_acc.append(accuracy(task_model, dev_batches) if dev_batches else float("nan"))
-        task_model.train(was)
+        task_model.train()
+        timing["snapshot_s"] += time.perf_counter() - t
         tmp = folder / f".checkpoint.{os.getpid()}.pt"
         torch.save({"model": task_model.state_dict(), "optimizer": opt.state_dict(),
                     "schedule": schedule.state_dict(), "torch_rng": torch.get_rng_state(),
                     "step": step, "epoch": epoch, "in_epoch": in_epoch, "losses": losses,
-                    "dev_accuracy": dev_acc, "epoch_rng": epoch_rng_state}, tmp)
+                    "dev_accuracy": dev_acc, "epoch_rng": epoch_rng_state, "timing": timing},
+                   tmp)
         os.replace(tmp, ckpt)
 
     if step == 0 and not dev_acc:
@@ -312,6 +438,7 @@ def finetune(model: LoadedModel, splits: dict[str, TaskData],
         rng.bit_generator.state = epoch_rng_state
         batches = make_batches(train, encoded, pad_id, settings.batch_size, rng)
         for batch in batches[in_epoch:]:
+            t = time.perf_counter()
             opt.zero_grad()
             loss = torch.nn.functional.cross_entropy(_logits(task_model, batch), batch.y)
             loss.backward()
@@ -321,6 +448,8 @@ def finetune(model: LoadedModel, splits: dict[str, TaskData],
             step += 1
             in_epoch += 1
             losses.append(float(loss.detach()))
+            timing["train_s"] += time.perf_counter() - t
+            timing["train_tokens"] += int(batch.inputs["attention_mask"].sum())
             bar.update()
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
             if in_epoch == len(batches):
@@ -332,18 +461,27 @@ def finetune(model: LoadedModel, splits: dict[str, TaskData],
                 _AFTER_STEP["hook"](step)
     bar.close()
     task_model.eval()
-    final = folder / "final"
-    tmp = folder / f".final.{os.getpid()}"
+    final, tmp = folder / "final", folder / f".final.{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    model.encoder.save_pretrained(tmp)
+    encoder.save_pretrained(tmp)
+    model.tokenizer.save_pretrained(tmp)
     from safetensors.torch import save_file
 
     save_file({k: v.contiguous() for k, v in task_model.head.state_dict().items()},
               str(tmp / "head.safetensors"))
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
-    atomic_write_json(result_file, {"steps": steps.tolist(), "dev_accuracy": dev_acc,
-                                    "losses": losses, "n_steps": n_steps,
-                                    "labels": list(train.labels)})
+    timing["total_s"] = timing["train_s"] + timing["snapshot_s"]
+    timing["this_process_s"] = time.perf_counter() - t_start
+    atomic_write_json(folder / "result.json", {
+        "key": key, "task": train.task, "item_kind": train.item_kind,
+        "labels": list(train.labels), "steps": steps.tolist(), "dev_accuracy": dev_acc,
+        "losses": losses, "n_steps": n_steps, "settings": settings.as_dict(),
+        "base": {"name": model.spec.name, "source": model.spec.source,
+                 "fingerprint": model.spec.fingerprint, "local": model.spec.local},
+        "trajectory_items": trajectory_items, "probe_splits": list(probe_splits),
+        "timing": timing})
     ckpt.unlink(missing_ok=True)
-    return FinetuneRun(key, folder, steps, np.asarray(dev_acc), np.asarray(losses), n_steps)
+    log.info("fine-tuned %s in %.0f s (training %.0f s, snapshots %.0f s); dev accuracy %.4f",
+             train.task, timing["total_s"], timing["train_s"], timing["snapshot_s"], dev_acc[-1])
+    return FinetuneRun.load(folder)
