@@ -32,6 +32,7 @@ bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/extract.py
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/probes.py
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/directprobe.py
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/finetune.py --keep
 
 clean:
 	rm -rf _build _vendor_static

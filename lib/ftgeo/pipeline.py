@@ -39,7 +39,7 @@ from ._util import (
 
 log = logging.getLogger(__name__)
 
-CONFIG_KEYS = {"name", "model", "book", "parameters", "notebooks", "notebook_dir"}
+CONFIG_KEYS = {"name", "model", "models", "book", "parameters", "notebooks", "notebook_dir"}
 KERNEL = "python3"
 HIDE_TAG = "remove-cell"
 
@@ -84,6 +84,19 @@ def load_config(path: str | os.PathLike) -> dict[str, Any]:
         raise ValueError(f"{path}: 'notebooks' must list at least one notebook")
     if not isinstance(config.get("parameters", {}), dict):
         raise ValueError(f"{path}: 'parameters' must be a mapping")
+    if "models" in config:
+        if "model" in config:
+            raise ValueError(f"{path}: give either 'model' or 'models', not both")
+        models = config["models"]
+        if not isinstance(models, list) or not models:
+            raise ValueError(f"{path}: 'models' must be a non-empty list of model ids, or of "
+                             "mappings {model: ID, parameters: {...}}")
+        for i, item in enumerate(models):
+            if not (isinstance(item, str) or (isinstance(item, dict) and isinstance(
+                    item.get("model"), str) and set(item) <= {"model", "parameters"}
+                    and isinstance(item.get("parameters", {}), dict))):
+                raise ValueError(f"{path}: models[{i}] must be a model id or a mapping "
+                                 f"{{model: ID, parameters: {{...}}}}, got {item!r}")
     config.setdefault("name", path.stem)
     config.setdefault("model", "minilm")
     config.setdefault("book", False)
@@ -116,7 +129,13 @@ def plan(config: Mapping[str, Any], *, model: str | None = None, tasks: Sequence
 
     runs_dir = runs_dir or artifacts_dir() / "runs"
     base = dict(config.get("parameters", {}))
-    base["model"] = str(model or config["model"])
+    if model is not None:
+        models = [(str(model), {})]
+    elif config.get("models"):
+        models = [(m, {}) if isinstance(m, str) else (m["model"], dict(m.get("parameters", {})))
+                  for m in config["models"]]
+    else:
+        models = [(str(config["model"]), {})]
     if tasks is not None:
         base["tasks"] = [task_name(t) for t in tasks]
     elif "tasks" in base:
@@ -126,18 +145,20 @@ def plan(config: Mapping[str, Any], *, model: str | None = None, tasks: Sequence
     if book is None and (model is not None or tasks is not None):
         to_book = False
     runs = []
-    for item in config["notebooks"]:
-        name, params = (item, {}) if isinstance(item, str) else (item.get("name"), item.get("parameters", {}))
-        nb = _notebook_dir(config) / f"{name}.ipynb"
-        if not nb.is_file():
-            raise FileNotFoundError(f"config {config['name']!r} lists notebook {name!r}, but "
-                                    f"{nb} does not exist")
-        parameters = {**base, **params}
-        digest = sha256_text(canonical_json(parameters))[:8]
-        model_slug = _slug(Path(parameters["model"]).name or parameters["model"])
-        folder = runs_dir / f"{name}--{model_slug}--{digest}"
-        parameters["output_dir"] = str(folder)
-        runs.append(Run(nb, parameters, folder, to_book))
+    for model_id, model_params in models:
+        for item in config["notebooks"]:
+            name, params = ((item, {}) if isinstance(item, str)
+                            else (item.get("name"), item.get("parameters", {})))
+            nb = _notebook_dir(config) / f"{name}.ipynb"
+            if not nb.is_file():
+                raise FileNotFoundError(f"config {config['name']!r} lists notebook {name!r}, "
+                                        f"but {nb} does not exist")
+            parameters = {**base, **model_params, **params, "model": model_id}
+            digest = sha256_text(canonical_json(parameters))[:8]
+            model_slug = _slug(Path(model_id).name or model_id)
+            folder = runs_dir / f"{name}--{model_slug}--{digest}"
+            parameters["output_dir"] = str(folder)
+            runs.append(Run(nb, parameters, folder, to_book and len(models) == 1))
     return runs
 
 
@@ -276,11 +297,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_ft = sub.add_parser("finetune", help="fine-tune a model on a task, with snapshots")
     p_ft.add_argument("--model", default="minilm", help="alias, hub id or local folder")
     p_ft.add_argument("--task", required=True, help="one of: " + ", ".join(_task_names()))
-    p_ft.add_argument("--seed", type=int, default=0)
+    p_ft.add_argument("--seed", type=int, default=0,
+                      help="fine-tuning seed: head initialization, dropout, batch order")
+    p_ft.add_argument("--split-seed", type=int, default=0,
+                      help="seed of the data splits a data set does not fix (same as the "
+                           "chapters' 'seed'; keep it when comparing fine-tuning seeds)")
     p_ft.add_argument("--epochs", type=int, default=None)
     p_ft.add_argument("--learning-rate", type=float, default=None)
     p_ft.add_argument("--batch-size", type=int, default=None)
     p_ft.add_argument("--snapshots", type=int, default=None, help="snapshot count (with step 0)")
+    p_ft.add_argument("--trajectory-items", type=int, default=2000,
+                      help="items of each probing set stored at every snapshot (0: all)")
     p_ft.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
@@ -320,7 +347,8 @@ def _finetune_command(args: argparse.Namespace) -> None:
                  "batch_size": args.batch_size, "n_snapshots": args.snapshots}
     settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
     settings.validate()
-    run = finetune(load_model(args.model), load_task(args.task, seed=args.seed), settings)
+    run = finetune(load_model(args.model), load_task(args.task, seed=args.split_seed), settings,
+                   trajectory_items=args.trajectory_items or None)
     log.info("fine-tuned %s on %s: %d steps; dev accuracy at the snapshots (steps %s): %s; "
              "weights and curve in %s", args.model, args.task, run.n_steps,
              run.steps.tolist(), [round(float(a), 4) for a in run.dev_accuracy], run.folder)

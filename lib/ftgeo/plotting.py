@@ -98,13 +98,18 @@ def label_colors(shown: Sequence[str]) -> dict[str, str]:
     return {**dict(zip(shown, palette, strict=False)), OTHER: GREY}
 
 
-def pca_slider_figure(view: PCAView, *, title: str = ""):
-    """A plotly scatter of a :class:`PCAView` with a slider over layers (works with no kernel)."""
+def pca_slider_figure(view: PCAView, *, title: str = "", axis: str = "layer",
+                      values: Sequence | None = None):
+    """A plotly scatter of a :class:`PCAView` with a slider over its first axis (works with no
+    kernel). ``axis`` names that axis (``"layer"``, or e.g. ``"step"`` for a trajectory) and
+    ``values`` labels its positions (default 0, 1, ...)."""
     import plotly.graph_objects as go
 
     colors = label_colors(view.shown)
     order = [*view.shown, OTHER] if OTHER in set(view.labels) else list(view.shown)
     n_layers = view.coords.shape[0]
+    values = list(range(n_layers)) if values is None else list(values)
+    check(len(values) == n_layers, f"values has {len(values)} entries for {n_layers} positions")
     fig = go.Figure()
     for layer in range(n_layers):
         for lab in order:
@@ -114,21 +119,22 @@ def pca_slider_figure(view: PCAView, *, title: str = ""):
                 name=lab, legendgroup=lab, showlegend=(layer == 0),
                 marker={"color": colors[lab], "size": 5, "opacity": 0.8},
                 visible=(layer == n_layers - 1),
-                hovertemplate=f"{lab}<br>PC1 %{{x:.2f}}<br>PC2 %{{y:.2f}}<extra>layer {layer}</extra>"))
+                hovertemplate=(f"{lab}<br>PC1 %{{x:.2f}}<br>PC2 %{{y:.2f}}"
+                               f"<extra>{axis} {values[layer]}</extra>")))
     per = len(order)
     steps = []
     for layer in range(n_layers):
         visible = [False] * (per * n_layers)
         visible[layer * per:(layer + 1) * per] = [True] * per
         ev = view.explained[layer]
-        steps.append({"method": "update", "label": str(layer),
+        steps.append({"method": "update", "label": str(values[layer]),
                       "args": [{"visible": visible},
-                               {"title.text": f"{title} - layer {layer} "
+                               {"title.text": f"{title} - {axis} {values[layer]} "
                                               f"(PC1 {ev[0]:.0%}, PC2 {ev[1]:.0%} of variance)"}]})
     ev = view.explained[-1]
     fig.update_layout(
-        title=f"{title} - layer {n_layers - 1} (PC1 {ev[0]:.0%}, PC2 {ev[1]:.0%} of variance)",
-        sliders=[{"active": n_layers - 1, "steps": steps, "currentvalue": {"prefix": "layer "}}],
+        title=f"{title} - {axis} {values[-1]} (PC1 {ev[0]:.0%}, PC2 {ev[1]:.0%} of variance)",
+        sliders=[{"active": n_layers - 1, "steps": steps, "currentvalue": {"prefix": f"{axis} "}}],
         xaxis_title="PC1", yaxis_title="PC2", template="simple_white", height=520,
         legend={"itemsizing": "constant"})
     return fig
@@ -215,3 +221,40 @@ def save_figure(fig, path: str | Path, *, dpi: int = 150) -> Path:
         fig.write_html(tmp, include_plotlyjs="directory", full_html=True)
     tmp.replace(path)
     return path
+
+
+def training_curves(runs: Mapping[str, object], *, smooth: int = 10):
+    """Plotly figure of fine-tuning runs: training loss (moving average over ``smooth``
+    steps) and dev accuracy at each snapshot, against epochs so that tasks line up.
+
+    ``runs`` maps a name to a :class:`ftgeo.finetune.FinetuneRun`.
+    """
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    check(smooth >= 1, f"smooth must be >= 1, got {smooth}")
+    fig = make_subplots(rows=1, cols=2, subplot_titles=(
+        f"training loss (mean of {smooth} steps)", "dev accuracy at each snapshot"))
+    palette = label_colors(list(runs))
+    for name, run in runs.items():
+        per_epoch = run.n_steps / run.settings.epochs
+        loss = np.asarray(run.losses, dtype=float)
+        k = min(smooth, len(loss))
+        avg = np.convolve(loss, np.ones(k) / k, mode="valid")
+        x = (np.arange(len(avg)) + k) / per_epoch
+        fig.add_trace(go.Scatter(x=x, y=avg, mode="lines", name=name, legendgroup=name,
+                                 line={"color": palette[name]},
+                                 hovertemplate=f"{name}<br>epoch %{{x:.2f}}<br>loss %{{y:.3f}}"
+                                               "<extra></extra>"), row=1, col=1)
+        fig.add_trace(go.Scatter(x=np.asarray(run.steps) / per_epoch, y=run.dev_accuracy,
+                                 mode="lines+markers", name=name, legendgroup=name,
+                                 showlegend=False, line={"color": palette[name]},
+                                 customdata=np.asarray(run.steps),
+                                 hovertemplate=f"{name}<br>step %{{customdata}} (epoch %{{x:.1f}})"
+                                               "<br>dev accuracy %{y:.3f}<extra></extra>"),
+                      row=1, col=2)
+    fig.update_xaxes(title_text="epoch")
+    fig.update_yaxes(title_text="cross-entropy", row=1, col=1)
+    fig.update_yaxes(title_text="accuracy", range=[0, 1], row=1, col=2)
+    fig.update_layout(template="simple_white", height=420)
+    return fig

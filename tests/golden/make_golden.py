@@ -25,6 +25,12 @@ SMOKE = {
         "pca_points": 60,
         "output_dir": "_out/01",
     },
+    "02_finetuning": {
+        "tasks": ["pos", "dep", "ps-role", "ps-fxn", "trec-50"],
+        "max_sentences": 20,
+        "pca_points": 60,
+        "output_dir": "_out/02",
+    },
 }
 
 

@@ -1,0 +1,124 @@
+"""Fine-tuning speed: the default fine-tuning of the five probing tasks, snapshots included,
+against a bare forward+backward pass of the same model over the same batches.
+
+    python benchmarks/finetune.py [--model minilm] [--tasks pos,dep,...] [--bare-batches 40]
+                                  [--keep]
+
+For each task: a bare forward+backward (train mode, no optimizer, no bookkeeping) over the
+first ``--bare-batches`` batches of the run's first epoch gives the reference tokens/s; then
+the run itself (default settings, cold caches in a temporary artifacts folder: every
+snapshot is extracted, nothing is reused) gives tokens/s over its whole wall time, i.e.
+training, optimizer, snapshots, dev evaluation and checkpoints. With ``--keep`` the runs
+and their stored representations are then moved into the real artifacts folder, so the
+book does not train them again.
+
+Writes ``<artifacts>/benchmarks/finetune.json``. Targets: run throughput at least 0.8 of
+the bare pass; the five tasks under 30 minutes of wall time on this machine.
+"""
+
+import argparse
+import os
+import platform
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("FTGEO_PROGRESS", "0")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from ftgeo import PROBING_TASKS, Store, load_model, load_task  # noqa: E402
+from ftgeo._util import artifacts_dir, atomic_write_json  # noqa: E402
+from ftgeo.extract import encode  # noqa: E402
+from ftgeo.finetune import FinetuneSettings, TaskModel, _logits, finetune, make_batches  # noqa: E402
+
+
+def bare_tokens_per_second(model, train, settings: FinetuneSettings, n_batches: int) -> float:
+    """Forward+backward only, on the run's own first-epoch batches, on a copy of the model."""
+    import copy
+
+    torch.manual_seed(settings.seed)
+    encoded = encode(model.tokenizer, train.sentences, train.second)
+    batches = make_batches(train, encoded, model.tokenizer.pad_token_id or 0,
+                           settings.batch_size, np.random.default_rng(settings.seed))[:n_batches]
+    task_model = TaskModel(copy.deepcopy(model.encoder), train.item_kind, len(train.labels)).train()
+    loss = torch.nn.functional.cross_entropy(_logits(task_model, batches[0]), batches[0].y)
+    loss.backward()  # warm-up
+    tokens, start = 0, time.perf_counter()
+    for b in batches:
+        task_model.zero_grad()
+        torch.nn.functional.cross_entropy(_logits(task_model, b), b.y).backward()
+        tokens += int(b.inputs["attention_mask"].sum())
+    return tokens / (time.perf_counter() - start)
+
+
+def merge_into(src: Path, dst: Path) -> int:
+    """Move every run folder and store entry of ``src`` into ``dst`` (existing ones stay)."""
+    moved = 0
+    for group in ("finetune", *(f"cache/{k.name}" for k in (src / "cache").glob("*"))):
+        if not (src / group).is_dir():
+            continue
+        (dst / group).mkdir(parents=True, exist_ok=True)
+        for entry in (src / group).iterdir():
+            if not entry.name.startswith(".") and not (dst / group / entry.name).exists():
+                shutil.move(str(entry), str(dst / group / entry.name))
+                moved += 1
+    return moved
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="minilm")
+    parser.add_argument("--tasks", default=",".join(PROBING_TASKS))
+    parser.add_argument("--bare-batches", type=int, default=40)
+    parser.add_argument("--keep", action="store_true",
+                        help="move the runs and their representations into the artifacts folder")
+    args = parser.parse_args()
+
+    settings = FinetuneSettings()
+    model = load_model(args.model)
+    work = Path(tempfile.mkdtemp(prefix="bench-finetune-", dir=artifacts_dir()))
+    rows, wall_start = [], time.perf_counter()
+    try:
+        for task in args.tasks.split(","):
+            splits = load_task(task)
+            bare = bare_tokens_per_second(model, splits["train"], settings, args.bare_batches)
+            start = time.perf_counter()
+            run = finetune(model, splits, settings, store=Store(work / "cache"), root=work)
+            wall = time.perf_counter() - start
+            tokens = run.timing["train_tokens"]
+            rows.append({
+                "task": task, "n_steps": run.n_steps, "epochs": settings.epochs,
+                "wall_s": round(wall, 1), "train_s": round(run.timing["train_s"], 1),
+                "snapshot_s": round(run.timing["snapshot_s"], 1), "train_tokens": tokens,
+                "run_tokens_per_s": round(tokens / wall, 1),
+                "bare_tokens_per_s": round(bare, 1), "ratio": round(tokens / wall / bare, 3),
+                "training_loop_ratio": round(tokens / run.timing["train_s"] / bare, 3),
+                "dev_accuracy": round(float(run.dev_accuracy[-1]), 4)})
+            print(rows[-1], flush=True)
+        total = time.perf_counter() - wall_start
+        moved = merge_into(work, artifacts_dir()) if args.keep else 0
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    tokens = sum(r["train_tokens"] for r in rows)
+    run_time = sum(r["wall_s"] for r in rows)
+    bare_time = sum(r["train_tokens"] / r["bare_tokens_per_s"] for r in rows)
+    result = {
+        "benchmark": "finetune", "model": model.spec.name, "settings": settings.as_dict(),
+        "trajectory_items": 2000, "tasks": rows,
+        "total_wall_s": round(total, 1), "target_total_wall_s": 1800,
+        "ratio": round(bare_time / run_time, 3), "target_ratio": 0.8,
+        "total_train_tokens": tokens, "moved_into_artifacts": moved,
+        "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                    "python": platform.python_version(), "torch": torch.__version__},
+    }
+    atomic_write_json(artifacts_dir() / "benchmarks" / "finetune.json", result)
+    print(f"five tasks: {total:.0f} s (target < 1800 s); run throughput {result['ratio']:.2f} "
+          "of a bare forward+backward (target >= 0.8)")
+
+
+if __name__ == "__main__":
+    main()
