@@ -125,11 +125,14 @@ def make_batches(data: TaskData, encoded: Sequence[Encoded], pad_id: int, batch_
 
     With ``rng``, sentences are shuffled, sorted by length within buckets of 50 batches,
     and the batches shuffled (so padding stays small and the order still varies by epoch);
-    without, the order is fixed (for evaluation).
+    without, sentences are sorted by length once (for evaluation: fixed, least padding).
     """
     by_sentence = _sentence_items(data)
     sentences = np.array(sorted(by_sentence))
-    if rng is not None:
+    if rng is None:
+        sentences = np.array(sorted(sentences, key=lambda s: (len(encoded[s].input_ids), s)),
+                            dtype=np.int64)
+    else:
         sentences = sentences[rng.permutation(len(sentences))]
         bucket = batch_size * 50
         parts = [sorted(sentences[i:i + bucket], key=lambda s: len(encoded[s].input_ids))
@@ -187,7 +190,7 @@ def accuracy(model: TaskModel, batches: Sequence[_Batch]) -> float:
 # Runs: snapshots along the trajectory, checkpoints, resume, cache
 # --------------------------------------------------------------------------------------
 
-FINETUNE_VERSION = 3
+FINETUNE_VERSION = 4
 
 #: Called as ``hook(step)`` after every training step; tests use it to interrupt a run.
 _AFTER_STEP = {"hook": None}
@@ -333,7 +336,7 @@ class FinetuneRun:
 
 def run_folder(model: LoadedModel, train: TaskData, settings: FinetuneSettings,
                root: str | os.PathLike | None = None,
-               trajectory_items: int | None = 2000) -> tuple[str, Path, dict]:
+               trajectory_items: int | None = 1000) -> tuple[str, Path, dict]:
     """The cache key, folder and key parts of a run (nothing is created)."""
     from ._util import artifacts_dir, canonical_json, sha256_text
 
@@ -347,7 +350,7 @@ def run_folder(model: LoadedModel, train: TaskData, settings: FinetuneSettings,
 
 def finetune(model: LoadedModel, splits: dict[str, TaskData],
              settings: FinetuneSettings = FinetuneSettings(), *, store=None,
-             probe_splits: Sequence[str] = ("train", "test"), trajectory_items: int | None = 2000,
+             probe_splits: Sequence[str] = ("train", "test"), trajectory_items: int | None = 1000,
              root: str | os.PathLike | None = None) -> FinetuneRun:
     """Fine-tune a copy of ``model`` on ``splits["train"]``, with snapshots and a cache.
 

@@ -273,12 +273,38 @@ def _read_metrics(run: Run) -> dict[str, Any]:
 
 
 def save_metrics(output_dir: str | os.PathLike, metrics: Mapping[str, Any]) -> Path:
-    """Write a notebook's ``metrics.json`` (with the process's extraction counters) atomically."""
+    """Write a notebook's ``metrics.json`` (with the process's extraction counters) atomically.
+
+    NaN and infinite numbers become ``null``, so the file is strict JSON.
+    """
     from .extract import COUNTERS
 
     path = Path(output_dir) / "metrics.json"
-    atomic_write_json(path, {**metrics, "work": dict(COUNTERS)})
+    atomic_write_json(path, _finite({**metrics, "work": dict(COUNTERS)}))
     return path
+
+
+def _finite(obj: Any) -> Any:
+    """``obj`` with every NaN or infinite float replaced by None (recursively).
+
+    >>> _finite({"a": [1.0, float("nan")], "b": (float("inf"),)})
+    {'a': [1.0, None], 'b': [None]}
+    """
+    import math
+
+    import numpy as np
+
+    if isinstance(obj, Mapping):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _finite(obj.tolist())
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -306,7 +332,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_ft.add_argument("--learning-rate", type=float, default=None)
     p_ft.add_argument("--batch-size", type=int, default=None)
     p_ft.add_argument("--snapshots", type=int, default=None, help="snapshot count (with step 0)")
-    p_ft.add_argument("--trajectory-items", type=int, default=2000,
+    p_ft.add_argument("--trajectory-items", type=int, default=1000,
                       help="items of each probing set stored at every snapshot (0: all)")
     p_ft.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     args = parser.parse_args(argv)

@@ -31,6 +31,14 @@ SMOKE = {
         "pca_points": 60,
         "output_dir": "_out/02",
     },
+    "03_probing_performance": {"max_sentences": 20, "probe_hidden_sizes": [16],
+                               "probe_l2": [1e-3], "probe_seeds": 2, "output_dir": "_out/03"},
+    "04_linearity": {"max_sentences": 20, "output_dir": "_out/04"},
+    "05_spatial_structure": {"max_sentences": 20, "output_dir": "_out/05"},
+    "06_cross_task": {"max_sentences": 20, "probe_hidden_sizes": [16], "probe_l2": [1e-3],
+                      "probe_seeds": 2, "output_dir": "_out/06"},
+    "07_layers": {"max_sentences": 20, "output_dir": "_out/07"},
+    "scorecard": {"runs_dir": "_out", "output_dir": "_out/scorecard"},
 }
 
 

@@ -1,0 +1,76 @@
+"""Wall time of the "closer look" chapters (03 to 07 and the scorecard) for the default model,
+from a warm fine-tuning cache.
+
+    python benchmarks/chapters.py [--config configs/default.yaml]
+
+The runs execute in a temporary artifacts folder whose ``finetune/`` and stored
+representations link to the real ones: the fine-tuning runs and their snapshots are
+reused, as a reader who has built chapter 2 would have them, while every analysis
+(MLP probes, DirectProbe fits, which are cached too) starts cold. The notebooks run with
+papermill exactly as ``python -m ftgeo run`` runs them.
+
+Writes ``<artifacts>/benchmarks/chapters.json``. Target: under 15 minutes in total.
+"""
+
+import argparse
+import os
+import platform
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("FTGEO_PROGRESS", "0")
+
+import torch  # noqa: E402
+
+from ftgeo import pipeline  # noqa: E402
+from ftgeo._util import artifacts_dir, atomic_write_json  # noqa: E402
+
+CHAPTERS = ("03_probing_performance", "04_linearity", "05_spatial_structure", "06_cross_task",
+            "07_layers", "scorecard")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="configs/default.yaml")
+    args = parser.parse_args()
+
+    real = artifacts_dir()
+    finetuned = sorted((real / "finetune").glob("*/result.json"))
+    if not finetuned:
+        raise SystemExit("no fine-tuning runs in the artifacts folder: run chapter 2 first "
+                         "(python -m ftgeo run) or benchmarks/finetune.py --keep")
+    work = Path(tempfile.mkdtemp(prefix="bench-chapters-", dir=real))
+    (work / "cache").mkdir()
+    os.symlink(real / "finetune", work / "finetune")
+    (real / "cache" / "representations").mkdir(parents=True, exist_ok=True)
+    os.symlink(real / "cache" / "representations", work / "cache" / "representations")
+    os.environ["FTGEO_ARTIFACTS"] = str(work)
+    config = pipeline.load_config(args.config)
+    runs = [r for r in pipeline.plan(config, book=False, runs_dir=work / "runs")
+            if r.name in CHAPTERS]
+    rows, start = [], time.perf_counter()
+    try:
+        for run in runs:
+            t = time.perf_counter()
+            pipeline.execute(run)
+            rows.append({"chapter": run.name, "wall_s": round(time.perf_counter() - t, 1)})
+            print(rows[-1], flush=True)
+        total = time.perf_counter() - start
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    result = {
+        "benchmark": "chapters", "config": args.config, "model": config.get("model"),
+        "chapters": rows, "total_wall_s": round(total, 1), "target_total_wall_s": 900,
+        "fine_tuning_runs_reused": len(finetuned),
+        "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                    "python": platform.python_version(), "torch": torch.__version__},
+    }
+    atomic_write_json(real / "benchmarks" / "chapters.json", result)
+    print(f"chapters 03-07 and the scorecard: {total:.0f} s (target < 900 s)")
+
+
+if __name__ == "__main__":
+    main()
