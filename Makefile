@@ -33,6 +33,7 @@ bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/probes.py
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/directprobe.py
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/finetune.py --keep
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/chapters.py --keep
 
 clean:
 	rm -rf _build _vendor_static

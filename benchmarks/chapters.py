@@ -1,13 +1,14 @@
 """Wall time of the "closer look" chapters (03 to 07 and the scorecard) for the default model,
 from a warm fine-tuning cache.
 
-    python benchmarks/chapters.py [--config configs/default.yaml]
+    python benchmarks/chapters.py [--config configs/default.yaml] [--keep]
 
 The runs execute in a temporary artifacts folder whose ``finetune/`` and stored
 representations link to the real ones: the fine-tuning runs and their snapshots are
 reused, as a reader who has built chapter 2 would have them, while every analysis
 (MLP probes, DirectProbe fits, which are cached too) starts cold. The notebooks run with
-papermill exactly as ``python -m ftgeo run`` runs them.
+papermill exactly as ``python -m ftgeo run`` runs them. With ``--keep``, the DirectProbe
+fits are then moved into the real store, so that the book does not fit them again.
 
 Writes ``<artifacts>/benchmarks/chapters.json``. Target: under 15 minutes in total.
 """
@@ -35,6 +36,8 @@ CHAPTERS = ("03_probing_performance", "04_linearity", "05_spatial_structure", "0
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="configs/default.yaml")
+    parser.add_argument("--keep", action="store_true",
+                        help="move the DirectProbe fits into the real store afterwards")
     args = parser.parse_args()
 
     real = artifacts_dir()
@@ -59,12 +62,20 @@ def main() -> None:
             rows.append({"chapter": run.name, "wall_s": round(time.perf_counter() - t, 1)})
             print(rows[-1], flush=True)
         total = time.perf_counter() - start
+        moved = 0
+        if args.keep and (work / "cache" / "directprobe").is_dir():
+            target = real / "cache" / "directprobe"
+            target.mkdir(parents=True, exist_ok=True)
+            for entry in (work / "cache" / "directprobe").iterdir():
+                if not entry.name.startswith(".") and not (target / entry.name).exists():
+                    shutil.move(str(entry), str(target / entry.name))
+                    moved += 1
     finally:
         shutil.rmtree(work, ignore_errors=True)
     result = {
         "benchmark": "chapters", "config": args.config, "model": config.get("model"),
         "chapters": rows, "total_wall_s": round(total, 1), "target_total_wall_s": 900,
-        "fine_tuning_runs_reused": len(finetuned),
+        "fine_tuning_runs_reused": len(finetuned), "directprobe_fits_kept": moved,
         "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                     "python": platform.python_version(), "torch": torch.__version__},
     }

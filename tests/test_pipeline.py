@@ -120,26 +120,45 @@ def test_cli_reports_errors_without_a_traceback(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+SMALL_MLP = {"probe_hidden_sizes": [8], "probe_l2": [1e-3], "probe_seeds": 2}
+
+
 @needs_data("ud-english-pud", "trec")
 def test_chapters_rerun_on_another_model_folder(tmp_path, tiny_bert_dir, monkeypatch):
-    """`--model FOLDER` reruns the chapters on a small BERT saved from a config; no code change."""
+    """`--model FOLDER` reruns every chapter on a small BERT saved from a config, with no code
+    change, and the scorecard scores it."""
     monkeypatch.setenv("FTGEO_ARTIFACTS", str(tmp_path / "artifacts"))
     config = tmp_path / "smoke.yaml"
+    notebooks = ["01_tasks_and_representations", "02_finetuning",
+                 {"name": "03_probing_performance", "parameters": SMALL_MLP},
+                 "04_linearity", "05_spatial_structure",
+                 {"name": "06_cross_task", "parameters": {"target": "dep", "sources": ["pos"],
+                                                          **SMALL_MLP}},
+                 "07_layers", {"name": "scorecard", "parameters": {"max_sentences": 20}}]
     config.write_text(yaml.safe_dump({
         "name": "smoke", "model": "minilm",
-        "parameters": {"tasks": ["pos", "dep", "trec-50"], "max_sentences": 12, "pca_points": 40},
-        "notebooks": ["01_tasks_and_representations", "02_finetuning"]}))
+        "parameters": {"tasks": ["pos", "dep", "trec-50"], "max_sentences": 20, "pca_points": 40},
+        "notebooks": notebooks}))
     summary = run_config(config, model=str(tiny_bert_dir))
-    folder = Path(summary["runs"][0])
-    assert tiny_bert_dir.name in folder.name
-    metrics = json.loads((folder / "metrics.json").read_text())
-    assert metrics["n_layers"] == 3 and metrics["n_features"] == 32
-    assert len(metrics["tasks"]["dep"]["linear_probe_test_accuracy"]) == 3
-    assert (folder / "figures" / "pca_layers.png").exists()
-    finetuned = json.loads((Path(summary["runs"][1]) / "metrics.json").read_text())
-    assert finetuned["fingerprint"] == metrics["fingerprint"]
+    folders = [Path(f) for f in summary["runs"]]
+    assert len(folders) == 8 and all(tiny_bert_dir.name in f.name for f in folders)
+    metrics = [json.loads((f / "metrics.json").read_text()) for f in folders]
+    first, finetuned = metrics[0], metrics[1]
+    assert first["n_layers"] == 3 and first["n_features"] == 32
+    assert len(first["tasks"]["dep"]["linear_probe_test_accuracy"]) == 3
+    assert (folders[0] / "figures" / "pca_layers.png").exists()
+    assert {m["fingerprint"] for m in metrics} == {first["fingerprint"]}
     assert set(finetuned["tasks"]) == {"pos", "dep", "trec-50"}
     for task in finetuned["tasks"].values():
         assert len(task["linear_probe_finetuned_test_accuracy"]) == 3
         assert 0 <= task["finetuned_test_accuracy"] <= 1
-    assert (Path(summary["runs"][1]) / "figures" / "trajectory_pos.html").exists()
+    assert (folders[1] / "figures" / "trajectory_pos.html").exists()
+    assert len(metrics[2]["tasks"]["pos"]["mlp_finetuned"]) == 2
+    assert metrics[3]["tasks"]["pos"]["clusters_finetuned"] >= metrics[3]["tasks"]["pos"]["n_labels"]
+    assert len(metrics[6]["tasks"]["dep"]["final_similarity"]) == 2  # transformer layers 1, 2
+    claims = metrics[7]["claims"]
+    assert len(claims) == 14
+    # no PS-fxn here: the cross-task claims are untestable, and say so; the others are scored
+    assert {c["verdict"] for c in claims if c["section"] == "4.4"} == {"not testable here"}
+    assert all(c["verdict"] in ("holds", "does not hold") for c in claims
+               if c["section"] in ("4.2", "4.3", "4.5"))

@@ -302,21 +302,23 @@ class FinetuneRun:
                          True)
         return LoadedModel(spec, tokenizer, encoder)
 
-    def load_task_model(self) -> TaskModel:
-        """The final encoder with its trained head (eval mode)."""
+    def load_task_model(self, loaded: LoadedModel | None = None) -> TaskModel:
+        """The final encoder with its trained head (eval mode); ``loaded``: the result of
+        :meth:`load_model`, if already at hand."""
         from safetensors.torch import load_file
 
         result = json.loads((self.folder / "result.json").read_text())
-        model = TaskModel(self.load_model().encoder, result["item_kind"], len(result["labels"]))
+        loaded = self.load_model() if loaded is None else loaded
+        model = TaskModel(loaded.encoder, result["item_kind"], len(result["labels"]))
         model.head.load_state_dict(load_file(str(self.folder / "final" / "head.safetensors")))
         return model.eval()
 
     def evaluate(self, data: TaskData, batch_size: int = 64) -> float:
         """Accuracy of the fine-tuned model (final weights and head) on ``data``."""
-        model = self.load_task_model()
-        tokenizer = self.load_model().tokenizer
         check(data.task == self.task, f"the run was fine-tuned on {self.task!r}, "
               f"not on {data.task!r}")
+        loaded = self.load_model()
+        model, tokenizer = self.load_task_model(loaded), loaded.tokenizer
         batches = make_batches(data, encode(tokenizer, data.sentences, data.second),
                                tokenizer.pad_token_id or 0, batch_size, None)
         return accuracy(model, batches)

@@ -38,7 +38,7 @@ SMOKE = {
     "06_cross_task": {"max_sentences": 20, "probe_hidden_sizes": [16], "probe_l2": [1e-3],
                       "probe_seeds": 2, "output_dir": "_out/06"},
     "07_layers": {"max_sentences": 20, "output_dir": "_out/07"},
-    "scorecard": {"runs_dir": "_out", "output_dir": "_out/scorecard"},
+    "scorecard": {"runs_dir": "_out", "max_sentences": 20, "output_dir": "_out/scorecard"},
 }
 
 
