@@ -259,23 +259,10 @@ class TaskData:
                         self.y[keep], self.labels, self.item_kind,
                         None if self.second is None else self.second[:n_sentences], self.source)
 
-    def sample(self, max_items: int | None, seed: int = 0) -> TaskData:
-        """A seeded subset of whole sentences holding at most ``max_items`` items.
-
-        Sentences are taken in a seeded random order while their items fit; the kept
-        sentences stay in their original order and are renumbered. The same arguments give
-        the same subset, so a sample is a stable probing set (e.g. along a trajectory).
-        ``None``, or a ``max_items`` of at least ``n_items``, returns the split itself.
-
-        >>> d = TaskData("t", "train", (("a", "b"), ("c",), ("d", "e", "f")),
-        ...              np.array([[0, 0], [0, 1], [1, 0], [2, 0], [2, 1], [2, 2]]),
-        ...              np.zeros(6, dtype=int), ("x",), "word")
-        >>> s = d.sample(3)
-        >>> s.n_items <= 3, d.sample(3).checksum == s.checksum, d.sample(None) is d
-        (True, True, True)
-        """
+    def sample_index(self, max_items: int | None, seed: int = 0) -> np.ndarray:
+        """The item rows of :meth:`sample` (sorted), to subset arrays aligned with ``items``."""
         if max_items is None or max_items >= self.n_items:
-            return self
+            return np.arange(self.n_items)
         if max_items < 1:
             raise ValueError(f"max_items must be >= 1 or None, got {max_items}")
         per_sentence = np.bincount(self.items[:, 0], minlength=len(self.sentences))
@@ -284,10 +271,32 @@ class TaskData:
             if total + per_sentence[s] <= max_items:
                 keep.append(int(s))
                 total += int(per_sentence[s])
-        keep = np.sort(np.asarray(keep, dtype=np.int64))
+        return np.flatnonzero(np.isin(self.items[:, 0], keep))
+
+    def sample(self, max_items: int | None, seed: int = 0) -> TaskData:
+        """A seeded subset of whole sentences holding at most ``max_items`` items.
+
+        Sentences are taken in a seeded random order while their items fit; the kept
+        sentences stay in their original order and are renumbered. The same arguments give
+        the same subset, so a sample is a stable probing set (e.g. along a trajectory).
+        ``None``, or a ``max_items`` of at least ``n_items``, returns the split itself.
+        :meth:`sample_index` gives the kept item rows.
+
+        >>> d = TaskData("t", "train", (("a", "b"), ("c",), ("d", "e", "f")),
+        ...              np.array([[0, 0], [0, 1], [1, 0], [2, 0], [2, 1], [2, 2]]),
+        ...              np.zeros(6, dtype=int), ("x",), "word")
+        >>> s = d.sample(3)
+        >>> s.n_items <= 3, d.sample(3).checksum == s.checksum, d.sample(None) is d
+        (True, True, True)
+        >>> [d.sentences[i] for i in np.unique(d.items[d.sample_index(3), 0])] == list(s.sentences)
+        True
+        """
+        if max_items is None or max_items >= self.n_items:
+            return self
+        rows = self.sample_index(max_items, seed)
+        keep = np.unique(self.items[rows, 0])
         new_index = np.full(len(self.sentences), -1, dtype=np.int64)
         new_index[keep] = np.arange(len(keep))
-        rows = np.flatnonzero(new_index[self.items[:, 0]] >= 0)
         items = self.items[rows].copy()
         items[:, 0] = new_index[items[:, 0]]
         second = None if self.second is None else tuple(self.second[s] for s in keep)
