@@ -55,6 +55,8 @@ def test_similarity_is_one_under_rotation_and_scaling_and_ignores_missing_labels
     assert similarity(a, c) == pytest.approx(1.0, abs=1e-6)
     shuffled = directprobe_summary(X, rng.permutation(y), store=False)
     assert similarity(a, shuffled) < 0.9
+    two = directprobe_summary(X[y < 2], y[y < 2], store=False)  # 1 pair: no correlation
+    assert np.isnan(similarity(a, two))
 
 
 def test_fits_are_cached_by_content(store, monkeypatch):
@@ -69,7 +71,7 @@ def test_fits_are_cached_by_content(store, monkeypatch):
 
     monkeypatch.setattr(spatial.DirectProbe, "fit", counting)
     again = directprobe_summary(X, y, store=store)
-    assert calls == [] and np.array_equal(first.distances, again.distances)
+    assert calls == [] and np.array_equal(first.distances, again.distances, equal_nan=True)
     directprobe_summary(X + 1e-3, y, store=store)  # other points: a new fit
     assert calls == [1]
 

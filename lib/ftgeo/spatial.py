@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._util import check, check_Xy
-from .directprobe import DirectProbe, spatial_similarity
+from .directprobe import DirectProbe, hull_distance, spatial_similarity
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,8 @@ class ClusterSummary:
     classes : ndarray (n_labels,), the labels present, sorted (integer label codes)
     cluster_labels : ndarray (n_clusters,), the label of each cluster
     assignments : ndarray (n_points,), the cluster of each point
-    distances : ndarray (n_clusters, n_clusters), distances between cluster hulls
+    distances : ndarray (n_clusters, n_clusters), distances between the hulls of clusters of
+        different labels (NaN between two clusters of the same label: not computed)
     """
 
     classes: np.ndarray
@@ -102,12 +103,13 @@ class ClusterSummary:
 
 def similarity(a: ClusterSummary, b: ClusterSummary) -> float:
     """Spatial similarity of two representations: the Pearson correlation of their
-    label-pair distance vectors over the labels both contain (at least 3, so that there
-    are at least 3 pairs). NaN if a vector is constant (e.g. every label at the same
-    distance), where a correlation is undefined."""
+    label-pair distance vectors over the labels both contain. NaN, with a warning, where a
+    correlation is undefined: fewer than 3 shared labels (fewer than 3 pairs), or a
+    constant vector (e.g. every label at the same distance)."""
     common = np.intersect1d(a.classes, b.classes)
-    check(len(common) >= 3, f"spatial similarity needs at least 3 shared labels, got "
-          f"{len(common)}")
+    if len(common) < 3:
+        log.warning("spatial similarity undefined: only %d shared labels", len(common))
+        return float("nan")
     va, vb = a.distance_vector(common), b.distance_vector(common)
     if va.std() == 0 or vb.std() == 0:
         log.warning("spatial similarity undefined: a distance vector is constant")
@@ -158,9 +160,18 @@ def directprobe_summary(X: np.ndarray, y: np.ndarray, *, store=None,
         log.info("DirectProbe on %d points x %d features, %d labels", len(X), X.shape[1],
                  len(np.unique(y)))
         probe = DirectProbe(tol=tol).fit(X, y)
+        # only clusters of different labels: same-label distances are never used
+        K, cl = probe.n_clusters_, probe.cluster_labels_
+        D = np.full((K, K), np.nan)
+        np.fill_diagonal(D, 0.0)
+        for i in range(K):
+            for j in range(i + 1, K):
+                if cl[i] != cl[j]:
+                    D[i, j] = D[j, i] = hull_distance(probe.cluster_points(i),
+                                                      probe.cluster_points(j), tol=tol)
         arrays = {"classes": probe.classes_.astype(np.int64),
-                  "cluster_labels": probe.cluster_labels_.astype(np.int64),
-                  "assignments": probe.labels_, "distances": probe.distances()}
+                  "cluster_labels": cl.astype(np.int64), "assignments": probe.labels_,
+                  "distances": D}
         return arrays, {"n_points": len(X), "n_clusters": int(probe.n_clusters_),
                         "n_lp_tests": int(probe.n_lp_tests_)}
 
