@@ -543,19 +543,23 @@ class DirectProbe:
         """The training points of cluster ``k``: ndarray of shape (n_points, n_features)."""
         return self.X_[self.labels_ == k]
 
-    def distances(self) -> np.ndarray:
+    def distances(self, *, same_label: bool = True) -> np.ndarray:
         """Distance between every pair of final clusters: ndarray (n_clusters_, n_clusters_).
 
         The distance is twice the margin of a hard-margin linear SVM between the two
         clusters, which is the Euclidean distance between their convex hulls (0 for
-        overlapping hulls, possible between clusters of the same label).
+        overlapping hulls, possible between clusters of the same label). With
+        ``same_label=False``, pairs of clusters of the same label are skipped (NaN).
         """
         K = self.n_clusters_
         D = np.zeros((K, K))
         for i in range(K):
             for j in range(i + 1, K):
-                D[i, j] = D[j, i] = hull_distance(self.cluster_points(i), self.cluster_points(j),
-                                                  tol=self.tol)
+                if same_label or self.cluster_labels_[i] != self.cluster_labels_[j]:
+                    D[i, j] = D[j, i] = hull_distance(self.cluster_points(i),
+                                                      self.cluster_points(j), tol=self.tol)
+                else:
+                    D[i, j] = D[j, i] = np.nan
         return D
 
     def distance_vector(self) -> np.ndarray:

@@ -205,6 +205,15 @@ def snapshot_steps(n_steps: int, n_snapshots: int) -> np.ndarray:
     return np.unique(np.round(np.linspace(0, n_steps, n_snapshots)).astype(int))
 
 
+def state_fingerprint(base_fingerprint: str, run_key: str, step: int) -> str:
+    """The fingerprint of the state ``finetuned(run, step)``; step 0 is the base model.
+
+    >>> state_fingerprint("abc", "0123456789" * 4, 0), state_fingerprint("abc", "k" * 32, 5)
+    ('abc', 'abc/ft-kkkkkkkkkkkkkkkkkkkk/step-5')
+    """
+    return base_fingerprint if step == 0 else f"{base_fingerprint}/ft-{run_key[:20]}/step-{int(step)}"
+
+
 def state_model(base: LoadedModel, run_key: str, step: int, encoder=None) -> LoadedModel:
     """The tokenizer and an encoder under the fingerprint of the state ``finetuned(run, step)``,
     so that :func:`ftgeo.extract.representations` caches each state's vectors apart.
@@ -218,7 +227,7 @@ def state_model(base: LoadedModel, run_key: str, step: int, encoder=None) -> Loa
     if step == 0:
         return LoadedModel(base.spec, base.tokenizer, encoder)
     spec = ModelSpec(base.spec.name, base.spec.source,
-                     f"{base.spec.fingerprint}/ft-{run_key[:20]}/step-{step}", base.spec.local)
+                     state_fingerprint(base.spec.fingerprint, run_key, step), base.spec.local)
     return LoadedModel(spec, base.tokenizer, encoder)
 
 
@@ -257,8 +266,7 @@ class FinetuneRun:
     def state_fingerprint(self, step: int) -> str:
         check(int(step) in self.steps.tolist(),
               f"step {step} is not a snapshot of this run; snapshots: {self.steps.tolist()}")
-        return self.base["fingerprint"] if step == 0 else (
-            f"{self.base['fingerprint']}/ft-{self.key[:20]}/step-{int(step)}")
+        return state_fingerprint(self.base["fingerprint"], self.key, step)
 
     def representations(self, data: TaskData, step: int, store=None) -> np.ndarray:
         """The stored representations of ``data`` at snapshot ``step`` (all layers).

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._util import check, check_Xy
-from .directprobe import DirectProbe, hull_distance, spatial_similarity
+from .directprobe import DirectProbe, spatial_similarity
 
 log = logging.getLogger(__name__)
 
@@ -160,18 +160,11 @@ def directprobe_summary(X: np.ndarray, y: np.ndarray, *, store=None,
         log.info("DirectProbe on %d points x %d features, %d labels", len(X), X.shape[1],
                  len(np.unique(y)))
         probe = DirectProbe(tol=tol).fit(X, y)
-        # only clusters of different labels: same-label distances are never used
-        K, cl = probe.n_clusters_, probe.cluster_labels_
-        D = np.full((K, K), np.nan)
-        np.fill_diagonal(D, 0.0)
-        for i in range(K):
-            for j in range(i + 1, K):
-                if cl[i] != cl[j]:
-                    D[i, j] = D[j, i] = hull_distance(probe.cluster_points(i),
-                                                      probe.cluster_points(j), tol=tol)
         arrays = {"classes": probe.classes_.astype(np.int64),
-                  "cluster_labels": cl.astype(np.int64), "assignments": probe.labels_,
-                  "distances": D}
+                  "cluster_labels": probe.cluster_labels_.astype(np.int64),
+                  "assignments": probe.labels_,
+                  # same-label distances are never used
+                  "distances": probe.distances(same_label=False)}
         return arrays, {"n_points": len(X), "n_clusters": int(probe.n_clusters_),
                         "n_lp_tests": int(probe.n_lp_tests_)}
 
