@@ -12,7 +12,7 @@ settings. Everything random (head initialization, dropout, batch order) comes fr
 so the same seed on the same machine gives bit-identical weights.
 
 :func:`finetune` stores representations of the probing sets at evenly spaced steps (the
-trajectory), checkpoints at each of them, resumes an interrupted run and treats a finished
+trajectory), checkpoints at each of them but the last, resumes an interrupted run and treats a finished
 one as a cache hit. :class:`FinetuneRun` reads a finished run's stored states back.
 """
 
@@ -369,7 +369,7 @@ def finetune(model: LoadedModel, splits: dict[str, TaskData],
     state ``finetuned(task, seed, step)``: the full ``probe_splits`` at the first and last
     snapshot, and at every snapshot their *trajectory sets*, seeded samples of at most
     ``trajectory_items`` items (``None``: the full sets at every snapshot, which costs a
-    forward pass over them each time). A checkpoint is written at every snapshot; an
+    forward pass over them each time). A checkpoint is written at every snapshot but the last; an
     interrupted run resumes from its last one and ends with the same weights as an
     uninterrupted run. A finished run is a cache hit: nothing is trained. Any change of
     settings, data or model is a new run in a new folder. The final encoder
@@ -449,6 +449,8 @@ def finetune(model: LoadedModel, splits: dict[str, TaskData],
         dev_acc.append(accuracy(task_model, dev_batches) if dev_batches else float("nan"))
         task_model.train()
         timing["snapshot_s"] += time.perf_counter() - t
+        if step == steps[-1]:
+            return  # the final weights are saved next; a checkpoint would only be deleted
         tmp = folder / f".checkpoint.{os.getpid()}.pt"
         torch.save({"model": task_model.state_dict(), "optimizer": opt.state_dict(),
                     "schedule": schedule.state_dict(), "torch_rng": torch.get_rng_state(),
