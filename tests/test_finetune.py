@@ -153,10 +153,13 @@ def test_same_seed_gives_bit_identical_snapshots(tiny_bert_dir, tmp_path):
     assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
 
 
-def test_interrupted_run_resumes_to_the_same_final_weights(tiny_bert_dir, tmp_path, store):
+def test_interrupted_run_resumes_to_the_same_final_weights(tiny_bert_dir, tmp_path, store,
+                                                            monkeypatch):
     from safetensors.torch import load_file
 
     from ftgeo import finetune as ft
+
+    monkeypatch.setattr(ft, "CHECKPOINT_EVERY_S", 0.0)  # a checkpoint at every snapshot
 
     splits = _splits("pair")
     settings = FinetuneSettings(epochs=3, learning_rate=1e-3, batch_size=8, n_snapshots=4)
@@ -212,3 +215,35 @@ def test_command_line_refuses_bad_settings_by_name():
         proc = subprocess.run([sys.executable, "-m", "ftgeo", "finetune", *args],
                               capture_output=True, text=True)
         assert proc.returncode == 1 and message in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("kind", ["word", "pair", "sentence"])
+def test_dropping_top_layers_equals_a_truncated_model(tiny_bert_dir, kind, tmp_path, store):
+    """accuracy_dropping_layers reads layer L - k from one forward pass; a model truncated to
+    its first L - k layers with the same weights and head must give the same predictions."""
+    import copy
+
+    from ftgeo.extract import encode
+    from ftgeo.finetune import _logits, accuracy, accuracy_dropping_layers, make_batches
+
+    train = _synthetic(kind)
+    run = finetune(load_model(str(tiny_bert_dir)), {"train": train, "dev": train},
+                   FinetuneSettings(epochs=3, learning_rate=3e-3, batch_size=8, n_snapshots=2),
+                   store=store, probe_splits=(), root=tmp_path)
+    loaded = run.load_model()
+    model = run.load_task_model(loaded)
+    batches = make_batches(train, encode(loaded.tokenizer, train.sentences), 0, 8, None)
+    by_k = accuracy_dropping_layers(model, batches)
+    n_layers = model.encoder.config.num_hidden_layers
+    assert by_k.shape == (n_layers + 1,)
+    assert by_k[0] == accuracy(model, batches) == run.dev_accuracy[-1]
+    np.testing.assert_array_equal(run.evaluate_dropping(train), by_k)
+    for k in range(1, n_layers + 1):
+        truncated = copy.deepcopy(model)
+        truncated.encoder.encoder.layer = truncated.encoder.encoder.layer[: n_layers - k]
+        with torch.inference_mode():
+            right = sum(int((_logits(truncated, b).argmax(-1) == b.y).sum()) for b in batches)
+        assert by_k[k] == right / train.n_items
+        with torch.inference_mode():
+            full, cut = _logits(model, batches[0]), _logits(truncated, batches[0])
+        assert not torch.allclose(full, cut), "the truncated model must differ from the whole one"

@@ -226,29 +226,69 @@ def representations(model: LoadedModel, data: TaskData, *, store: Store | None |
     """
     if store is None:
         store = Store()
+    parts, pos = _entry_parts(model, data)
     if data.item_kind == "sentence":
-        parts = {"what": "cls", "version": EXTRACT_VERSION, "model": model.spec.fingerprint,
-                 "text": sha256_text(canonical_json([data.sentences, data.second]))}
         X = _cached(store, parts, data, model,
                     lambda: cls_vectors(model, data.sentences, data.second, batch_size=batch_size))
         return X[:, data.items[:, 0]]
-    cols = [1] if data.item_kind == "word" else [1, 2]
-    pos = np.unique(np.concatenate([data.items[:, [0, c]] for c in cols]), axis=0)
-    parts = {"what": "word-mean", "version": EXTRACT_VERSION, "model": model.spec.fingerprint,
-             "text": sha256_text(canonical_json(data.sentences)),
-             "positions": sha256_text(canonical_json(pos.tolist()))}
     W = _cached(store, parts, data, model,
                 lambda: word_vectors(model, data.sentences, pos, batch_size=batch_size))
-    # rows of ``pos`` are sorted (np.unique), so a row is found by binary search on a key
-    stride = 1 + int(pos[:, 1].max())
-    key = pos[:, 0] * stride + pos[:, 1]
-
-    def rows(c: int) -> np.ndarray:
-        return np.searchsorted(key, data.items[:, 0] * stride + data.items[:, c])
-
     if data.item_kind == "word":
-        return W[:, rows(1)]
-    return np.concatenate([W[:, rows(1)], W[:, rows(2)]], axis=2)
+        return W[:, _position_rows(pos, data.items, 1)]
+    return np.concatenate([W[:, _position_rows(pos, data.items, 1)],
+                           W[:, _position_rows(pos, data.items, 2)]], axis=2)
+
+
+def _entry_parts(model: LoadedModel, data: TaskData) -> tuple[dict, np.ndarray | None]:
+    """The store key parts of ``data``'s representations, and for word and pair items the
+    sorted unique (sentence, word) positions the stored matrix has one row for."""
+    if data.item_kind == "sentence":
+        return {"what": "cls", "version": EXTRACT_VERSION, "model": model.spec.fingerprint,
+                "text": sha256_text(canonical_json([data.sentences, data.second]))}, None
+    cols = [1] if data.item_kind == "word" else [1, 2]
+    pos = np.unique(np.concatenate([data.items[:, [0, c]] for c in cols]), axis=0)
+    return {"what": "word-mean", "version": EXTRACT_VERSION, "model": model.spec.fingerprint,
+            "text": sha256_text(canonical_json(data.sentences)),
+            "positions": sha256_text(canonical_json(pos.tolist()))}, pos
+
+
+def _position_rows(pos: np.ndarray, items: np.ndarray, column: int) -> np.ndarray:
+    """Row in ``pos`` of each item's word in ``items[:, column]`` (pos is sorted: binary search)."""
+    stride = 1 + int(max(pos[:, 1].max(), items[:, column].max()))
+    key = pos[:, 0] * stride + pos[:, 1]
+    return np.searchsorted(key, items[:, 0] * stride + items[:, column])
+
+
+def store_subset(model: LoadedModel, data: TaskData, X: np.ndarray, store: Store) -> bool:
+    """Store ``X``, the representations of ``data``'s items (as :func:`representations`
+    returns them), under ``data``'s key, so that a later ``representations(model, data)``
+    is a cache hit. For a subset of a set whose representations are at hand, such as
+    :meth:`TaskData.sample`, this replaces a forward pass by slicing: a word's vector does
+    not depend on which other sentences are in the set. Returns False if the entry existed.
+    Every sentence of ``data`` must hold an item.
+    """
+    parts, pos = _entry_parts(model, data)
+    if store.load("representations", parts) is not None:
+        return False
+    X = np.asarray(X, dtype=np.float32)
+    check(X.ndim == 3 and X.shape[1] == data.n_items,
+          f"X must have shape (n_layers, {data.n_items}, n_features), got {X.shape}")
+    if data.item_kind == "sentence":
+        check(np.array_equal(np.sort(data.items[:, 0]), np.arange(len(data.sentences))),
+              "every sentence of data must be one item")
+        entry = np.empty_like(X)
+        entry[:, data.items[:, 0]] = X
+    else:
+        width = X.shape[2] // (1 if data.item_kind == "word" else 2)
+        entry = np.full((X.shape[0], len(pos), width), np.nan, dtype=np.float32)
+        entry[:, _position_rows(pos, data.items, 1)] = X[:, :, :width]
+        if data.item_kind == "pair":
+            entry[:, _position_rows(pos, data.items, 2)] = X[:, :, width:]
+        check(not np.isnan(entry).any(), "X does not cover every position of data")
+    store.save("representations", parts, {"X": entry},
+               {"model": model.spec.name, "source": model.spec.source, "task": data.task,
+                "split": data.split, "derived": "sliced from a superset"})
+    return True
 
 
 def _cached(store, parts, data: TaskData, model: LoadedModel, build) -> np.ndarray:

@@ -12,8 +12,9 @@ settings. Everything random (head initialization, dropout, batch order) comes fr
 so the same seed on the same machine gives bit-identical weights.
 
 :func:`finetune` stores representations of the probing sets at evenly spaced steps (the
-trajectory), checkpoints at each of them but the last, resumes an interrupted run and treats a finished
-one as a cache hit. :class:`FinetuneRun` reads a finished run's stored states back.
+trajectory), checkpoints at them at most once a minute, resumes an interrupted run and
+treats a finished one as a cache hit. :class:`FinetuneRun` reads a finished run's stored
+states back.
 """
 
 from __future__ import annotations
@@ -95,12 +96,15 @@ class TaskModel(torch.nn.Module):
         pairs : (n_items, 2) rows of (head, dependent) words (pair tasks)
         """
         H = self.encoder(**inputs, return_dict=True).last_hidden_state
+        return self.head(self.dropout(self.pool(H, rows, n_words, pairs)))
+
+    def pool(self, H: torch.Tensor, rows: torch.Tensor | None, n_words: int,
+             pairs: torch.Tensor | None) -> torch.Tensor:
+        """The item vectors the head reads, from token states H of shape (batch, n_tokens, d)."""
         if self.item_kind == "sentence":
-            Z = H[:, 0]
-        else:
-            W = pool_words(H, rows, n_words)
-            Z = W if self.item_kind == "word" else torch.cat([W[pairs[:, 0]], W[pairs[:, 1]]], -1)
-        return self.head(self.dropout(Z))
+            return H[:, 0]
+        W = pool_words(H, rows, n_words)
+        return W if self.item_kind == "word" else torch.cat([W[pairs[:, 0]], W[pairs[:, 1]]], -1)
 
 
 @dataclass(frozen=True)
@@ -173,6 +177,33 @@ def _logits(model: TaskModel, batch: _Batch) -> torch.Tensor:
     return model(batch.inputs, batch.rows, batch.n_words, batch.pairs)
 
 
+def accuracy_dropping_layers(model: TaskModel, batches: Sequence[_Batch]) -> np.ndarray:
+    """Accuracy of the task model with its top k transformer layers removed and no further
+    tuning, for every k from 0 to L: the head reads the output of layer L - k.
+
+    One forward pass gives every layer's output (``output_hidden_states``); for BERT-style
+    encoders, whose last layer's output is the final hidden state, that output is what a
+    model truncated to L - k layers computes. Returns ndarray of shape (L + 1,), index k.
+    """
+    was_training = model.training
+    model.eval()
+    right, total = None, 0
+    with torch.inference_mode():
+        for b in batches:
+            states = model.encoder(**b.inputs, output_hidden_states=True,
+                                   return_dict=True).hidden_states
+            hits = []
+            for H in states[::-1]:  # k = 0 reads the last layer
+                logits = model.head(model.pool(H, b.rows, b.n_words, b.pairs))
+                if model.item_kind == "word":
+                    logits = logits[b.pairs[:, 0]]
+                hits.append(int((logits.argmax(-1) == b.y).sum()))
+            right = np.asarray(hits) if right is None else right + hits
+            total += len(b.y)
+    model.train(was_training)
+    return right / max(total, 1)
+
+
 def accuracy(model: TaskModel, batches: Sequence[_Batch]) -> float:
     """Accuracy of the task model over evaluation batches (eval mode, no gradients)."""
     was_training = model.training
@@ -194,6 +225,10 @@ FINETUNE_VERSION = 4
 
 #: Called as ``hook(step)`` after every training step; tests use it to interrupt a run.
 _AFTER_STEP = {"hook": None}
+
+#: A checkpoint (weights and optimizer state: 270 MB for the default model, about 0.4 s to
+#: write) is written at a snapshot only if this many seconds have passed since the last one.
+CHECKPOINT_EVERY_S = 60.0
 
 
 def snapshot_steps(n_steps: int, n_snapshots: int) -> np.ndarray:
@@ -331,6 +366,18 @@ class FinetuneRun:
                                tokenizer.pad_token_id or 0, batch_size, None)
         return accuracy(model, batches)
 
+    def evaluate_dropping(self, data: TaskData, batch_size: int = 64) -> np.ndarray:
+        """Accuracy on ``data`` with the top k transformer layers removed and no further
+        tuning, the head reading layer L - k (Phang, Liu & Bowman 2021), for k = 0 .. L:
+        ndarray of shape (L + 1,). See :func:`accuracy_dropping_layers`."""
+        check(data.task == self.task, f"the run was fine-tuned on {self.task!r}, "
+              f"not on {data.task!r}")
+        loaded = self.load_model()
+        model, tokenizer = self.load_task_model(loaded), loaded.tokenizer
+        batches = make_batches(data, encode(tokenizer, data.sentences, data.second),
+                               tokenizer.pad_token_id or 0, batch_size, None)
+        return accuracy_dropping_layers(model, batches)
+
     @classmethod
     def load(cls, folder: str | os.PathLike) -> FinetuneRun:
         """A finished run from its folder (``artifacts/finetune/<task>-<key>``)."""
@@ -369,10 +416,12 @@ def finetune(model: LoadedModel, splits: dict[str, TaskData],
     state ``finetuned(task, seed, step)``: the full ``probe_splits`` at the first and last
     snapshot, and at every snapshot their *trajectory sets*, seeded samples of at most
     ``trajectory_items`` items (``None``: the full sets at every snapshot, which costs a
-    forward pass over them each time). A checkpoint is written at every snapshot but the last; an
-    interrupted run resumes from its last one and ends with the same weights as an
-    uninterrupted run. A finished run is a cache hit: nothing is trained. Any change of
-    settings, data or model is a new run in a new folder. The final encoder
+    forward pass over them each time; at the ends, the trajectory sets are sliced from the
+    full sets). A checkpoint is written at a snapshot (not the last) once
+    ``CHECKPOINT_EVERY_S`` seconds have passed since the previous one; an interrupted run
+    resumes from its last checkpoint and ends with the same weights as an uninterrupted run.
+    A finished run is a cache hit: nothing is trained. Any change of settings, data or model
+    is a new run in a new folder. The final encoder
     (``save_pretrained``, safetensors), tokenizer and head are kept in ``<folder>/final``.
     ``model`` itself is not changed.
     """
@@ -381,7 +430,7 @@ def finetune(model: LoadedModel, splits: dict[str, TaskData],
     from transformers import get_linear_schedule_with_warmup
 
     from ._util import atomic_write_json
-    from .extract import representations
+    from .extract import representations, store_subset
     from .store import Store
 
     train = splits["train"]
@@ -439,18 +488,26 @@ def finetune(model: LoadedModel, splits: dict[str, TaskData],
         epoch_rng_state, timing = state["epoch_rng"], state["timing"]
         log.info("fine-tuning %s: resuming at step %d of %d", train.task, step, n_steps)
 
+    last_checkpoint = [time.perf_counter()]
+
     def snapshot() -> None:
         t = time.perf_counter()
         task_model.eval()
         state = state_model(model, key, step, encoder)
-        ends = step in (steps[0], steps[-1])
-        for data in (full_sets + trajectory_sets) if ends else trajectory_sets:
+        if step in (steps[0], steps[-1]):
+            for full, sample in zip(full_sets, trajectory_sets, strict=True):
+                X = representations(state, full, store=store)
+                if sample is not full:  # a subset: slice it instead of a second forward pass
+                    store_subset(state, sample, X[:, full.sample_index(trajectory_items, seed=0)],
+                                 store)
+        for data in trajectory_sets:
             representations(state, data, store=store)
         dev_acc.append(accuracy(task_model, dev_batches) if dev_batches else float("nan"))
         task_model.train()
         timing["snapshot_s"] += time.perf_counter() - t
-        if step == steps[-1]:
-            return  # the final weights are saved next; a checkpoint would only be deleted
+        if step == steps[-1] or time.perf_counter() - last_checkpoint[0] < CHECKPOINT_EVERY_S:
+            return  # the final weights are saved next; or the last checkpoint is recent
+        last_checkpoint[0] = time.perf_counter()
         tmp = folder / f".checkpoint.{os.getpid()}.pt"
         torch.save({"model": task_model.state_dict(), "optimizer": opt.state_dict(),
                     "schedule": schedule.state_dict(), "torch_rng": torch.get_rng_state(),
@@ -515,3 +572,50 @@ def finetune(model: LoadedModel, splits: dict[str, TaskData],
     log.info("fine-tuned %s in %.0f s (training %.0f s, snapshots %.0f s); dev accuracy %.4f",
              train.task, timing["total_s"], timing["train_s"], timing["snapshot_s"], dev_acc[-1])
     return FinetuneRun.load(folder)
+
+
+#: Sentence tasks fine-tuned with their own, shorter recipe in the isotropy and CKA chapters.
+GLUE_TASKS = ("sst-2", "mrpc")
+
+
+def chapter_runs(model: str | LoadedModel, tasks: Sequence[str], *, seed: int = 0,
+                 finetune_seed: int = 0, epochs: int | None = None,
+                 learning_rate: float | None = None, batch_size: int | None = None,
+                 n_snapshots: int | None = None, trajectory_items: int | None = 1000,
+                 max_sentences: int = 0, glue_epochs: int = 3,
+                 glue_train_sentences: int | None = 8000
+                 ) -> tuple[LoadedModel, dict[str, dict[str, TaskData]], dict[str, FinetuneRun]]:
+    """The model, task data and fine-tuned runs a chapter works on, as the chapters'
+    parameters describe them: ``(model, {task: splits}, {task: run})``.
+
+    Settings left ``None`` take the :class:`FinetuneSettings` defaults. ``max_sentences``
+    keeps the first N sentences of every split (smoke runs). SST-2 and MRPC
+    (:data:`GLUE_TASKS`) are fine-tuned for ``glue_epochs`` epochs, the usual GLUE recipe
+    (Devlin et al. 2019), on a seeded sample of ``glue_train_sentences`` training sentences
+    (``None``: all; SST-2 has 60,614, too many for a CPU budget). Runs are cache hits
+    after the first time; a missing one is trained first.
+    """
+    import dataclasses
+
+    from .data import load_task
+    from .models import load_model
+
+    loaded = model if isinstance(model, LoadedModel) else load_model(model)
+    given = {"epochs": epochs, "learning_rate": learning_rate, "batch_size": batch_size,
+             "n_snapshots": n_snapshots}
+    settings = dataclasses.replace(FinetuneSettings(seed=finetune_seed),
+                                   **{k: v for k, v in given.items() if v is not None})
+    check(glue_train_sentences is None or glue_train_sentences >= 1,
+          f"glue_train_sentences must be >= 1 or None, got {glue_train_sentences}")
+    data, runs = {}, {}
+    for task in tasks:
+        splits = load_task(task, seed=seed)
+        task_settings = settings
+        if splits["train"].task in GLUE_TASKS:
+            task_settings = dataclasses.replace(settings, epochs=glue_epochs)
+            splits = dict(splits, train=splits["train"].sample(glue_train_sentences, seed=seed))
+        if max_sentences:
+            splits = {s: d.head(max_sentences) for s, d in splits.items()}
+        data[task] = splits
+        runs[task] = finetune(loaded, splits, task_settings, trajectory_items=trajectory_items)
+    return loaded, data, runs

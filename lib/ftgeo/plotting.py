@@ -140,6 +140,41 @@ def pca_slider_figure(view: PCAView, *, title: str = "", axis: str = "layer",
     return fig
 
 
+def heatmap_menu(matrices: Mapping[str, np.ndarray], *, ticks: Mapping[str, Sequence] | None = None,
+                 title: str = "", axis_title: str = "layer", value_name: str = "CKA",
+                 zmin: float | None = None, zmax: float | None = None, colorscale: str = "Viridis"):
+    """A plotly heatmap with a drop-down menu over ``matrices`` (name -> square or
+    rectangular matrix), values on hover; works with no kernel. ``ticks`` gives each
+    matrix's row/column labels (default 0, 1, ...)."""
+    import plotly.graph_objects as go
+
+    check(len(matrices) >= 1, "matrices is empty")
+    fig = go.Figure()
+    names = list(matrices)
+    for i, name in enumerate(names):
+        M = np.asarray(matrices[name], dtype=float)
+        labels = list(ticks[name]) if ticks and name in ticks else list(range(M.shape[0]))
+        columns = labels if M.shape[0] == M.shape[1] else list(range(M.shape[1]))
+        fig.add_trace(go.Heatmap(
+            z=M, x=[str(c) for c in columns], y=[str(r) for r in labels], zmin=zmin, zmax=zmax,
+            colorscale=colorscale, visible=(i == 0), name=name,
+            hovertemplate=(f"{axis_title} %{{y}} vs %{{x}}<br>{value_name} %{{z:.3f}}"
+                           f"<extra>{name}</extra>")))
+    buttons = [{"label": name, "method": "update",
+                "args": [{"visible": [j == i for j in range(len(names))]},
+                         {"title.text": f"{title} - {name}" if title else name}]}
+               for i, name in enumerate(names)]
+    fig.update_layout(
+        title=f"{title} - {names[0]}" if title else names[0],
+        updatemenus=[{"buttons": buttons, "direction": "down", "x": 1.0, "xanchor": "right",
+                      "y": 1.15, "yanchor": "top"}] if len(names) > 1 else [],
+        xaxis={"title": axis_title, "type": "category"},
+        yaxis={"title": axis_title, "type": "category", "autorange": "reversed",
+               "scaleanchor": "x"},
+        template="simple_white", height=560)
+    return fig
+
+
 def pca_grid(views: Mapping[str, PCAView]):
     """Static seaborn/matplotlib grid: one row per task, one column per layer."""
     import matplotlib.pyplot as plt

@@ -1,0 +1,181 @@
+"""Isotropy measures: properties with known answers on synthetic point clouds, and a
+held-out check of IsoScore against the published ``isoscore`` package."""
+
+import numpy as np
+import pytest
+
+from ftgeo import isotropy as iso
+
+
+def gaussian(n=20000, d=64, seed=0):
+    return np.random.default_rng(seed).normal(size=(n, d))
+
+
+def stretched(n=5000, d=64, scale=50.0, seed=0):
+    X = gaussian(n, d, seed)
+    X[:, 0] *= scale
+    return X
+
+
+def dominant(n=5000, d=64, n_dominant=3, seed=0):
+    """An isotropic cloud plus n_dominant strong directions (random, orthonormal) and a mean."""
+    rng = np.random.default_rng(seed)
+    q, _ = np.linalg.qr(rng.normal(size=(d, n_dominant)))
+    strengths = np.linspace(40, 20, n_dominant)
+    return (rng.normal(size=(n, d)) + (rng.normal(size=(n, n_dominant)) * strengths) @ q.T
+            + 5.0 * rng.normal(size=d))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_isotropic_gaussian_scores_near_one_and_cosine_near_zero(seed):
+    m = iso.isotropy(gaussian(seed=seed))
+    assert m.partition > 0.85  # sampling noise of exp(c . x) over 2 x 64 directions: about 0.88
+    assert m.isoscore > 0.95
+    assert abs(m.average_cosine) < 0.01
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_cloud_stretched_along_one_direction_scores_near_zero(seed):
+    m = iso.isotropy(stretched(seed=seed))
+    assert m.partition < 1e-6
+    assert m.isoscore < 0.05
+
+
+def test_a_shared_offset_makes_cosines_large():
+    X = gaussian(5000, 32) + 10.0
+    assert iso.average_cosine(X) > 0.9
+    assert iso.isoscore(X) > 0.95  # IsoScore only sees the spread, not the offset
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_removing_the_dominant_directions_restores_isotropy(seed):
+    X = dominant(seed=seed)
+    before = iso.isotropy(X)
+    after = iso.isotropy(iso.remove_top_directions(X, 3))
+    assert before.isoscore < 0.2 and before.partition < 1e-6
+    assert after.isoscore > 0.9 and after.partition > 0.5 and abs(after.average_cosine) < 0.01
+    # removing 3 random directions does not (another seed than dominant()'s own directions)
+    assert iso.isoscore(iso.remove_random_directions(X, 3, random_state=seed + 100)) < 0.2
+
+
+def test_measures_do_not_depend_on_row_order():
+    X = dominant(2000, 32)
+    perm = np.random.default_rng(5).permutation(len(X))
+    a, b = iso.isotropy(X), iso.isotropy(X[perm])
+    for name, value in a.as_dict().items():
+        assert b.as_dict()[name] == pytest.approx(value, rel=1e-9, abs=1e-12)
+    assert np.allclose(iso.explained_variance(X), iso.explained_variance(X[perm]))
+    words = np.random.default_rng(1).integers(0, 50, len(X))
+    assert np.allclose(np.abs(iso.direction_correlations(X, words, 3)),
+                       np.abs(iso.direction_correlations(X[perm], words[perm], 3)))
+    assert np.allclose(iso.direction_group_share(X, words, 3),
+                       iso.direction_group_share(X[perm], words[perm], 3))
+
+
+def test_isotropy_agrees_with_the_single_measures():
+    X = dominant(3000, 16)
+    m = iso.isotropy(X)
+    assert m.partition == pytest.approx(iso.partition_isotropy(X), rel=1e-9)
+    assert m.isoscore == pytest.approx(iso.isoscore(X), rel=1e-9)
+    assert m.average_cosine == pytest.approx(iso.average_cosine(X), rel=1e-9)
+
+
+def test_sampled_average_cosine_estimates_the_exact_one():
+    X = dominant(3000, 16)
+    exact = iso.average_cosine(X)
+    sampled = iso.average_cosine(X, n_pairs=200000, random_state=3)
+    assert sampled == pytest.approx(exact, abs=0.01)
+    assert sampled == iso.average_cosine(X, n_pairs=200000, random_state=3)
+
+
+def test_partition_isotropy_does_not_depend_on_eigenvector_signs():
+    X = dominant(2000, 16)
+    assert iso.partition_isotropy(X) == pytest.approx(iso.partition_isotropy(-X), rel=1e-9)
+
+
+def test_explained_variance_and_directions_needed():
+    X = dominant(5000, 64, n_dominant=3)
+    shares = iso.explained_variance(X)
+    assert shares.sum() == pytest.approx(1.0)
+    assert np.all(np.diff(shares) <= 1e-12)
+    assert iso.n_directions_for(shares, 0.8) <= 3
+    assert iso.n_directions_for(iso.explained_variance(gaussian(5000, 64)), 0.5) >= 25
+
+
+def test_removers_learn_on_train_and_apply_to_new_rows():
+    X = dominant(4000, 32)
+    train, test = X[:3000], X[3000:]
+    remover = iso.DirectionRemover(3).fit(train)
+    assert remover.components_.shape == (3, 32)
+    assert np.allclose(remover.components_ @ remover.components_.T, np.eye(3), atol=1e-10)
+    out = remover.transform(test)
+    assert np.abs(out @ remover.components_.T).max() < 1e-8
+    assert iso.isoscore(out) > 0.85
+    with pytest.raises(ValueError, match="n_removed"):
+        iso.DirectionRemover(32).fit(train)
+    with pytest.raises(ValueError, match="directions"):
+        iso.DirectionRemover(2, directions="bottom").fit(train)
+
+
+def test_cluster_remover_makes_every_cluster_isotropic():
+    rng = np.random.default_rng(0)
+    # three far-apart clusters, each with its own dominant direction
+    parts = [dominant(1500, 24, n_dominant=1, seed=s) + 400 * rng.normal(size=24) for s in range(3)]
+    X = np.concatenate(parts)
+    out, clusters = iso.cluster_remove_top_directions(X, 1, n_clusters=3)
+    assert len(np.unique(clusters)) == 3
+    for c in range(3):
+        assert iso.isoscore(out[clusters == c]) > 0.85
+    assert iso.isoscore(iso.remove_top_directions(X, 1)) < 0.5  # a global removal does not do it
+    local = iso.cluster_isotropy(X, clusters)
+    assert local["isoscore"] < 0.2
+    assert iso.cluster_isotropy(out, clusters)["isoscore"] > 0.85
+    assert np.isnan(iso.cluster_isotropy(X[:6], np.arange(6))["isoscore"])  # no cluster of 10 rows
+    remover = iso.ClusterDirectionRemover(1, n_clusters=3).fit(X)
+    assert np.array_equal(remover.predict(X), remover.labels_)
+    assert np.allclose(remover.transform(X), remover.fit_transform(X))
+
+
+def test_direction_statistics_find_what_the_top_direction_carries():
+    rng = np.random.default_rng(0)
+    n, d = 4000, 32
+    log_freq = rng.normal(size=n)
+    words = rng.integers(0, 40, n)
+    word_vectors = rng.normal(size=(40, d))
+    X = rng.normal(size=(n, d))
+    X[:, 0] += 30 * log_freq  # the top direction encodes frequency
+    r = iso.direction_correlations(X, log_freq, 3)
+    assert abs(r[0]) > 0.99 and np.all(np.abs(r[1:]) < 0.1)
+    Y = rng.normal(size=(n, d)) + 10 * word_vectors[words]  # top directions encode the word
+    share = iso.direction_group_share(Y, words, 3)
+    assert np.all(share > 0.95)
+    assert np.all(iso.direction_group_share(gaussian(n, d), words, 3) < 0.05)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: iso.isoscore(np.ones((10, 3))), "zero variance"),
+    (lambda: iso.isoscore(np.zeros((10, 1)) + np.arange(10)[:, None]), "at least 2 features"),
+    (lambda: iso.average_cosine(np.zeros((4, 3))), "all-zero row"),
+    (lambda: iso.average_cosine(gaussian(10, 3), n_pairs=0), "n_pairs"),
+    (lambda: iso.partition_isotropy(np.full((3, 2), np.nan)), "finite"),
+    (lambda: iso.n_directions_for(np.array([1.0]), 1.5), "share"),
+    (lambda: iso.kmeans_clusters(gaussian(10, 3), 11), "n_clusters"),
+])
+def test_bad_input_is_refused_by_name(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+@pytest.mark.parametrize("shape", [(500, 10), (2000, 64), (300, 384)])
+def test_isoscore_equals_the_published_package(shape):
+    package = pytest.importorskip("IsoScore.IsoScore", reason="the isoscore test dependency")
+    X = np.random.default_rng(shape[1]).normal(size=shape) @ np.diag(np.linspace(0.1, 3, shape[1]))
+    X += np.random.default_rng(1).normal(size=shape[1])
+    assert iso.isoscore(X) == pytest.approx(float(package.IsoScore(X)), abs=1e-6)
+
+
+def test_dominant_directions_are_counted():
+    assert iso.n_dominant_directions(iso.explained_variance(gaussian(20000, 256))) == 0
+    for n_dominant in (1, 3, 5):
+        shares = iso.explained_variance(dominant(5000, 256, n_dominant=n_dominant))
+        assert iso.n_dominant_directions(shares) == n_dominant
