@@ -34,6 +34,8 @@ bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/directprobe.py
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/finetune.py --keep
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/chapters.py --keep
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/isotropy.py
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/cka.py
 
 clean:
 	rm -rf _build _vendor_static

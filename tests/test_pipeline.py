@@ -132,6 +132,7 @@ def test_chapters_rerun_on_another_model_folder(tmp_path, tiny_bert_dir, monkeyp
     distances between all of them take minutes on larger samples."""
     monkeypatch.setenv("FTGEO_ARTIFACTS", str(tmp_path / "artifacts"))
     config = tmp_path / "smoke.yaml"
+    GLUE = {"glue_tasks": ["mrpc"], "glue_epochs": 10}  # 10 pairs: one batch; 10 snapshots need 9 steps
     notebooks = ["01_tasks_and_representations", "02_finetuning",
                  {"name": "03_probing_performance", "parameters": SMALL_MLP},
                  "04_linearity",
@@ -139,6 +140,9 @@ def test_chapters_rerun_on_another_model_folder(tmp_path, tiny_bert_dir, monkeyp
                  {"name": "06_cross_task", "parameters": {**TINY, "target": "dep", "sources": ["pos"],
                                                           **SMALL_MLP}},
                  {"name": "07_layers", "parameters": TINY},
+                 {"name": "08_isotropy", "parameters": {**GLUE, "max_items": 100, "n_clusters": 3,
+                                                        "n_top": 3, "removed_grid": [1, 2]}},
+                 {"name": "09_cka", "parameters": GLUE},
                  {"name": "scorecard", "parameters": {"max_sentences": 10}}]
     config.write_text(yaml.safe_dump({
         "name": "smoke", "model": "minilm",
@@ -146,7 +150,7 @@ def test_chapters_rerun_on_another_model_folder(tmp_path, tiny_bert_dir, monkeyp
         "notebooks": notebooks}))
     summary = run_config(config, model=str(tiny_bert_dir))
     folders = [Path(f) for f in summary["runs"]]
-    assert len(folders) == 8 and all(tiny_bert_dir.name in f.name for f in folders)
+    assert len(folders) == 10 and all(tiny_bert_dir.name in f.name for f in folders)
     metrics = [json.loads((f / "metrics.json").read_text()) for f in folders]
     first, finetuned = metrics[0], metrics[1]
     assert first["n_layers"] == 3 and first["n_features"] == 32
@@ -163,8 +167,20 @@ def test_chapters_rerun_on_another_model_folder(tmp_path, tiny_bert_dir, monkeyp
     assert set(metrics[4]["tasks"]) == {"pos", "dep"}
     assert metrics[5]["target"] == "dep" and "tuned on pos" in metrics[5]["states"]
     assert len(metrics[6]["tasks"]["dep"]["final_similarity"]) == 2  # transformer layers 1, 2
-    claims = metrics[7]["claims"]
-    assert len(claims) == 14
+    isotropy, cka = metrics[7], metrics[8]
+    assert set(isotropy["tasks"]) == set(cka["tasks"]) == {"pos", "dep", "trec-50", "mrpc"}
+    assert isotropy["tasks"]["pos"]["D"] == 1  # n_features / 100 for 32 features, at least 1
+    assert isotropy["tasks"]["dep"]["word_share_pretrained"] is not None
+    assert isotropy["tasks"]["mrpc"]["word_share_pretrained"] is None  # no word for a sentence
+    assert cka["n_layers"] == 2 and cka["tasks"]["pos"]["layers"] == [0, 1, 2]
+    assert cka["tasks"]["mrpc"]["layers"] == [1, 2]  # [CLS] at layer 0 is the same for every pair
+    assert len(cka["tasks"]["pos"]["dropping"]) == 3
+    claims = metrics[9]["claims"]
+    assert len(claims) == 24
+    # isotropy and dropping are scored; the block claims need 3 transformer layers (this BERT has 2)
+    assert all(c["verdict"] in ("holds", "does not hold") for c in claims
+               if c["source"] == "Rajaee & Pilehvar 2021" or c["section"] == "dropping layers")
+    assert all(c["verdict"] == "not testable here" for c in claims if c["section"] == "blocks")
     # 05-07 ran on fewer sentences than the scorecard scores, and no PS-fxn: those claims
     # are untestable, and say so; 4.2 is scored
     assert {c["verdict"] for c in claims if c["section"] in ("4.3", "4.4", "4.5")} == {

@@ -38,6 +38,10 @@ SMOKE = {
     "06_cross_task": {"max_sentences": 20, "probe_hidden_sizes": [16], "probe_l2": [1e-3],
                       "probe_seeds": 2, "output_dir": "_out/06"},
     "07_layers": {"max_sentences": 20, "output_dir": "_out/07"},
+    # glue_epochs 10: 20 sentences are one batch, and 10 snapshots need at least 9 steps
+    "08_isotropy": {"max_sentences": 20, "glue_epochs": 10, "max_items": 300, "n_clusters": 3,
+                    "n_top": 3, "removed_grid": [1, 2], "output_dir": "_out/08"},
+    "09_cka": {"max_sentences": 20, "glue_epochs": 10, "output_dir": "_out/09"},
     "scorecard": {"runs_dir": "_out", "max_sentences": 20, "output_dir": "_out/scorecard"},
 }
 
