@@ -356,27 +356,24 @@ class FinetuneRun:
         model.head.load_state_dict(load_file(str(self.folder / "final" / "head.safetensors")))
         return model.eval()
 
-    def evaluate(self, data: TaskData, batch_size: int = 64) -> float:
-        """Accuracy of the fine-tuned model (final weights and head) on ``data``."""
+    def _task_model_and_batches(self, data: TaskData, batch_size: int):
         check(data.task == self.task, f"the run was fine-tuned on {self.task!r}, "
               f"not on {data.task!r}")
         loaded = self.load_model()
         model, tokenizer = self.load_task_model(loaded), loaded.tokenizer
         batches = make_batches(data, encode(tokenizer, data.sentences, data.second),
                                tokenizer.pad_token_id or 0, batch_size, None)
-        return accuracy(model, batches)
+        return model, batches
+
+    def evaluate(self, data: TaskData, batch_size: int = 64) -> float:
+        """Accuracy of the fine-tuned model (final weights and head) on ``data``."""
+        return accuracy(*self._task_model_and_batches(data, batch_size))
 
     def evaluate_dropping(self, data: TaskData, batch_size: int = 64) -> np.ndarray:
         """Accuracy on ``data`` with the top k transformer layers removed and no further
         tuning, the head reading layer L - k (Phang, Liu & Bowman 2021), for k = 0 .. L:
         ndarray of shape (L + 1,). See :func:`accuracy_dropping_layers`."""
-        check(data.task == self.task, f"the run was fine-tuned on {self.task!r}, "
-              f"not on {data.task!r}")
-        loaded = self.load_model()
-        model, tokenizer = self.load_task_model(loaded), loaded.tokenizer
-        batches = make_batches(data, encode(tokenizer, data.sentences, data.second),
-                               tokenizer.pad_token_id or 0, batch_size, None)
-        return accuracy_dropping_layers(model, batches)
+        return accuracy_dropping_layers(*self._task_model_and_batches(data, batch_size))
 
     @classmethod
     def load(cls, folder: str | os.PathLike) -> FinetuneRun:
