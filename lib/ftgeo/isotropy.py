@@ -96,7 +96,12 @@ def partition_isotropy(X: np.ndarray) -> float:
     True
     """
     X = _as_float64(X, 1)
-    _, vectors = _eigh_descending(X.T @ X)
+    return _partition_from(X, X.T @ X)
+
+
+def _partition_from(X: np.ndarray, second_moment: np.ndarray) -> float:
+    """I(X) given X's second-moment matrix XᵀX."""
+    _, vectors = _eigh_descending(second_moment)
     projections = X @ vectors  # (n_samples, n_features): c . x_i for every eigenvector c
     log_z = np.concatenate([_logsumexp_columns(projections), _logsumexp_columns(-projections)])
     return float(np.exp(log_z.min() - log_z.max()))
@@ -196,13 +201,10 @@ def isotropy(X: np.ndarray) -> IsotropyMeasures:
     check(X.shape[1] >= 2, f"isotropy needs at least 2 features, got {X.shape[1]}")
     n = X.shape[0]
     second_moment = X.T @ X
-    _, vectors = _eigh_descending(second_moment)
-    projections = X @ vectors
-    log_z = np.concatenate([_logsumexp_columns(projections), _logsumexp_columns(-projections)])
     mean = X.mean(axis=0)
     covariance = (second_moment - n * np.outer(mean, mean)) / (n - 1)
     variances, _ = _eigh_descending(covariance)
-    return IsotropyMeasures(partition=float(np.exp(log_z.min() - log_z.max())),
+    return IsotropyMeasures(partition=_partition_from(X, second_moment),
                             average_cosine=average_cosine(X),
                             isoscore=_isoscore_from_variances(variances))
 
@@ -382,21 +384,19 @@ class ClusterDirectionRemover:
 
     def transform(self, X: np.ndarray) -> np.ndarray:
         X = _as_float64(X, 1)
-        clusters = self.predict(X)
+        return self._apply(X, self.predict(X))
+
+    def fit_transform(self, X: np.ndarray, y=None) -> np.ndarray:
+        self.fit(X)
+        return self._apply(_as_float64(X, 1), self.labels_)
+
+    def _apply(self, X: np.ndarray, clusters: np.ndarray) -> np.ndarray:
+        """Each row transformed by the remover of its cluster."""
         out = np.empty_like(X)
         for c, remover in enumerate(self.removers_):
             rows = clusters == c
             if rows.any():
                 out[rows] = remover.transform(X[rows])
-        return out
-
-    def fit_transform(self, X: np.ndarray, y=None) -> np.ndarray:
-        self.fit(X)
-        X = _as_float64(X, 1)
-        out = np.empty_like(X)
-        for c, remover in enumerate(self.removers_):
-            rows = self.labels_ == c
-            out[rows] = remover.transform(X[rows])
         return out
 
 
