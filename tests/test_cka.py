@@ -87,6 +87,26 @@ def test_cka_matrix_matches_pairwise_cka(dtype):
     assert np.allclose(across, expected[:, ::-1][:, :4], atol=1e-6 if dtype == np.float32 else 1e-12)
 
 
+@pytest.mark.parametrize("debiased", [False, True])
+def test_cka_matrix_bfloat16_is_within_1e_4_of_float64(debiased):
+    # layers like a transformer's: a shared drift, a large mean, and two outlier features
+    rng = np.random.default_rng(3)
+    n, d = 5000, 96
+    layers = [rng.normal(size=(n, d))]
+    for _ in range(4):
+        layers.append(layers[-1] @ np.linalg.qr(rng.normal(size=(d, d)))[0]
+                      + 0.6 * rng.normal(size=(n, d)))
+    layers = np.stack(layers).astype(np.float32)
+    layers[:, :, 5] *= 40
+    layers += 15.0
+    exact = cka.cka_matrix(layers, debiased=debiased, dtype=np.float64)
+    fast = cka.cka_matrix(layers, debiased=debiased, dtype="bfloat16")
+    assert np.ptp(exact) > 0.3  # a matrix with a range of values, not all near 0 or 1
+    assert np.abs(fast - exact).max() < 1e-4
+    across = cka.cka_matrix(layers[:2], layers[2:], debiased=debiased, dtype="bfloat16")
+    assert np.abs(across - exact[:2, 2:]).max() < 1e-4
+
+
 @pytest.mark.parametrize("call, message", [
     (lambda: cka.linear_cka(np.ones((5, 2)), np.ones((6, 2))), "same rows"),
     (lambda: cka.linear_cka(np.ones((5, 2)), np.random.default_rng(0).normal(size=(5, 2))),

@@ -37,7 +37,7 @@ __all__ = ["BlockStructure", "block_structure", "cka_matrix", "gram_cka", "linea
 class _Centered:
     """A column-centered matrix with what every CKA against it needs, computed once."""
 
-    X: np.ndarray  # (n_samples, n_features), centered, float32 or float64
+    X: np.ndarray  # (n_samples, n_features), centered, float32 or float64 (or a bfloat16 tensor)
     self_term: float  # ||XᵀX||²_F, or its debiased counterpart
     row_sq: np.ndarray | None  # ||x_i||² (debiased form only)
     total_sq: float  # ||X||²_F
@@ -51,9 +51,14 @@ def _prepare(X: np.ndarray, debiased: bool, dtype, name: str = "X") -> _Centered
           f"{name} needs at least {4 if debiased else 2} rows for "
           f"{'debiased' if debiased else 'linear'} CKA, got {n}")
     # the mean in float64, the centered copy directly in the working precision
-    Xc = np.subtract(X, X.mean(axis=0, dtype=np.float64), dtype=dtype)
+    bf16 = isinstance(dtype, str) and dtype == "bfloat16"
+    Xc = np.subtract(X, X.mean(axis=0, dtype=np.float64), dtype=np.float32 if bf16 else dtype)
     row_sq = np.einsum("ij,ij->i", Xc, Xc, dtype=np.float64) if debiased else None
     total_sq = float(row_sq.sum()) if debiased else float("nan")
+    if bf16:
+        import torch  # only this option needs it; torch's CPU kernels accumulate in float32
+
+        Xc = torch.from_numpy(Xc).to(torch.bfloat16)
     cross = _cross_sq(Xc, Xc)
     prepared = _Centered(Xc, 0.0, row_sq, total_sq)
     return _Centered(Xc, _hsic(prepared, prepared, cross) if debiased else cross, row_sq, total_sq)
@@ -61,8 +66,32 @@ def _prepare(X: np.ndarray, debiased: bool, dtype, name: str = "X") -> _Centered
 
 def _cross_sq(X: np.ndarray, Y: np.ndarray) -> float:
     """||XᵀY||²_F with the smaller side of the product first, accumulated in float64."""
-    product = X.T @ Y
+    if isinstance(X, np.ndarray):
+        product = X.T @ Y
+    else:  # bfloat16 tensors: see _bf16_product
+        product = _bf16_product(X, Y)
     return float(np.einsum("ij,ij->", product, product, dtype=np.float64))
+
+
+_BF16_CHUNK = 512  # rows per bfloat16 product
+
+
+def _bf16_product(X, Y) -> np.ndarray:
+    """XᵀY for bfloat16 tensors, as float32, summed over chunks of rows.
+
+    The CPU kernel accumulates in float32 but rounds its output to bfloat16 (8 significant
+    bits). One rounding of the whole product would put a 2^-9 relative error on its largest
+    entries, which dominate ||XᵀY||² when a few features have outsized variance, as in
+    BERT; rounding each chunk's partial product instead makes those errors independent, so
+    they average out over the chunks.
+    """
+    import torch
+
+    out = torch.zeros(X.shape[1], Y.shape[1])
+    for start in range(0, X.shape[0], _BF16_CHUNK):
+        stop = start + _BF16_CHUNK
+        out += X[start:stop].T @ Y[start:stop]
+    return out.numpy()
 
 
 def _hsic(a: _Centered, b: _Centered, cross_sq: float) -> float:
@@ -148,14 +177,22 @@ def cka_matrix(layers: Sequence[np.ndarray], other: Sequence[np.ndarray] | None 
         ``layers`` with itself (a symmetric matrix, each pair computed once)
     dtype : precision of the feature products. float32 (the default) halves the time on
         a CPU; the products are summed in float64, which keeps CKA within about 1e-6 of the
-        float64 value. Pass ``np.float64`` for full precision.
+        float64 value. Pass ``np.float64`` for full precision, or ``"bfloat16"`` for about
+        twice float32's speed on a CPU with bfloat16 instructions: the centered inputs are
+        rounded to 8 significant bits, the products accumulate in float32, and CKA stays
+        within about 1e-4 of the float64 value (1.2e-4 at most on the default model's
+        stored POS, DEP and TREC-50 representations; ``tests/test_cka.py`` checks 1e-4 on
+        synthetic layers with outlier features).
 
     Returns ndarray of shape (n_layers, n_layers_other): entry [i, j] compares layer i of
     ``layers`` with layer j of ``other``.
     """
     check(len(layers) >= 1, "layers is empty")
-    check(np.dtype(dtype) in (np.dtype(np.float32), np.dtype(np.float64)),
-          f"dtype must be float32 or float64, got {dtype!r}")
+    if str(dtype) in ("bfloat16", "torch.bfloat16"):
+        dtype = "bfloat16"
+    else:
+        check(np.dtype(dtype) in (np.dtype(np.float32), np.dtype(np.float64)),
+              f"dtype must be float32, float64 or 'bfloat16', got {dtype!r}")
     a = [_prepare(X, debiased, dtype, f"layers[{i}]") for i, X in enumerate(layers)]
     n = a[0].X.shape[0]
     check(all(p.X.shape[0] == n for p in a), "every layer must have the same rows")
