@@ -293,3 +293,82 @@ def training_curves(runs: Mapping[str, object], *, smooth: int = 10):
     fig.update_yaxes(title_text="accuracy", range=[0, 1], row=1, col=2)
     fig.update_layout(template="simple_white", height=420)
     return fig
+
+
+def comparison_figure(table, *, title: str = "Models side by side"):
+    """Grouped bars of :func:`ftgeo.compare.comparison_table`: one menu entry per measure,
+    tasks on the x axis, one colour per model; solid bars after fine-tuning, pale bars
+    before (where the measure has a before). Values on hover; works with no kernel."""
+    import plotly.graph_objects as go
+    from plotly.colors import qualitative
+
+    check(len(table) > 0, "table is empty: no chapter has run for any model")
+    measures = list(dict.fromkeys(table["measure"]))
+    models = sorted(set(table["model"]))
+    palette = qualitative.Safe
+    fig, owner = go.Figure(), []
+    for m_index, measure in enumerate(measures):
+        rows = table[table["measure"] == measure]
+        tasks = list(dict.fromkeys(rows["task"]))
+        for k, model in enumerate(models):
+            sub = rows[rows["model"] == model].set_index("task").reindex(tasks)
+            colour = palette[k % len(palette)]
+            for state, opacity in (("before", 0.35), ("after", 1.0)):
+                if sub[state].isna().all():
+                    continue
+                label = "fine-tuned" if state == "after" else "pretrained"
+                fig.add_trace(go.Bar(
+                    x=tasks, y=sub[state], name=f"{model}: {label}", marker_color=colour,
+                    opacity=opacity, visible=m_index == 0, offsetgroup=f"{model}-{state}",
+                    hovertemplate=f"{model}, {label}<br>%{{x}}: %{{y:.3f}}<extra>{measure}</extra>"))
+                owner.append(m_index)
+    buttons = [{"label": measure, "method": "update",
+                "args": [{"visible": [o == i for o in owner]},
+                         {"title.text": f"{title}: {measure}", "yaxis.title.text": measure}]}
+               for i, measure in enumerate(measures)]
+    fig.update_layout(
+        title=f"{title}: {measures[0]}", barmode="group", template="simple_white", height=480,
+        yaxis={"title": measures[0]}, xaxis={"title": "task", "type": "category"},
+        updatemenus=[{"buttons": buttons, "direction": "down", "x": 1.0, "xanchor": "right",
+                      "y": 1.18, "yanchor": "top"}] if len(measures) > 1 else [],
+        legend={"orientation": "h", "y": -0.2})
+    return fig
+
+
+def comparison_grid(table):
+    """Static version of :func:`comparison_figure` for print: one panel per measure, bars
+    after fine-tuning per task and model, a black tick at the value before."""
+    import matplotlib.pyplot as plt
+
+    check(len(table) > 0, "table is empty: no chapter has run for any model")
+    measures = list(dict.fromkeys(table["measure"]))
+    models = sorted(set(table["model"]))
+    n_cols = min(3, len(measures))
+    n_rows = -(-len(measures) // n_cols)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(4.2 * n_cols, 3.1 * n_rows), squeeze=False)
+    width = 0.8 / len(models)
+    colours = plt.get_cmap("tab10")
+    for ax, measure in zip(axes.flat, measures):
+        rows = table[table["measure"] == measure]
+        tasks = list(dict.fromkeys(rows["task"]))
+        xs = np.arange(len(tasks))
+        for k, model in enumerate(models):
+            sub = rows[rows["model"] == model].set_index("task").reindex(tasks)
+            pos = xs - 0.4 + (k + 0.5) * width
+            ax.bar(pos, sub["after"], width, color=colours(k), label=model)
+            ax.scatter(pos, sub["before"], marker="_", s=120, color="k", zorder=3,
+                       label="before fine-tuning" if k == 0 and sub["before"].notna().any() else None)
+        ax.set_xticks(xs, tasks, rotation=30, fontsize=8)
+        ax.set_title(measure, fontsize=9)
+    for ax in axes.flat[len(measures):]:
+        ax.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    for ax in axes.flat[1:len(measures)]:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), frameon=False,
+               fontsize=8)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    return fig

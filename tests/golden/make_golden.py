@@ -42,6 +42,7 @@ SMOKE = {
     "08_isotropy": {"max_sentences": 20, "glue_epochs": 10, "max_items": 300, "n_clusters": 3,
                     "n_top": 3, "removed_grid": [1, 2], "output_dir": "_out/08"},
     "09_cka": {"max_sentences": 20, "glue_epochs": 10, "output_dir": "_out/09"},
+    "10_models": {"runs_dir": "_out", "max_sentences": 20, "output_dir": "_out/10"},
     "scorecard": {"runs_dir": "_out", "max_sentences": 20, "output_dir": "_out/scorecard"},
 }
 
