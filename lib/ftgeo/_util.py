@@ -5,11 +5,14 @@ Private to the package; the public names live in the method modules.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -91,20 +94,33 @@ def sha256_file(path: str | os.PathLike) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename: never half-written."""
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, *,
+                       setting: str | None = "FTGEO_ARTIFACTS") -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename: never half-written.
+
+    A folder that cannot be written or a full disk raises :class:`StorageError` (see
+    :func:`writing_to`; ``setting`` is the environment variable it suggests), and the
+    temporary file is removed.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with writing_to(path, setting=setting):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str, *,
+                      setting: str | None = "FTGEO_ARTIFACTS") -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically, as :func:`atomic_write_bytes` does."""
+    atomic_write_bytes(path, text.encode("utf-8"), setting=setting)
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
@@ -120,6 +136,90 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"cannot write {type(obj).__name__} as JSON")
+
+
+class StorageError(OSError):
+    """A write failed because its folder cannot be written or its disk is full.
+
+    The message names the path and what to do; ``errno`` is the original error number.
+    """
+
+    def __init__(self, message: str, code: int | None = None):
+        super().__init__(message)
+        self.errno = code
+
+
+#: Error numbers that mean "the folder cannot be written" and "the disk is full".
+UNWRITABLE_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
+FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def _errno_of(err: BaseException) -> int | None:
+    """The error number of an OSError, or of a Rust writer's error (safetensors says
+    "... (os error 28) ..."; it raises its own exception type, not OSError)."""
+    if isinstance(err, OSError):
+        return err.errno
+    found = re.search(r"\(os error (\d+)\)", str(err))
+    return int(found.group(1)) if found else None
+
+
+def storage_error(err: BaseException, path: str | os.PathLike, *,
+                  setting: str | None = "FTGEO_ARTIFACTS") -> StorageError | None:
+    """A :class:`StorageError` naming ``path`` if ``err`` means "not writable" or "disk full",
+    else None. ``setting``: the environment variable that moves the folder elsewhere (None:
+    no setting does).
+
+    >>> print(storage_error(OSError(errno.ENOSPC, "No space left on device"), "/a/b.npy",
+    ...                     setting="FTGEO_X"))
+    cannot write /a/b.npy: the disk is full ([Errno 28] No space left on device). Free space ...
+    >>> storage_error(OSError(errno.ENOENT, "No such file"), "/a/b.npy") is None
+    True
+    """
+    code = _errno_of(err)
+    if code not in FULL_ERRNOS | UNWRITABLE_ERRNOS:
+        return None
+    full = code in FULL_ERRNOS
+    elsewhere = ""
+    if setting is not None:
+        if setting == "FTGEO_ARTIFACTS":
+            now = f"now {artifacts_dir()}"
+        else:
+            now = f"now {os.environ[setting]}" if os.environ.get(setting) else "not set now"
+        elsewhere = (f", or set {setting} to a folder "
+                     f"{'on a disk with room' if full else 'you can write to'} ({now})")
+    if full:
+        message = (f"cannot write {path}: the disk is full ({err}). Free space on the disk "
+                   f"that holds it (`df -h {Path(path).parent}` shows how much is left)"
+                   f"{elsewhere}. Nothing half-written was kept, and finished work stays "
+                   "cached: rerun once there is room.")
+    else:
+        message = (f"cannot write {path}: permission denied or read-only file system ({err}). "
+                   f"Make the folder writable for this user{elsewhere}.")
+    return StorageError(message, code)
+
+
+@contextmanager
+def writing_to(path: str | os.PathLike, *,
+               setting: str | None = "FTGEO_ARTIFACTS") -> Iterator[None]:
+    """Turn a write failure for lack of permission or of space inside the block into a
+    :class:`StorageError` naming ``path`` (other errors pass unchanged). The block itself
+    removes its temporary files on failure.
+
+    >>> with writing_to("/cache/entry"):
+    ...     raise PermissionError(errno.EACCES, "Permission denied")
+    Traceback (most recent call last):
+    ...
+    ftgeo._util.StorageError: cannot write /cache/entry: permission denied or read-only ...
+    """
+    try:
+        yield
+    except StorageError:
+        raise
+    except Exception as err:
+        translated = storage_error(err, path, setting=setting)
+        if translated is None:
+            raise
+        raise translated from err
 
 
 def repo_root() -> Path | None:

@@ -36,7 +36,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ._util import canonical_json, repo_root, sha256_file, sha256_text
+from ._util import (
+    StorageError,
+    atomic_write_bytes,
+    canonical_json,
+    repo_root,
+    sha256_file,
+    sha256_text,
+)
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +165,8 @@ def data_file(dataset: str, name: str, *, verify: bool = True, download: bool = 
             f"or set FTGEO_DATA to a folder that holds {dataset}/{name}.")
     try:
         _download(spec, target)
+    except StorageError:
+        raise  # downloaded, but the data folder cannot take it: that message says what to do
     except (urllib.error.URLError, OSError, TimeoutError, zipfile.BadZipFile) as err:
         raise DataNotFoundError(
             f"data file {dataset}/{name} not found (looked in: {searched}) and the download "
@@ -177,10 +186,7 @@ def _download(spec: DataFile, target: Path) -> None:
     if got != spec.sha256:
         raise OSError(f"downloaded {spec.name} has sha256 {got[:16]}..., "
                       f"expected {spec.sha256[:16]}...")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.part")
-    tmp.write_bytes(payload)
-    os.replace(tmp, target)
+    atomic_write_bytes(target, payload, setting="FTGEO_DATA")
 
 
 # --------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._util import check, progress_bar
+from ._util import check, progress_bar, writing_to
 from .data import TaskData
 from .extract import Encoded, _collate, encode, pool_words, token_row_matrix
 from .models import LoadedModel
@@ -231,6 +231,64 @@ _AFTER_STEP = {"hook": None}
 CHECKPOINT_EVERY_S = 60.0
 
 
+def _save_checkpoint(path: Path, state: dict) -> None:
+    """Write a checkpoint through a temporary file and a rename; a full disk or an unwritable
+    folder raises StorageError and leaves no temporary file.
+
+    ``torch.save`` gets an open Python file, not a path: given a path, its C++ writer turns a
+    full disk into an opaque RuntimeError ("unexpected pos ..."); given a file, the OSError
+    with its errno comes through.
+    """
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}{path.suffix}")
+    with writing_to(path):
+        try:
+            with open(tmp, "wb") as f:
+                torch.save(state, f)
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+
+def _sweep_partial_files(folder: Path) -> None:
+    """Remove the temporary checkpoint files and final-weight folders (``.checkpoint.<pid>.pt``,
+    ``.final.<pid>``) of processes that no longer run: a run killed while writing them."""
+    import shutil
+
+    from .store import _pid_alive
+
+    for path in [*folder.glob(".checkpoint.*.pt"), *folder.glob(".final.*")]:
+        try:
+            pid = int(path.name.split(".")[2])
+        except (IndexError, ValueError):
+            continue
+        if pid != os.getpid() and not _pid_alive(pid):
+            log.debug("removing %s, left by process %d, which no longer runs", path, pid)
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+
+
+def _load_checkpoint(path: Path) -> dict | None:
+    """The checkpoint at ``path``, or None if there is none; a checkpoint that cannot be read
+    (truncated or damaged) is removed with a warning, and the run starts over."""
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, weights_only=False)
+        missing = {"model", "optimizer", "schedule", "torch_rng", "step", "epoch", "in_epoch",
+                   "losses", "dev_accuracy", "epoch_rng", "timing"} - set(state)
+        if missing:
+            raise ValueError(f"it lacks {sorted(missing)}")
+    except Exception as err:  # torch raises RuntimeError, EOFError, UnpicklingError, ...
+        log.warning("checkpoint %s cannot be read (%s: %s); removing it and training from step 0",
+                    path, type(err).__name__, err)
+        path.unlink(missing_ok=True)
+        return None
+    return state
+
+
 def snapshot_steps(n_steps: int, n_snapshots: int) -> np.ndarray:
     """Evenly spaced steps from 0 to ``n_steps`` inclusive.
 
@@ -416,7 +474,9 @@ def finetune(model: LoadedModel, splits: dict[str, TaskData],
     forward pass over them each time; at the ends, the trajectory sets are sliced from the
     full sets). A checkpoint is written at a snapshot (not the last) once
     ``CHECKPOINT_EVERY_S`` seconds have passed since the previous one; an interrupted run
-    resumes from its last checkpoint and ends with the same weights as an uninterrupted run.
+    resumes from its last checkpoint and ends with the same weights as an uninterrupted run
+    (a checkpoint that cannot be read is discarded, and training starts over). A folder that
+    cannot be written or a full disk raises :class:`~ftgeo._util.StorageError`.
     A finished run is a cache hit: nothing is trained. Any change of settings, data or model
     is a new run in a new folder. The final encoder
     (``save_pretrained``, safetensors), tokenizer and head are kept in ``<folder>/final``.
@@ -453,7 +513,9 @@ def finetune(model: LoadedModel, splits: dict[str, TaskData],
     n_steps = n_batches * settings.epochs
     settings.validate(n_steps)
     steps = snapshot_steps(n_steps, settings.n_snapshots)
-    folder.mkdir(parents=True, exist_ok=True)
+    with writing_to(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+    _sweep_partial_files(folder)
     atomic_write_json(folder / "parts.json", parts)
     dev = splits.get("dev")
     dev_batches = None
@@ -474,8 +536,8 @@ def finetune(model: LoadedModel, splits: dict[str, TaskData],
     timing = {"train_s": 0.0, "snapshot_s": 0.0, "train_tokens": 0}
     epoch_rng_state = rng.bit_generator.state
     ckpt = folder / "checkpoint.pt"
-    if ckpt.exists():
-        state = torch.load(ckpt, weights_only=False)
+    state = _load_checkpoint(ckpt)
+    if state is not None:
         task_model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
@@ -505,13 +567,11 @@ def finetune(model: LoadedModel, splits: dict[str, TaskData],
         if step == steps[-1] or time.perf_counter() - last_checkpoint[0] < CHECKPOINT_EVERY_S:
             return  # the final weights are saved next; or the last checkpoint is recent
         last_checkpoint[0] = time.perf_counter()
-        tmp = folder / f".checkpoint.{os.getpid()}.pt"
-        torch.save({"model": task_model.state_dict(), "optimizer": opt.state_dict(),
-                    "schedule": schedule.state_dict(), "torch_rng": torch.get_rng_state(),
-                    "step": step, "epoch": epoch, "in_epoch": in_epoch, "losses": losses,
-                    "dev_accuracy": dev_acc, "epoch_rng": epoch_rng_state, "timing": timing},
-                   tmp)
-        os.replace(tmp, ckpt)
+        _save_checkpoint(ckpt, {
+            "model": task_model.state_dict(), "optimizer": opt.state_dict(),
+            "schedule": schedule.state_dict(), "torch_rng": torch.get_rng_state(),
+            "step": step, "epoch": epoch, "in_epoch": in_epoch, "losses": losses,
+            "dev_accuracy": dev_acc, "epoch_rng": epoch_rng_state, "timing": timing})
 
     if step == 0 and not dev_acc:
         snapshot()
@@ -546,15 +606,20 @@ def finetune(model: LoadedModel, splits: dict[str, TaskData],
     bar.close()
     task_model.eval()
     final, tmp = folder / "final", folder / f".final.{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    encoder.save_pretrained(tmp)
-    model.tokenizer.save_pretrained(tmp)
     from safetensors.torch import save_file
 
-    save_file({k: v.contiguous() for k, v in task_model.head.state_dict().items()},
-              str(tmp / "head.safetensors"))
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
+    with writing_to(final):
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            encoder.save_pretrained(tmp)
+            model.tokenizer.save_pretrained(tmp)
+            save_file({k: v.contiguous() for k, v in task_model.head.state_dict().items()},
+                      str(tmp / "head.safetensors"))
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     timing["total_s"] = timing["train_s"] + timing["snapshot_s"]
     timing["this_process_s"] = time.perf_counter() - t_start
     atomic_write_json(folder / "result.json", {

@@ -22,7 +22,14 @@ from typing import Any
 
 import numpy as np
 
-from ._util import artifacts_dir, atomic_write_json, canonical_json, sha256_file, sha256_text
+from ._util import (
+    artifacts_dir,
+    atomic_write_json,
+    canonical_json,
+    sha256_file,
+    sha256_text,
+    writing_to,
+)
 
 log = logging.getLogger(__name__)
 
@@ -96,34 +103,39 @@ class Store:
 
     def save(self, kind: str, parts: Mapping[str, Any], arrays: Mapping[str, np.ndarray],
              meta: Mapping[str, Any] | None = None) -> Entry:
-        """Write an entry atomically: build it in a temporary folder, then rename it into place."""
+        """Write an entry atomically: build it in a temporary folder, then rename it into place.
+
+        A cache folder that cannot be written or a full disk raises
+        :class:`~ftgeo._util.StorageError` naming the entry, and leaves no temporary folder.
+        """
         key = self.key(parts)
         final = self.root / kind / key
         tmp_root = self.root / ".tmp"
-        tmp_root.mkdir(parents=True, exist_ok=True)
-        self._sweep(tmp_root)
-        tmp = tmp_root / f"{key}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
-        tmp.mkdir()
-        try:
-            info = {}
-            for name, arr in arrays.items():
-                file = tmp / f"{name}.npy"
-                np.save(file, np.asarray(arr), allow_pickle=False)
-                info[name] = {"bytes": file.stat().st_size, "sha256": sha256_file(file),
-                              "shape": list(np.shape(arr)), "dtype": str(np.asarray(arr).dtype)}
-            atomic_write_json(tmp / MANIFEST, {"key": key, "kind": kind, "parts": dict(parts),
-                                                "arrays": info, "meta": dict(meta or {})})
-            final.parent.mkdir(parents=True, exist_ok=True)
+        with writing_to(final):
+            tmp_root.mkdir(parents=True, exist_ok=True)
+            self._sweep(tmp_root)
+            tmp = tmp_root / f"{key}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+            tmp.mkdir()
             try:
-                os.rename(tmp, final)
-            except OSError:
-                # Another process finished the same entry first: keep theirs.
-                if not (final / MANIFEST).exists():
-                    raise
+                info = {}
+                for name, arr in arrays.items():
+                    file = tmp / f"{name}.npy"
+                    np.save(file, np.asarray(arr), allow_pickle=False)
+                    info[name] = {"bytes": file.stat().st_size, "sha256": sha256_file(file),
+                                  "shape": list(np.shape(arr)), "dtype": str(np.asarray(arr).dtype)}
+                atomic_write_json(tmp / MANIFEST, {"key": key, "kind": kind, "parts": dict(parts),
+                                                    "arrays": info, "meta": dict(meta or {})})
+                final.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    os.rename(tmp, final)
+                except OSError:
+                    # Another process finished the same entry first: keep theirs.
+                    if not (final / MANIFEST).exists():
+                        raise
+                    shutil.rmtree(tmp, ignore_errors=True)
+            except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+                raise
         log.debug("cache: wrote %s/%s", kind, key)
         return Entry(key, final, dict(arrays), dict(parts), dict(meta or {}))
 
