@@ -17,6 +17,13 @@ from ftgeo.pipeline import PipelineError, load_config, run_config
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def _own_artifacts(tmp_path, monkeypatch):
+    """Every test gets its own artifacts directory, so that run_config takes its lock there
+    and never collides with a pipeline running on the checkout's artifacts/."""
+    monkeypatch.setenv("FTGEO_ARTIFACTS", str(tmp_path / "artifacts"))
+
+
 def _notebook(path: Path, body: str) -> None:
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -50,6 +57,13 @@ def test_run_writes_folder_and_skips_when_unchanged(tmp_path):
     out = nbformat.read(folder / "toy.ipynb", as_version=4)
     injected = [c for c in out.cells if "injected-parameters" in c.metadata.get("tags", [])]
     assert injected and "remove-cell" in injected[0].metadata["tags"]
+    # the parameters cell is hidden and a visible table states the values used and defaults
+    params = [c for c in out.cells if "parameters" in c.metadata.get("tags", [])]
+    assert "remove-cell" in params[0].metadata["tags"]
+    table = [c for c in out.cells if pipeline.PARAMETER_TABLE_TAG in c.metadata.get("tags", [])]
+    assert len(table) == 1 and table[0].cell_type == "markdown"
+    assert "| `value` | `2` | `1` | a number |" in table[0].source
+    assert "output_dir" not in table[0].source
     assert (tmp_path / "book" / "toy.ipynb").exists()
     second = run_config(config, **kw)
     assert second["executed"] == [] and second["skipped"] == ["toy"]
@@ -143,6 +157,7 @@ def test_chapters_rerun_on_another_model_folder(tmp_path, tiny_bert_dir, monkeyp
                  {"name": "08_isotropy", "parameters": {**GLUE, "max_items": 100, "n_clusters": 3,
                                                         "n_top": 3, "removed_grid": [1, 2]}},
                  {"name": "09_cka", "parameters": GLUE},
+                 "10_models",
                  {"name": "scorecard", "parameters": {"max_sentences": 10}}]
     config.write_text(yaml.safe_dump({
         "name": "smoke", "model": "minilm",
@@ -150,7 +165,7 @@ def test_chapters_rerun_on_another_model_folder(tmp_path, tiny_bert_dir, monkeyp
         "notebooks": notebooks}))
     summary = run_config(config, model=str(tiny_bert_dir))
     folders = [Path(f) for f in summary["runs"]]
-    assert len(folders) == 10 and all(tiny_bert_dir.name in f.name for f in folders)
+    assert len(folders) == 11 and all(tiny_bert_dir.name in f.name for f in folders)
     metrics = [json.loads((f / "metrics.json").read_text()) for f in folders]
     first, finetuned = metrics[0], metrics[1]
     assert first["n_layers"] == 3 and first["n_features"] == 32
@@ -175,7 +190,12 @@ def test_chapters_rerun_on_another_model_folder(tmp_path, tiny_bert_dir, monkeyp
     assert cka["n_layers"] == 2 and cka["tasks"]["pos"]["layers"] == [0, 1, 2]
     assert cka["tasks"]["mrpc"]["layers"] == [1, 2]  # [CLS] at layer 0 is the same for every pair
     assert len(cka["tasks"]["pos"]["dropping"]) == 3
-    claims = metrics[9]["claims"]
+    compared = metrics[9]
+    assert compared["models"] == [tiny_bert_dir.name] and compared["max_sentences"] == 10
+    assert set(compared["mean_change"][tiny_bert_dir.name]) == {
+        "MLP probe accuracy", "DirectProbe clusters per label", "IsoScore (last layer)",
+        "CKA block score"}
+    claims = metrics[10]["claims"]
     assert len(claims) == 24
     # isotropy and dropping are scored; the block claims need 3 transformer layers (this BERT has 2)
     assert all(c["verdict"] in ("holds", "does not hold") for c in claims
@@ -186,3 +206,33 @@ def test_chapters_rerun_on_another_model_folder(tmp_path, tiny_bert_dir, monkeyp
     assert {c["verdict"] for c in claims if c["section"] in ("4.3", "4.4", "4.5")} == {
         "not testable here"}
     assert all(c["verdict"] in ("holds", "does not hold") for c in claims if c["section"] == "4.2")
+
+
+def test_a_second_model_adds_a_column_to_the_comparison(tmp_path, tiny_bert_dir, monkeypatch):
+    """Running the pipeline on a second model folder adds a column to chapter 10 with no code
+    change; rerunning the first model's pipeline then re-executes only the notebooks that read
+    other runs (chapter 10), because a run they read is new."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    monkeypatch.setenv("FTGEO_ARTIFACTS", str(tmp_path / "artifacts"))
+    second = tmp_path / "other-bert"
+    torch.manual_seed(1)
+    BertModel(BertConfig.from_pretrained(tiny_bert_dir)).save_pretrained(second)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        if (tiny_bert_dir / name).exists():
+            (second / name).write_bytes((tiny_bert_dir / name).read_bytes())
+    config = tmp_path / "compare.yaml"
+    config.write_text(yaml.safe_dump({
+        "name": "compare", "parameters": {"tasks": ["pos"], "max_sentences": 10},
+        "notebooks": ["02_finetuning", "10_models"]}))
+    first = run_config(config, model=str(tiny_bert_dir))
+    assert first["executed"] == ["02_finetuning", "10_models"]
+    added = run_config(config, model=str(second))
+    assert added["executed"] == ["02_finetuning", "10_models"]
+    columns = json.loads((Path(added["runs"][1]) / "metrics.json").read_text())["models"]
+    assert columns == sorted([tiny_bert_dir.name, "other-bert"])
+    again = run_config(config, model=str(tiny_bert_dir))
+    assert again["skipped"] == ["02_finetuning"] and again["executed"] == ["10_models"]
+    assert json.loads((Path(again["runs"][1]) / "metrics.json").read_text())["models"] == columns
+    assert run_config(config, model=str(tiny_bert_dir))["executed"] == []  # nothing new to read

@@ -13,12 +13,15 @@ model weights, data files) are unchanged is skipped. The default run is also cop
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import logging
 import os
 import re
 import sys
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +30,7 @@ import nbformat
 import yaml
 
 from ._util import (
+    StorageError,
     artifacts_dir,
     atomic_write_json,
     atomic_write_text,
@@ -35,6 +39,7 @@ from ._util import (
     repo_root,
     sha256_file,
     sha256_text,
+    writing_to,
 )
 
 log = logging.getLogger(__name__)
@@ -45,7 +50,59 @@ HIDE_TAG = "remove-cell"
 
 
 class PipelineError(RuntimeError):
-    """A run failed; the message names the notebook and cell and where the partial output is."""
+    """A run failed, or could not start; the message says where and what to do."""
+
+
+#: The lock file in the artifacts directory that one pipeline process at a time holds.
+LOCK_FILE = ".lock"
+
+
+@contextmanager
+def artifacts_lock(folder: str | os.PathLike | None = None) -> Iterator[Path]:
+    """Hold the exclusive lock on the artifacts directory (default ``artifacts_dir()``) while
+    the block runs; yields the lock file's path.
+
+    The lock is ``flock`` on ``<folder>/.lock``, taken without waiting: if another process
+    holds it, PipelineError names that process (its PID, start time and command, which the
+    holder writes into the file) and says what to do. The operating system releases the lock
+    when its process ends, however it ends, so a killed run leaves no stale lock.
+    """
+    import fcntl
+
+    folder = artifacts_dir() if folder is None else Path(folder)
+    path = folder / LOCK_FILE
+    with writing_to(path):
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise PipelineError(
+                f"another ftgeo pipeline ({_lock_holder(fd)}) is using the artifacts directory "
+                f"{folder}. Wait for it to finish, or set FTGEO_ARTIFACTS to a different folder "
+                "to run this one beside it.") from None
+        holder = {"pid": os.getpid(), "started": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+                  "command": " ".join(sys.argv)}
+        with writing_to(path):
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, (json.dumps(holder) + "\n").encode("utf-8"), 0)
+        try:
+            yield path
+        finally:
+            with suppress(OSError):
+                os.ftruncate(fd, 0)  # the next holder writes its own details
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _lock_holder(fd: int) -> str:
+    """The holder's details recorded in the lock file, as text for a message."""
+    try:
+        holder = json.loads(os.pread(fd, 65536, 0).decode("utf-8"))
+        return f"PID {holder['pid']}, started {holder['started']}: {holder['command']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "its PID is not recorded yet"
 
 
 @dataclass(frozen=True)
@@ -177,9 +234,37 @@ def fingerprint(run: Run) -> dict[str, Any]:
     needed = {d for t in run.parameters.get("tasks", []) for d in datasets[task_name(t)]}
     data = {key: sha256_file(data_file(f.dataset, f.name)) for key, f in FILES.items()
             if f.dataset in needed}
-    return {"notebook": sha256_file(run.notebook), "library": _library_digest(),
-            "parameters": dict(run.parameters), "model": model_fingerprint(run.parameters["model"]),
-            "data": data}
+    fp = {"notebook": sha256_file(run.notebook), "library": _library_digest(),
+          "parameters": dict(run.parameters), "model": model_fingerprint(run.parameters["model"]),
+          "data": data}
+    if reads_runs(run.notebook):
+        fp["runs"] = _runs_digest(run)
+    return fp
+
+
+def reads_runs(notebook: Path) -> bool:
+    """True for a notebook that reads other runs' ``metrics.json`` (the scorecard, the model
+    comparison): its metadata has ``"ftgeo": {"reads_runs": true}``."""
+    meta = nbformat.read(notebook, as_version=4).metadata.get("ftgeo", {})
+    return bool(meta.get("reads_runs"))
+
+
+def _runs_digest(run: Run) -> dict[str, str]:
+    """sha256 of the ``metrics.json`` of every run in the runs folder this run reads, so
+    that a new or changed chapter run makes a reading notebook run again. Runs of reading
+    notebooks (their fingerprint has "runs") are left out: otherwise two readers would
+    make each other stale forever."""
+    runs_dir = Path(run.parameters.get("runs_dir") or run.folder.parent)
+    digest = {}
+    for path in sorted(runs_dir.glob("*/metrics.json")):
+        fp_file = path.parent / "fingerprint.json"
+        try:
+            is_reader = fp_file.is_file() and "runs" in json.loads(fp_file.read_text("utf-8"))
+        except ValueError:
+            is_reader = False
+        if path.parent != run.folder and not is_reader:
+            digest[path.parent.name] = sha256_file(path)
+    return digest
 
 
 def _is_current(run: Run, fp: Mapping[str, Any]) -> bool:
@@ -196,15 +281,22 @@ def execute(run: Run) -> None:
     """Execute one run with papermill; raise PipelineError naming the failing cell."""
     import papermill as pm
 
-    run.folder.mkdir(parents=True, exist_ok=True)
+    with writing_to(run.folder):
+        run.folder.mkdir(parents=True, exist_ok=True)
     (run.folder / "metrics.json").unlink(missing_ok=True)
+    # papermill writes the notebook as it executes into a hidden file, renamed when done: a
+    # run killed half-way leaves only this file, which no later run takes for a finished one
     partial = run.folder / f".{run.notebook.stem}.running.ipynb"
     env_before = {k: os.environ.get(k) for k in ("FTGEO_PROGRESS", "TRANSFORMERS_VERBOSITY")}
     os.environ["FTGEO_PROGRESS"] = "0"
     os.environ["TRANSFORMERS_VERBOSITY"] = "error"
     try:
-        pm.execute_notebook(str(run.notebook), str(partial), parameters=dict(run.parameters),
-                            kernel_name=KERNEL, progress_bar=False, cwd=str(Path.cwd()))
+        with writing_to(partial):
+            pm.execute_notebook(str(run.notebook), str(partial), parameters=dict(run.parameters),
+                                kernel_name=KERNEL, progress_bar=False, cwd=str(Path.cwd()))
+    except StorageError:
+        partial.unlink(missing_ok=True)
+        raise
     except pm.PapermillExecutionError as err:
         failed = run.folder / f"{run.notebook.stem}.failed.ipynb"
         os.replace(partial, failed)
@@ -220,8 +312,10 @@ def execute(run: Run) -> None:
                 os.environ[k] = v
     nb = nbformat.read(partial, as_version=4)
     hide_injected_parameters(nb)
-    nbformat.write(nb, partial)
-    os.replace(partial, run.output)
+    add_parameter_table(nb, run.notebook, run.parameters)
+    text = nbformat.writes(nb)
+    atomic_write_text(run.output, text if text.endswith("\n") else text + "\n")
+    partial.unlink()
 
 
 def hide_injected_parameters(nb: nbformat.NotebookNode) -> None:
@@ -232,13 +326,66 @@ def hide_injected_parameters(nb: nbformat.NotebookNode) -> None:
             tags.append(HIDE_TAG)
 
 
+PARAMETER_TABLE_TAG = "ftgeo-parameter-table"
+
+
+def parameter_table(notebook: Path, parameters: Mapping[str, Any]) -> str:
+    """A Markdown table of a notebook's parameters: the value this run used, the notebook's
+    default and the meaning (the parameter's comment). ``output_dir`` is left out."""
+    import papermill as pm
+
+    def cell(text: str) -> str:
+        return f"`{text}`".replace("|", "\\|") if text else ""
+
+    def literal(text: str) -> str:  # the default as Python writes it, to match the value used
+        try:
+            return repr(ast.literal_eval(text))
+        except (ValueError, SyntaxError):
+            return text
+
+    lines = ["| parameter | this run | default | meaning |", "|---|---|---|---|"]
+    for name, info in pm.inspect_notebook(str(notebook)).items():
+        if name == "output_dir":
+            continue
+        default = literal(info["default"])
+        used = repr(parameters[name]) if name in parameters else default
+        lines.append(f"| `{name}` | {cell(used)} | {cell(default)} | "
+                     f"{info['help'].replace('|', '/')} |")
+    return "\n".join(lines)
+
+
+def add_parameter_table(nb: nbformat.NotebookNode, notebook: Path,
+                        parameters: Mapping[str, Any]) -> None:
+    """Put a visible table of the run's parameters in place of the parameters cell, whose
+    code the book then hides (its defaults and comments are in the table)."""
+    for i, cell in enumerate(nb.cells):
+        if "parameters" in cell.metadata.get("tags", []):
+            table = nbformat.v4.new_markdown_cell(
+                "The parameters of this run (rerun with other values: `python -m ftgeo run "
+                "--config CONFIG`, or papermill `-p NAME VALUE`):\n\n"
+                + parameter_table(notebook, parameters))
+            table.metadata["tags"] = [PARAMETER_TABLE_TAG]
+            cell.metadata["tags"].append(HIDE_TAG)
+            nb.cells.insert(i + 1, table)
+            return
+
+
 def run_config(config_path: str | os.PathLike, *, model: str | None = None,
                tasks: Sequence[str] | None = None, force: bool = False, book: bool | None = None,
                runs_dir: Path | None = None, book_dir: Path | None = None) -> dict[str, Any]:
-    """Run every notebook a config lists; returns a summary (executed, skipped, forward passes)."""
+    """Run every notebook a config lists; returns a summary (executed, skipped, forward passes).
+
+    The runs hold the artifacts directory's lock (:func:`artifacts_lock`): a second pipeline
+    on the same directory stops at once with a PipelineError.
+    """
     config = load_config(config_path)
     runs = plan(config, model=model, tasks=tasks, book=book, runs_dir=runs_dir)
     book_dir = book_dir or (repo_root() or Path.cwd()) / "book"
+    with artifacts_lock():
+        return _run_all(runs, force=force, book_dir=book_dir)
+
+
+def _run_all(runs: Sequence[Run], *, force: bool, book_dir: Path) -> dict[str, Any]:
     summary = {"executed": [], "skipped": [], "forward_batches": 0, "runs": []}
     for run in progress(runs, desc="notebooks", unit="notebook"):
         fp = fingerprint(run)
@@ -256,7 +403,7 @@ def run_config(config_path: str | os.PathLike, *, model: str | None = None,
         summary["runs"].append(str(run.folder))
         if run.book:
             target = book_dir / run.notebook.name
-            atomic_write_text(target, run.output.read_text(encoding="utf-8"))
+            atomic_write_text(target, run.output.read_text(encoding="utf-8"), setting=None)
     log.info("%d notebook(s): %d executed, %d unchanged and skipped; forward passes in this run: "
              "%d batches%s", len(runs), len(summary["executed"]), len(summary["skipped"]),
              summary["forward_batches"],
@@ -347,7 +494,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_config(args.config, model=args.model,
                        tasks=None if args.tasks is None else [t for t in args.tasks.split(",") if t],
                        force=args.force, book=args.book)
-    except (PipelineError, ValueError, FileNotFoundError) as err:
+    except (PipelineError, StorageError, ValueError, FileNotFoundError) as err:
         print(f"ftgeo: error: {err}", file=sys.stderr)
         return 1
     return 0
@@ -373,8 +520,9 @@ def _finetune_command(args: argparse.Namespace) -> None:
                  "batch_size": args.batch_size, "n_snapshots": args.snapshots}
     settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
     settings.validate()
-    run = finetune(load_model(args.model), load_task(args.task, seed=args.split_seed), settings,
-                   trajectory_items=args.trajectory_items or None)
+    with artifacts_lock():
+        run = finetune(load_model(args.model), load_task(args.task, seed=args.split_seed),
+                       settings, trajectory_items=args.trajectory_items or None)
     log.info("fine-tuned %s on %s: %d steps; dev accuracy at the snapshots (steps %s): %s; "
              "weights and curve in %s", args.model, args.task, run.n_steps,
              run.steps.tolist(), [round(float(a), 4) for a in run.dev_accuracy], run.folder)

@@ -43,9 +43,9 @@ def use_offline_plotly() -> None:
 class PCAView:
     """2-D PCA coordinates of a sample of one task's items at every layer.
 
-    coords : ndarray of shape (n_layers, n_samples, 2)
+    coords : ndarray of shape (n_layers, n_samples, n_components), usually 2 components
     labels : ndarray of shape (n_samples,) of str, the label shown (rare labels -> "other")
-    explained : ndarray of shape (n_layers, 2), share of variance of the two components
+    explained : ndarray of shape (n_layers, n_components), share of variance of each component
     """
 
     coords: np.ndarray
@@ -55,8 +55,9 @@ class PCAView:
 
 
 def pca_view(X: np.ndarray, y_names: Sequence[str], *, n_points: int = 600, n_labels: int = 8,
-             random_state: int = 0) -> PCAView:
-    """Project a sample of items to 2-D by PCA, separately at every layer.
+             random_state: int = 0, n_components: int = 2) -> PCAView:
+    """Project a sample of items to 2-D (or ``n_components``-D) by PCA, separately at every
+    layer.
 
     The sample is stratified towards the ``n_labels`` most frequent labels (the rest are
     drawn as "other"); the sign of each component is aligned with the previous layer's
@@ -80,13 +81,13 @@ def pca_view(X: np.ndarray, y_names: Sequence[str], *, n_points: int = 600, n_la
         Z = np.asarray(X[layer, idx], dtype=np.float64)
         Z = Z - Z.mean(axis=0)
         U, S, Vt = np.linalg.svd(Z, full_matrices=False)
-        P = U[:, :2] * S[:2]
+        P = U[:, :n_components] * S[:n_components]
         if previous is not None:
             P *= np.sign(np.sum(P * previous, axis=0) + 1e-12)
         previous = P
         coords.append(P)
         total = float((S ** 2).sum()) or 1.0
-        explained.append((S[:2] ** 2) / total)
+        explained.append((S[:n_components] ** 2) / total)
     return PCAView(np.asarray(coords), labels.astype(str), np.asarray(explained), shown)
 
 
@@ -372,3 +373,174 @@ def comparison_grid(table):
                fontsize=8)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     return fig
+
+
+def _menu(names: Sequence[str], owner: Sequence[int], title: str) -> list[dict]:
+    """A plotly drop-down that shows the traces of one entry (``owner[i]`` is trace i's)."""
+    if len(names) < 2:
+        return []
+    buttons = [{"label": name, "method": "update",
+                "args": [{"visible": [o == i for o in owner]},
+                         {"title.text": f"{title} - {name}" if title else name}]}
+               for i, name in enumerate(names)]
+    return [{"buttons": buttons, "direction": "down", "x": 1.0, "xanchor": "right",
+             "y": 1.15, "yanchor": "top"}]
+
+
+def pca3d_menu(views: Mapping[str, PCAView], *, layer: int = -1, title: str = ""):
+    """Label clusters in 3-D: a plotly scatter of one layer of each :class:`PCAView` (made
+    with ``n_components=3``), one menu entry per view (e.g. "pos: untuned"). Drag to turn,
+    hover for the label, click the legend to hide a label; works with no kernel."""
+    import plotly.graph_objects as go
+
+    check(len(views) >= 1, "views is empty")
+    fig, owner, names = go.Figure(), [], list(views)
+    for i, name in enumerate(names):
+        view = views[name]
+        check(view.coords.shape[2] >= 3, f"view {name!r} has {view.coords.shape[2]} components; "
+                                         "make it with pca_view(..., n_components=3)")
+        colors = label_colors(view.shown)
+        order = [*view.shown, OTHER] if OTHER in set(view.labels) else list(view.shown)
+        P = view.coords[layer]
+        for lab in order:
+            mask = view.labels == lab
+            fig.add_trace(go.Scatter3d(
+                x=P[mask, 0], y=P[mask, 1], z=P[mask, 2], mode="markers", name=lab,
+                marker={"color": colors[lab], "size": 2.5, "opacity": 0.8}, visible=i == 0,
+                hovertemplate=f"{lab}<extra>{name}</extra>"))
+            owner.append(i)
+    fig.update_layout(
+        title=f"{title} - {names[0]}" if title else names[0], template="simple_white", height=560,
+        scene={"xaxis_title": "PC1", "yaxis_title": "PC2", "zaxis_title": "PC3"},
+        updatemenus=_menu(names, owner, title), legend={"itemsizing": "constant"},
+        margin={"l": 0, "r": 0, "b": 0})
+    return fig
+
+
+def menu_figure(panels: Mapping[str, Mapping[str, tuple]], *, title: str = "",
+                xaxis_title: str = "", yaxis_title: str = "", mode: str = "lines+markers",
+                log_y: bool = False, diagonal: bool = False):
+    """Named traces grouped into panels, one menu entry per panel; values on hover.
+
+    panels : {panel name: {trace name: (x, y) or (x, y, hover texts)}}
+    diagonal : draw y = x in every panel (for before/after scatters)
+    """
+    import plotly.graph_objects as go
+
+    check(len(panels) >= 1, "panels is empty")
+    fig, owner, names = go.Figure(), [], list(panels)
+    for i, name in enumerate(names):
+        lows, highs = [], []
+        for trace, values in panels[name].items():
+            x, y = np.asarray(values[0]), np.asarray(values[1], dtype=float)
+            text = values[2] if len(values) > 2 else None
+            fig.add_trace(go.Scatter(
+                x=x, y=y, mode=mode, name=trace, text=text, visible=i == 0,
+                hovertemplate=(("%{text}<br>" if text is not None else "")
+                               + f"{xaxis_title or 'x'} %{{x}}<br>{yaxis_title or 'y'} %{{y:.3f}}"
+                               + f"<extra>{trace}</extra>")))
+            owner.append(i)
+            if diagonal and len(x):
+                lows.append(min(np.nanmin(x.astype(float)), np.nanmin(y)))
+                highs.append(max(np.nanmax(x.astype(float)), np.nanmax(y)))
+        if diagonal and lows:
+            fig.add_trace(go.Scatter(x=[min(lows), max(highs)], y=[min(lows), max(highs)],
+                                     mode="lines", line={"dash": "dash", "color": "black", "width": 1},
+                                     name="no change", hoverinfo="skip", visible=i == 0))
+            owner.append(i)
+    fig.update_layout(
+        title=f"{title} - {names[0]}" if title else names[0], template="simple_white", height=480,
+        xaxis_title=xaxis_title, yaxis={"title": yaxis_title, "type": "log" if log_y else "linear"},
+        updatemenus=_menu(names, owner, title))
+    return fig
+
+
+VERDICT_COLOURS = {"holds": "#1b9e77", "does not hold": "#d95f02", "not testable here": "#bbbbbb"}
+
+
+def claims_figure(claims, *, title: str = "Claims by paper and verdict"):
+    """Stacked bars of a scorecard (a DataFrame with ``source``, ``section``, ``claim`` and
+    ``verdict`` columns): one bar per paper; hover a segment to read its claims."""
+    import textwrap
+
+    import plotly.graph_objects as go
+
+    check(len(claims) > 0, "claims is empty")
+    sources = list(dict.fromkeys(claims["source"]))
+    fig = go.Figure()
+    for verdict, colour in VERDICT_COLOURS.items():
+        counts, texts = [], []
+        for source in sources:
+            rows = claims[(claims["source"] == source) & (claims["verdict"] == verdict)]
+            counts.append(len(rows))
+            texts.append("<br>".join("<br>   ".join(textwrap.wrap(f"{r.section}: {r.claim}", 90))
+                                     for r in rows.itertuples()) or "none")
+        fig.add_trace(go.Bar(x=sources, y=counts, name=verdict, marker_color=colour,
+                             customdata=texts,
+                             hovertemplate=f"<b>{verdict}</b>: %{{y}}<br>%{{customdata}}<extra></extra>"))
+    fig.update_layout(barmode="stack", title=title, template="simple_white", height=420,
+                      yaxis_title="claims", hoverlabel={"align": "left"})
+    return fig
+
+
+def explorer(views: Mapping[tuple[str, str], PCAView], *, title: str = ""):
+    """An ipywidgets explorer of label clusters: pick the model state, task, layer and a label
+    to highlight, and the 2-D PCA scatter below redraws (live in Jupyter; the book shows the
+    state it was saved in).
+
+    views : {(state, task): PCAView over the layers}, e.g. states "untuned" and "fine-tuned"
+    """
+    import ipywidgets as widgets
+    import matplotlib.pyplot as plt
+
+    check(len(views) >= 1, "views is empty")
+    states = list(dict.fromkeys(s for s, _ in views))
+    tasks = list(dict.fromkeys(t for _, t in views))
+    n_layers = max(v.coords.shape[0] for v in views.values())
+    state = widgets.Dropdown(options=states, value=states[-1], description="state")
+    task = widgets.Dropdown(options=tasks, value=tasks[0], description="task")
+    layer = widgets.IntSlider(min=0, max=n_layers - 1, value=n_layers - 1, description="layer")
+    label = widgets.Dropdown(description="label")
+    out = widgets.Output()
+
+    def labels_of(key):
+        return ["(all)", *views[key].shown] if key in views else ["(all)"]
+
+    def draw(*_):
+        key = (state.value, task.value)
+        with out:
+            out.clear_output(wait=True)
+            if key not in views:
+                print(f"no view for {key}")
+                return
+            view = views[key]
+            k = min(layer.value, view.coords.shape[0] - 1)
+            colors = label_colors(view.shown)
+            fig, ax = plt.subplots(figsize=(6, 4.4))
+            for lab in [*view.shown, OTHER]:
+                mask = view.labels == lab
+                faded = label.value not in ("(all)", lab)
+                ax.scatter(view.coords[k, mask, 0], view.coords[k, mask, 1], s=7,
+                           color=GREY if faded else colors[lab], alpha=0.25 if faded else 0.85,
+                           label=lab if mask.any() else None, zorder=1 if faded else 2)
+            ev = view.explained[k]
+            ax.set(xlabel=f"PC1 ({ev[0]:.0%})", ylabel=f"PC2 ({ev[1]:.0%})",
+                   title=f"{title + ': ' if title else ''}{task.value}, {state.value}, layer {k}")
+            ax.legend(fontsize=7, markerscale=2, frameon=False, loc="center left",
+                      bbox_to_anchor=(1, 0.5))
+            fig.tight_layout()
+            plt.show()
+
+    def new_task(*_):
+        options = labels_of((state.value, task.value))
+        label.options = options
+        label.value = options[0]
+        draw()
+
+    label.options = labels_of((state.value, task.value))
+    for w in (state, task):
+        w.observe(new_task, names="value")
+    for w in (layer, label):
+        w.observe(draw, names="value")
+    draw()
+    return widgets.VBox([widgets.HBox([state, task]), widgets.HBox([layer, label]), out])

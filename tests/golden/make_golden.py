@@ -47,6 +47,16 @@ SMOKE = {
 }
 
 
+INTERACTIVE = ("application/vnd.plotly.v1+json", "application/vnd.jupyter.widget-view+json")
+
+
+def _interactive(cell) -> bool:
+    """A cell with a plotly figure or a widget: its output stays in the golden, uncompared
+    (nbval-ignore-output; the ids are random), so that the book built from the goldens in
+    tests/test_book_html.py has its interactive figures."""
+    return any(mime in out.get("data", {}) for out in cell.get("outputs", []) for mime in INTERACTIVE)
+
+
 def main(prefixes: list[str]) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ["FTGEO_PROGRESS"] = "0"
@@ -62,8 +72,8 @@ def main(prefixes: list[str]) -> None:
         for cell in nb.cells:
             cell.metadata.pop("papermill", None)
             cell.metadata.pop("execution", None)
-            if "nbval-ignore-output" in cell.metadata.get("tags", []):
-                cell.outputs = []  # never compared: figures, plotly HTML with random ids
+            if "nbval-ignore-output" in cell.metadata.get("tags", []) and not _interactive(cell):
+                cell.outputs = []  # never compared: figures, tables of timings
         nbformat.write(nb, target)
         print(f"wrote {target.relative_to(HERE.parents[1])}")
 
