@@ -538,6 +538,7 @@ def explorer(views: Mapping[tuple[str, str], PCAView], *, title: str = ""):
         draw()
 
     label.options = labels_of((state.value, task.value))
+    label.value = label.options[0]
     for w in (state, task):
         w.observe(new_task, names="value")
     for w in (layer, label):

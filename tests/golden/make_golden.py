@@ -50,11 +50,12 @@ SMOKE = {
 INTERACTIVE = ("application/vnd.plotly.v1+json", "application/vnd.jupyter.widget-view+json")
 
 
-def _interactive(cell) -> bool:
-    """A cell with a plotly figure or a widget: its output stays in the golden, uncompared
-    (nbval-ignore-output; the ids are random), so that the book built from the goldens in
-    tests/test_book_html.py has its interactive figures."""
-    return any(mime in out.get("data", {}) for out in cell.get("outputs", []) for mime in INTERACTIVE)
+def _kept(cell) -> bool:
+    """A cell whose output the book built from the goldens needs (tests/test_book_html.py): a
+    plotly figure, a widget, or a glue value (scrapbook metadata) that the text cites. The
+    output stays in the golden, uncompared (nbval-ignore-output: ids are random)."""
+    return any(mime in out.get("data", {}) or "scrapbook" in out.get("metadata", {})
+               for out in cell.get("outputs", []) for mime in INTERACTIVE)
 
 
 def main(prefixes: list[str]) -> None:
@@ -72,7 +73,7 @@ def main(prefixes: list[str]) -> None:
         for cell in nb.cells:
             cell.metadata.pop("papermill", None)
             cell.metadata.pop("execution", None)
-            if "nbval-ignore-output" in cell.metadata.get("tags", []) and not _interactive(cell):
+            if "nbval-ignore-output" in cell.metadata.get("tags", []) and not _kept(cell):
                 cell.outputs = []  # never compared: figures, tables of timings
         nbformat.write(nb, target)
         print(f"wrote {target.relative_to(HERE.parents[1])}")
