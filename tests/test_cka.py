@@ -114,6 +114,7 @@ def test_cka_matrix_bfloat16_is_within_1e_4_of_float64(debiased):
     (lambda: cka.linear_cka(np.zeros((3, 2)) + [[0, 1]], np.eye(3)[:, :2], debiased=True), "4 rows"),
     (lambda: cka.cka_matrix([np.eye(4), np.eye(5)]), "same rows"),
     (lambda: cka.cka_matrix([np.eye(4)], dtype=np.int32), "dtype"),
+    (lambda: cka.cka_matrix([np.eye(4)], dtype="bf16"), "bfloat16"),
     (lambda: cka.block_structure(np.ones((2, 3))), "square"),
     (lambda: cka.block_structure(np.triu(np.ones((4, 4)))), "symmetric"),
     (lambda: cka.block_structure(np.eye(4), n_blocks=4), "n_blocks"),

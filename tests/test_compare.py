@@ -88,6 +88,21 @@ def test_newest_run_of_a_chapter_wins(tmp_path):
     assert compare.comparison_table(runs)["after"].tolist() == [0.9]
 
 
+def test_a_later_run_on_fewer_tasks_keeps_the_other_tasks(tmp_path):
+    import os
+
+    runs = tmp_path / "runs"
+    write_run(runs, "all", chapter("09_cka", "minilm", "fp", {
+        "pos": {"block_score_pretrained": 0.1, "block_score_finetuned": 0.5},
+        "dep": {"block_score_pretrained": 0.2, "block_score_finetuned": 0.6}}))
+    write_run(runs, "pos-only", chapter("09_cka", "minilm", "fp", {
+        "pos": {"block_score_pretrained": 0.1, "block_score_finetuned": 0.9}}))
+    os.utime(runs / "all" / "metrics.json", (1000, 1000))
+    os.utime(runs / "pos-only" / "metrics.json", (2000, 2000))
+    table = compare.comparison_table(runs).set_index("task")
+    assert table.loc["pos", "after"] == 0.9 and table.loc["dep", "after"] == 0.6
+
+
 def test_errors_and_empty_folders(tmp_path):
     with pytest.raises(ValueError, match="runs_dir"):
         compare.comparison_table(tmp_path / "missing")
@@ -106,7 +121,7 @@ def test_figures_have_one_menu_entry_per_measure(runs):
     menu = fig.layout.updatemenus[0].buttons
     assert [b.label for b in menu] == list(dict.fromkeys(table.measure))
     # each entry shows exactly the traces of its measure: both models' bars for the probe
-    shown = [t.name for t, v in zip(fig.data, menu[0].args[0]["visible"]) if v]
+    shown = [t.name for t, v in zip(fig.data, menu[0].args[0]["visible"], strict=True) if v]
     assert shown == ["minilm: pretrained", "minilm: fine-tuned", "tiny-bert: pretrained",
                      "tiny-bert: fine-tuned"]
     grid = plotting.comparison_grid(table)

@@ -432,7 +432,9 @@ def test_unwritable_run_folder_names_it(tmp_path, artifacts, monkeypatch, tiny_b
     (RuntimeError('Error while serializing: I/O error: No space left on device (os error 28) '
                   'at path "/a/.tmpX"'), "the disk is full"),  # safetensors' Rust writer
     (OSError(errno.ENOENT, "No such file or directory"), None),
-    (RuntimeError("unexpected pos 704 vs 598"), None)])
+    (RuntimeError("unexpected pos 704 vs 598"), None),
+    # a failed notebook whose traceback quotes a disk error is not itself a write failure
+    (RuntimeError("PapermillExecutionError: ... StorageError: ... (os error 28)"), None)])
 def test_which_errors_become_storage_errors(err, expected):
     got = storage_error(err, "/a/model.safetensors")
     assert (got is None) if expected is None else expected in str(got)

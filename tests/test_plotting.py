@@ -19,12 +19,12 @@ def view(labels, n_layers=3, n_components=2, seed=0):
 
 def shown(fig, entry):
     visible = fig.layout.updatemenus[0].buttons[entry].args[0]["visible"]
-    return [t.name for t, v in zip(fig.data, visible) if v]
+    return [t.name for t, v in zip(fig.data, visible, strict=True) if v]
 
 
 def test_explorer_starts_with_every_label_and_follows_the_task():
-    views = {("untuned", "pos"): view(["a", "b"] * 20), ("fine-tuned", "pos"): view(["a", "b"] * 20),
-             ("untuned", "dep"): view(["x", "y", "z"] * 10), ("fine-tuned", "dep"): view(["x", "y", "z"] * 10)}
+    views = {(state, task): view(labels) for state in ("untuned", "fine-tuned")
+             for task, labels in (("pos", ["a", "b"] * 20), ("dep", ["x", "y", "z"] * 10))}
     box = plotting.explorer(views)
     (state, task), (layer, label) = box.children[0].children, box.children[1].children
     assert (state.value, task.value, layer.value) == ("fine-tuned", "pos", 2)

@@ -159,6 +159,9 @@ def _errno_of(err: BaseException) -> int | None:
     "... (os error 28) ..."; it raises its own exception type, not OSError)."""
     if isinstance(err, OSError):
         return err.errno
+    if not (type(err).__name__ == "SafetensorError"
+            or str(err).startswith("Error while serializing")):
+        return None  # never read a number out of other messages (a notebook's traceback)
     found = re.search(r"\(os error (\d+)\)", str(err))
     return int(found.group(1)) if found else None
 

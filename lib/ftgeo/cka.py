@@ -73,7 +73,10 @@ def _cross_sq(X: np.ndarray, Y: np.ndarray) -> float:
     return float(np.einsum("ij,ij->", product, product, dtype=np.float64))
 
 
-_BF16_CHUNK = 512  # rows per bfloat16 product
+# rows per bfloat16 product: on the default model's POS representations the error against
+# float64 was 7.9e-4 with no chunks, 2.0e-4 at 2,048 rows, 6.3e-5 at 512 and 6.7e-5 at 128,
+# and 128 took twice as long (measured on the 2-core machine this book is built on)
+_BF16_CHUNK = 512
 
 
 def _bf16_product(X, Y) -> np.ndarray:
@@ -191,8 +194,11 @@ def cka_matrix(layers: Sequence[np.ndarray], other: Sequence[np.ndarray] | None 
     if str(dtype) in ("bfloat16", "torch.bfloat16"):
         dtype = "bfloat16"
     else:
-        check(np.dtype(dtype) in (np.dtype(np.float32), np.dtype(np.float64)),
-              f"dtype must be float32, float64 or 'bfloat16', got {dtype!r}")
+        try:
+            known = np.dtype(dtype) in (np.dtype(np.float32), np.dtype(np.float64))
+        except TypeError:
+            known = False
+        check(known, f"dtype must be float32, float64 or 'bfloat16', got {dtype!r}")
     a = [_prepare(X, debiased, dtype, f"layers[{i}]") for i, X in enumerate(layers)]
     n = a[0].X.shape[0]
     check(all(p.X.shape[0] == n for p in a), "every layer must have the same rows")

@@ -2,7 +2,8 @@
 
 Every chapter writes ``metrics.json`` into its run folder (see :mod:`ftgeo.pipeline`). This
 module reads all of them under a runs folder, keeps the newest run of each chapter for
-each *model set-up* (a model, by its weights' fingerprint, and the data size the run used),
+each *model set-up* (a model, by its weights' fingerprint, and the data size the run used)
+and task,
 and lays out the key figures of the book per model and task:
 
 ==========================  ===========================================  ======================
@@ -78,7 +79,7 @@ def model_label(model: str) -> str:
 
 
 def read_runs(runs_dir: str | os.PathLike | None = None) -> dict[tuple[str, str, int], dict]:
-    """The newest metrics of each chapter for each model set-up under ``runs_dir``.
+    """The newest metrics of each chapter and task for each model set-up under ``runs_dir``.
 
     runs_dir : a folder of run folders, each with a ``metrics.json`` (default
         ``<artifacts>/runs``)
@@ -90,7 +91,8 @@ def read_runs(runs_dir: str | os.PathLike | None = None) -> dict[tuple[str, str,
     check(runs_dir.is_dir(), f"runs_dir {str(runs_dir)!r} is not a folder; run the pipeline "
                              "first (python -m ftgeo run), or pass the folder it wrote to")
     found: dict[tuple[str, str, int], dict] = {}
-    for path in sorted(runs_dir.glob("*/metrics.json"), key=lambda p: p.stat().st_mtime):
+    for path in sorted(runs_dir.glob("*/metrics.json"),
+                       key=lambda p: (p.stat().st_mtime_ns, p.parent.name)):
         try:
             m = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as err:
@@ -99,7 +101,12 @@ def read_runs(runs_dir: str | os.PathLike | None = None) -> dict[tuple[str, str,
         if not isinstance(m, Mapping) or not {"chapter", "model", "fingerprint"} <= set(m):
             continue
         key = (model_label(str(m["model"])), str(m["fingerprint"]), int(m.get("max_sentences") or 0))
-        found.setdefault(key, {})[m["chapter"]] = m  # newest wins
+        chapters = found.setdefault(key, {})
+        older = chapters.get(m["chapter"], {}).get("tasks")
+        if isinstance(older, Mapping) and isinstance(m.get("tasks"), Mapping):
+            # per task, the newest run wins: a later run on fewer tasks keeps the others
+            m = {**m, "tasks": {**older, **m["tasks"]}}
+        chapters[m["chapter"]] = m
     return found
 
 

@@ -216,7 +216,9 @@ def plan(config: Mapping[str, Any], *, model: str | None = None, tasks: Sequence
             folder = runs_dir / f"{name}--{model_slug}--{digest}"
             parameters["output_dir"] = str(folder)
             runs.append(Run(nb, parameters, folder, to_book and len(models) == 1))
-    return runs
+    # notebooks that read other runs (the comparison, the scorecard) go after every model's
+    # chapters, so that one invocation leaves them up to date
+    return sorted(runs, key=lambda r: reads_runs(r.notebook))
 
 
 def _library_digest() -> str:

@@ -349,23 +349,26 @@ def comparison_grid(table):
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(4.2 * n_cols, 3.1 * n_rows), squeeze=False)
     width = 0.8 / len(models)
     colours = plt.get_cmap("tab10")
-    for ax, measure in zip(axes.flat, measures):
+    for ax, measure in zip(axes.flat, measures, strict=False):
         rows = table[table["measure"] == measure]
         tasks = list(dict.fromkeys(rows["task"]))
         xs = np.arange(len(tasks))
+        with_before = [k for k, model in enumerate(models)
+                       if rows.loc[rows["model"] == model, "before"].notna().any()]
+        first_before = with_before[0] if with_before else None
         for k, model in enumerate(models):
             sub = rows[rows["model"] == model].set_index("task").reindex(tasks)
             pos = xs - 0.4 + (k + 0.5) * width
             ax.bar(pos, sub["after"], width, color=colours(k), label=model)
             ax.scatter(pos, sub["before"], marker="_", s=120, color="k", zorder=3,
-                       label="before fine-tuning" if k == 0 and sub["before"].notna().any() else None)
+                       label="before fine-tuning" if k == first_before else None)
         ax.set_xticks(xs, tasks, rotation=30, fontsize=8)
         ax.set_title(measure, fontsize=9)
     for ax in axes.flat[len(measures):]:
         ax.axis("off")
     handles, labels = axes.flat[0].get_legend_handles_labels()
     for ax in axes.flat[1:len(measures)]:
-        for h, lab in zip(*ax.get_legend_handles_labels()):
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
             if lab not in labels:
                 handles.append(h)
                 labels.append(lab)
