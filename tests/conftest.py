@@ -58,3 +58,16 @@ def store(tmp_path):
     from ftgeo import Store
 
     return Store(tmp_path / "cache")
+
+
+@pytest.fixture()
+def after_step():
+    """Set a hook that fine-tuning calls after every optimizer step (``after_step(fn)``); it
+    is removed when the test ends."""
+    from ftgeo import finetune as ft
+
+    def install(hook):
+        ft._AFTER_STEP["hook"] = hook
+
+    yield install
+    ft._AFTER_STEP["hook"] = None

@@ -211,7 +211,7 @@ def test_extraction_killed_while_saving_leaves_no_entry_and_the_rerun_builds_it(
     np.testing.assert_array_equal(X, again)
 
 
-def test_finetuning_killed_after_a_checkpoint_resumes_from_it(tmp_path, tiny_bert_dir):
+def test_finetuning_killed_after_a_checkpoint_resumes_from_it(tmp_path, tiny_bert_dir, after_step):
     """SIGKILL after step 5 (checkpoint at step 3); the rerun trains steps 4-9 only, sweeps
     the dead process's temporary files and ends with the weights of an unbroken run."""
     from safetensors.torch import load_file
@@ -245,12 +245,10 @@ def test_finetuning_killed_after_a_checkpoint_resumes_from_it(tmp_path, tiny_ber
 
     store = Store(tmp_path / "cache")
     trained = []
-    ft._AFTER_STEP["hook"] = trained.append
-    try:
-        resumed = ft.finetune(load_model(str(tiny_bert_dir)), splits, settings, store=store,
-                              root=tmp_path / "b")
-    finally:
-        ft._AFTER_STEP["hook"] = None
+    after_step(trained.append)
+    resumed = ft.finetune(load_model(str(tiny_bert_dir)), splits, settings, store=store,
+                          root=tmp_path / "b")
+    after_step(None)
     assert trained == [4, 5, 6, 7, 8, 9]
     assert sorted(p.name for p in folder.iterdir() if p.name.startswith(".")) == []
     whole = ft.finetune(load_model(str(tiny_bert_dir)), splits, settings, store=store,

@@ -154,7 +154,7 @@ def test_same_seed_gives_bit_identical_snapshots(tiny_bert_dir, tmp_path):
 
 
 def test_interrupted_run_resumes_to_the_same_final_weights(tiny_bert_dir, tmp_path, store,
-                                                            monkeypatch):
+                                                            monkeypatch, after_step):
     from safetensors.torch import load_file
 
     from ftgeo import finetune as ft
@@ -170,22 +170,17 @@ def test_interrupted_run_resumes_to_the_same_final_weights(tiny_bert_dir, tmp_pa
         if step == 5:
             raise KeyboardInterrupt
 
-    ft._AFTER_STEP["hook"] = interrupt
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            ft.finetune(load_model(str(tiny_bert_dir)), splits, settings, store=store,
-                              root=tmp_path / "b")
-    finally:
-        ft._AFTER_STEP["hook"] = None
+    after_step(interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        ft.finetune(load_model(str(tiny_bert_dir)), splits, settings, store=store,
+                    root=tmp_path / "b")
     folder_b = next((tmp_path / "b" / "finetune").iterdir())
     assert (folder_b / "checkpoint.pt").exists() and not (folder_b / "result.json").exists()
     trained = []
-    ft._AFTER_STEP["hook"] = trained.append
-    try:
-        resumed = ft.finetune(load_model(str(tiny_bert_dir)), splits, settings, store=store,
-                                    root=tmp_path / "b")
-    finally:
-        ft._AFTER_STEP["hook"] = None
+    after_step(trained.append)
+    resumed = ft.finetune(load_model(str(tiny_bert_dir)), splits, settings, store=store,
+                          root=tmp_path / "b")
+    after_step(None)
     # 9 steps, snapshots at 0, 3, 6, 9: killed after step 5, resumed from the step-3 checkpoint
     assert whole.n_steps == 9 and trained == [4, 5, 6, 7, 8, 9]
     np.testing.assert_array_equal(resumed.losses, whole.losses)
