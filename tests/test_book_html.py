@@ -9,6 +9,8 @@ ipywidget renders; every numbered chapter must show a figure, and an interactive
 figure or a widget).
 
 Full-page screenshots and ``report.json`` go to ``<artifacts>/test-artifacts/book-html/``.
+``FTGEO_BOOK_HTML=_build/html pytest tests/test_book_html.py`` checks the book that ``make book``
+built instead.
 The goldens keep the outputs the book needs (glue values, plotly figures, widgets; see
 ``tests/golden/make_golden.py``), so nothing is executed here.
 """
@@ -189,7 +191,13 @@ class Build:
 
 @pytest.fixture(scope="module")
 def book(tmp_path_factory, vendored, smoke_runs) -> Build:
-    """The book built with ``jupyter-book build -W --keep-going`` from the smoke runs."""
+    """The book built with ``jupyter-book build -W --keep-going`` from the smoke runs; or, with
+    FTGEO_BOOK_HTML=<folder>, a book already built there (``make book``: ``_build/html``),
+    which the browser then checks as it is."""
+    if os.environ.get("FTGEO_BOOK_HTML"):
+        built = Path(os.environ["FTGEO_BOOK_HTML"])
+        assert (built / "index.html").is_file(), f"FTGEO_BOOK_HTML={built} holds no built book"
+        return Build(built, 0, [], [])
     src = tmp_path_factory.mktemp("book-src")
     for name in ["_config.yml", "_toc.yml", *[p.name for p in ROOT.glob("*.bib")]]:
         shutil.copy2(ROOT / name, src / name)
