@@ -333,6 +333,16 @@ def _disk_full(*args, **kwargs):
     raise OSError(errno.ENOSPC, "No space left on device")
 
 
+def test_atomic_writes_get_the_permissions_of_a_plain_write(tmp_path):
+    """mkstemp makes its file 0600; a file written atomically must be as readable as one
+    written by open() under the process's umask (executed notebooks, metrics shared with
+    others)."""
+    atomic_write_text(tmp_path / "atomic.json", "{}")
+    (tmp_path / "plain.json").write_text("{}")
+    assert (tmp_path / "atomic.json").stat().st_mode & 0o777 == (
+        tmp_path / "plain.json").stat().st_mode & 0o777
+
+
 def test_full_disk_keeps_the_old_file_and_leaves_no_temporary_file(tmp_path, monkeypatch):
     path = tmp_path / "out" / "metrics.json"
     atomic_write_text(path, "old")

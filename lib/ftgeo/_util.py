@@ -94,6 +94,10 @@ def sha256_file(path: str | os.PathLike) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
+_UMASK = os.umask(0)  # read once at import (umask can only be read by setting it)
+os.umask(_UMASK)
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, *,
                        setting: str | None = "FTGEO_ARTIFACTS") -> None:
     """Write ``data`` to ``path`` through a temporary file and a rename: never half-written.
@@ -111,6 +115,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, *,
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
+                os.fchmod(f.fileno(), 0o666 & ~_UMASK)  # mkstemp's 0600 -> as open() would
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
