@@ -7,7 +7,7 @@ and no MathJax from a CDN: call :func:`use_offline_plotly` once in a notebook.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -141,6 +141,20 @@ def pca_slider_figure(view: PCAView, *, title: str = "", axis: str = "layer",
     return fig
 
 
+def _menu(names: Sequence[str], owner: Sequence[int], title: str, *,
+          relayout: Callable[[str], dict] | None = None, y: float = 1.15) -> list[dict]:
+    """A plotly drop-down that shows the traces of one entry (``owner[i]`` is trace i's) and
+    sets the title to ``"<title> - <name>"``, or applies ``relayout(name)`` instead."""
+    if len(names) < 2:
+        return []
+    relayout = relayout or (lambda name: {"title.text": f"{title} - {name}" if title else name})
+    buttons = [{"label": name, "method": "update",
+                "args": [{"visible": [o == i for o in owner]}, relayout(name)]}
+               for i, name in enumerate(names)]
+    return [{"buttons": buttons, "direction": "down", "x": 1.0, "xanchor": "right",
+             "y": y, "yanchor": "top"}]
+
+
 def heatmap_menu(matrices: Mapping[str, np.ndarray], *, ticks: Mapping[str, Sequence] | None = None,
                  title: str = "", axis_title: str = "layer", value_name: str = "CKA",
                  zmin: float | None = None, zmax: float | None = None, colorscale: str = "Viridis"):
@@ -161,14 +175,9 @@ def heatmap_menu(matrices: Mapping[str, np.ndarray], *, ticks: Mapping[str, Sequ
             colorscale=colorscale, visible=(i == 0), name=name,
             hovertemplate=(f"{axis_title} %{{y}} vs %{{x}}<br>{value_name} %{{z:.3f}}"
                            f"<extra>{name}</extra>")))
-    buttons = [{"label": name, "method": "update",
-                "args": [{"visible": [j == i for j in range(len(names))]},
-                         {"title.text": f"{title} - {name}" if title else name}]}
-               for i, name in enumerate(names)]
     fig.update_layout(
         title=f"{title} - {names[0]}" if title else names[0],
-        updatemenus=[{"buttons": buttons, "direction": "down", "x": 1.0, "xanchor": "right",
-                      "y": 1.15, "yanchor": "top"}] if len(names) > 1 else [],
+        updatemenus=_menu(names, range(len(names)), title),
         xaxis={"title": axis_title, "type": "category"},
         yaxis={"title": axis_title, "type": "category", "autorange": "reversed",
                "scaleanchor": "x"},
@@ -323,15 +332,11 @@ def comparison_figure(table, *, title: str = "Models side by side"):
                     opacity=opacity, visible=m_index == 0, offsetgroup=f"{model}-{state}",
                     hovertemplate=f"{model}, {label}<br>%{{x}}: %{{y:.3f}}<extra>{measure}</extra>"))
                 owner.append(m_index)
-    buttons = [{"label": measure, "method": "update",
-                "args": [{"visible": [o == i for o in owner]},
-                         {"title.text": f"{title}: {measure}", "yaxis.title.text": measure}]}
-               for i, measure in enumerate(measures)]
     fig.update_layout(
         title=f"{title}: {measures[0]}", barmode="group", template="simple_white", height=480,
         yaxis={"title": measures[0]}, xaxis={"title": "task", "type": "category"},
-        updatemenus=[{"buttons": buttons, "direction": "down", "x": 1.0, "xanchor": "right",
-                      "y": 1.18, "yanchor": "top"}] if len(measures) > 1 else [],
+        updatemenus=_menu(measures, owner, title, y=1.18, relayout=lambda measure: {
+            "title.text": f"{title}: {measure}", "yaxis.title.text": measure}),
         legend={"orientation": "h", "y": -0.2})
     return fig
 
@@ -376,18 +381,6 @@ def comparison_grid(table):
                fontsize=8)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     return fig
-
-
-def _menu(names: Sequence[str], owner: Sequence[int], title: str) -> list[dict]:
-    """A plotly drop-down that shows the traces of one entry (``owner[i]`` is trace i's)."""
-    if len(names) < 2:
-        return []
-    buttons = [{"label": name, "method": "update",
-                "args": [{"visible": [o == i for o in owner]},
-                         {"title.text": f"{title} - {name}" if title else name}]}
-               for i, name in enumerate(names)]
-    return [{"buttons": buttons, "direction": "down", "x": 1.0, "xanchor": "right",
-             "y": 1.15, "yanchor": "top"}]
 
 
 def pca3d_menu(views: Mapping[str, PCAView], *, layer: int = -1, title: str = ""):
