@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import logging
 import os
 import re
 import tempfile
@@ -18,6 +19,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 from tqdm.auto import tqdm
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -92,6 +95,36 @@ def sha256_file(path: str | os.PathLike) -> str:
     """Hex sha256 of a file's bytes."""
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def pid_alive(pid: int) -> bool:
+    """True if a process with this PID runs (or exists but belongs to another user)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_left_by_dead_processes(paths: Iterable[Path], pid_field: int) -> None:
+    """Remove the temporary files and folders among ``paths`` whose writer has died: the PID is
+    field ``pid_field`` of the name split at dots (``.checkpoint.<pid>.pt``: field 2). Names
+    without a PID there, and this process's own, are left alone."""
+    import shutil
+
+    for path in paths:
+        try:
+            pid = int(path.name.split(".")[pid_field])
+        except (IndexError, ValueError):
+            continue
+        if pid != os.getpid() and not pid_alive(pid):
+            log.debug("removing %s, left by process %d, which no longer runs", path, pid)
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
 
 
 _UMASK = os.umask(0)  # read once at import (umask can only be read by setting it)

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._util import check, progress_bar, writing_to
+from ._util import check, progress_bar, remove_left_by_dead_processes, writing_to
 from .data import TaskData
 from .extract import Encoded, _collate, encode, pool_words, token_row_matrix
 from .models import LoadedModel
@@ -248,26 +248,6 @@ def _save_checkpoint(path: Path, state: dict) -> None:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-
-
-def _sweep_partial_files(folder: Path) -> None:
-    """Remove the temporary checkpoint files and final-weight folders (``.checkpoint.<pid>.pt``,
-    ``.final.<pid>``) of processes that no longer run: a run killed while writing them."""
-    import shutil
-
-    from .store import _pid_alive
-
-    for path in [*folder.glob(".checkpoint.*.pt"), *folder.glob(".final.*")]:
-        try:
-            pid = int(path.name.split(".")[2])
-        except (IndexError, ValueError):
-            continue
-        if pid != os.getpid() and not _pid_alive(pid):
-            log.debug("removing %s, left by process %d, which no longer runs", path, pid)
-            if path.is_dir():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
 
 
 def _load_checkpoint(path: Path) -> dict | None:
@@ -515,7 +495,9 @@ def finetune(model: LoadedModel, splits: dict[str, TaskData],
     steps = snapshot_steps(n_steps, settings.n_snapshots)
     with writing_to(folder):
         folder.mkdir(parents=True, exist_ok=True)
-    _sweep_partial_files(folder)
+    # a run killed while writing a checkpoint or the final weights leaves these behind
+    remove_left_by_dead_processes([*folder.glob(".checkpoint.*.pt"), *folder.glob(".final.*")],
+                                  pid_field=2)
     atomic_write_json(folder / "parts.json", parts)
     dev = splits.get("dev")
     dev_batches = None

@@ -26,6 +26,7 @@ from ._util import (
     artifacts_dir,
     atomic_write_json,
     canonical_json,
+    remove_left_by_dead_processes,
     sha256_file,
     sha256_text,
     writing_to,
@@ -151,21 +152,6 @@ class Store:
 
     @staticmethod
     def _sweep(tmp_root: Path) -> None:
-        """Remove temporary folders left by processes that no longer run."""
-        for tmp in tmp_root.iterdir():
-            try:
-                pid = int(tmp.name.split(".")[1])
-            except (IndexError, ValueError):
-                continue
-            if pid != os.getpid() and not _pid_alive(pid):
-                shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        """Remove temporary folders (``<key>.<pid>.<random>``) left by processes that no
+        longer run."""
+        remove_left_by_dead_processes(tmp_root.iterdir(), pid_field=1)
