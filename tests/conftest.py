@@ -22,6 +22,19 @@ def data_available(*datasets: str) -> bool:
     return True
 
 
+def toy_notebook(path, *cells: str) -> None:
+    """Write a small parameterized notebook: a parameters cell (``value = 1``, ``output_dir``)
+    and one code cell per entry of ``cells``."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    params = nbformat.v4.new_code_cell('value = 1  # a number\noutput_dir = "out"  # folder')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, *(nbformat.v4.new_code_cell(c) for c in cells)]
+    nbformat.write(nb, path)
+
+
 def needs_data(*datasets: str):
     return pytest.mark.skipif(not data_available(*datasets),
                               reason=f"data set(s) {datasets} not in the data directory")

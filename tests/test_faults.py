@@ -15,7 +15,6 @@ import textwrap
 import time
 from pathlib import Path
 
-import nbformat
 import numpy as np
 import pytest
 import torch
@@ -31,6 +30,7 @@ from ftgeo.store import Store
 
 TESTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TESTS))
+from conftest import toy_notebook  # noqa: E402
 from test_finetune import _splits, _synthetic  # noqa: E402
 
 # Subprocesses inherit the environment: conftest's offline settings and FTGEO_ARTIFACTS.
@@ -58,15 +58,6 @@ def _holder(script: str, tmp_path: Path) -> subprocess.Popen:
     line = proc.stdout.readline()
     assert line.strip() == "ready", line
     return proc
-
-
-def _notebook(path: Path, *cells: str) -> None:
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    params = nbformat.v4.new_code_cell('value = 1  # a number\noutput_dir = "out"  # folder')
-    params.metadata["tags"] = ["parameters"]
-    nb.cells = [params, *(nbformat.v4.new_code_cell(c) for c in cells)]
-    nbformat.write(nb, path)
 
 
 SAVE = "import ftgeo\nftgeo.save_metrics(output_dir, {'twice': 2 * value})"
@@ -137,8 +128,8 @@ def test_pipeline_killed_during_a_notebook_redoes_only_that_notebook(tmp_path, a
     (tmp_path / "nbs").mkdir()
     mark, hang = tmp_path / "second_started", tmp_path / "hang"
     hang.touch()
-    _notebook(tmp_path / "nbs" / "first.ipynb", SAVE)
-    _notebook(tmp_path / "nbs" / "second.ipynb",
+    toy_notebook(tmp_path / "nbs" / "first.ipynb", SAVE)
+    toy_notebook(tmp_path / "nbs" / "second.ipynb",
               f"import os, pathlib, time\npathlib.Path({str(mark)!r}).write_text(str(os.getpid()))\n"
               f"while pathlib.Path({str(hang)!r}).exists():\n    time.sleep(0.1)", SAVE)
     config = _config(tmp_path, tiny_bert_dir, ["first", "second"])
@@ -283,7 +274,7 @@ def test_damaged_checkpoint_is_discarded_and_training_starts_over(tmp_path, tiny
 def test_second_pipeline_is_refused_while_one_runs_and_not_after_it_dies(tmp_path, artifacts,
                                                                          tiny_bert_dir):
     (tmp_path / "nbs").mkdir()
-    _notebook(tmp_path / "nbs" / "first.ipynb", SAVE)
+    toy_notebook(tmp_path / "nbs" / "first.ipynb", SAVE)
     config = _config(tmp_path, tiny_bert_dir, ["first"])
     holder = _holder(f"""
         import time
@@ -313,7 +304,7 @@ def test_second_pipeline_is_refused_while_one_runs_and_not_after_it_dies(tmp_pat
 def test_command_line_reports_the_lock_without_a_traceback(tmp_path, artifacts, tiny_bert_dir,
                                                            command):
     (tmp_path / "nbs").mkdir()
-    _notebook(tmp_path / "nbs" / "first.ipynb", SAVE)
+    toy_notebook(tmp_path / "nbs" / "first.ipynb", SAVE)
     config = _config(tmp_path, tiny_bert_dir, ["first"])
     args = [a.format(config=config, model=tiny_bert_dir) for a in command]
     with artifacts_lock():
@@ -414,7 +405,7 @@ def test_unwritable_artifacts_directory_stops_the_command_line(tmp_path, artifac
                                                                tiny_bert_dir, capsys,
                                                                restore_modes):
     (tmp_path / "nbs").mkdir()
-    _notebook(tmp_path / "nbs" / "first.ipynb", SAVE)
+    toy_notebook(tmp_path / "nbs" / "first.ipynb", SAVE)
     config = _config(tmp_path, tiny_bert_dir, ["first"])
     _make_unwritable(artifacts, monkeypatch)
     assert pipeline.main(["run", "--config", str(config)]) == 1
@@ -426,7 +417,7 @@ def test_unwritable_artifacts_directory_stops_the_command_line(tmp_path, artifac
 def test_unwritable_run_folder_names_it(tmp_path, artifacts, monkeypatch, tiny_bert_dir,
                                         restore_modes):
     (tmp_path / "nbs").mkdir()
-    _notebook(tmp_path / "nbs" / "first.ipynb", SAVE)
+    toy_notebook(tmp_path / "nbs" / "first.ipynb", SAVE)
     config = _config(tmp_path, tiny_bert_dir, ["first"])
     _make_unwritable(artifacts / "runs", monkeypatch)
     with pytest.raises(StorageError, match=r"cannot write .*/runs/first--tiny-bert\w*--\w+: "

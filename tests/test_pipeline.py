@@ -10,7 +10,7 @@ import nbformat
 import pytest
 import yaml
 
-from conftest import needs_data
+from conftest import needs_data, toy_notebook
 from ftgeo import pipeline
 from ftgeo.pipeline import PipelineError, load_config, run_config
 
@@ -24,18 +24,9 @@ def _own_artifacts(tmp_path, monkeypatch):
     monkeypatch.setenv("FTGEO_ARTIFACTS", str(tmp_path / "artifacts"))
 
 
-def _notebook(path: Path, body: str) -> None:
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    params = nbformat.v4.new_code_cell('value = 1  # a number\noutput_dir = "out"  # folder')
-    params.metadata["tags"] = ["parameters"]
-    nb.cells = [params, nbformat.v4.new_code_cell(body)]
-    nbformat.write(nb, path)
-
-
 def _config(tmp_path: Path, body: str, **extra) -> Path:
     (tmp_path / "nbs").mkdir(exist_ok=True)
-    _notebook(tmp_path / "nbs" / "toy.ipynb", body)
+    toy_notebook(tmp_path / "nbs" / "toy.ipynb", body)
     config = {"name": "toy", "model": "minilm", "notebook_dir": "nbs",
               "parameters": {"value": 2}, "notebooks": ["toy"], **extra}
     path = tmp_path / "toy.yaml"
