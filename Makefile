@@ -18,6 +18,7 @@ $(STAMP): requirements.txt pyproject.toml
 install: $(STAMP)
 
 test: $(STAMP)
+	-PY=$(PY) bash _ext/vendor.sh
 	HF_HUB_OFFLINE=1 $(VENV)/bin/pytest
 
 vendor: $(STAMP)

@@ -1,6 +1,7 @@
 """Shared fixtures. Tests run offline: HF_HUB_OFFLINE=1, and no progress bars."""
 
 import os
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -84,3 +85,22 @@ def after_step():
 
     yield install
     ft._AFTER_STEP["hook"] = None
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Tests marked ``after_goldens`` read what the golden notebooks (nbval items) wrote, so
+    they run after them; the names of the goldens collected are kept for them."""
+    from test_golden import GOLDENS_RUN
+
+    goldens = {Path(str(item.fspath)).stem for item in items if str(item.fspath).endswith(".ipynb")}
+    config.stash[GOLDENS_RUN] = goldens
+    if goldens:  # the chapters only read fine-tuned runs: train the goldens' runs first (cached)
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location(
+            "make_golden", Path(__file__).parent / "golden" / "make_golden.py")
+        make_golden = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(make_golden)
+        make_golden.prepare(goldens)
+    late = [item for item in items if item.get_closest_marker("after_goldens")]
+    items[:] = [item for item in items if not item.get_closest_marker("after_goldens")] + late

@@ -37,6 +37,8 @@ import yaml
 
 from ftgeo._util import artifacts_dir
 
+pytestmark = pytest.mark.browser  # select with -m browser, leave out with -m 'not browser'
+
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "tests" / "golden"
 CHROMIUM = os.environ.get("FTGEO_CHROMIUM", "/usr/bin/chromium")
@@ -88,22 +90,13 @@ def _unavailable(message: str):
 
 @pytest.fixture(scope="session")
 def chromium() -> str:
-    """Path to Debian's chromium, installed with apt-get when missing."""
+    """Path to Debian's chromium. The test installs nothing: ``.ci/run`` installs chromium
+    (``apt-get install chromium``) before it runs the tests."""
     if Path(CHROMIUM).is_file():
         return CHROMIUM
-    sudo = [] if os.geteuid() == 0 else ["sudo", "-n"] if shutil.which("sudo") else None
-    if sudo is not None and shutil.which("apt-get"):
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        install = [*sudo, "apt-get", "install", "-y", "-q", "chromium"]
-        if subprocess.run(install, capture_output=True, env=env).returncode != 0:
-            # a fresh machine has no package lists yet
-            subprocess.run([*sudo, "apt-get", "update", "-q"], capture_output=True, env=env)
-            subprocess.run(install, capture_output=True, env=env)
-        if Path(CHROMIUM).is_file():
-            return CHROMIUM
-    _unavailable(f"headless Chromium is needed at {CHROMIUM} and could not be installed here: run "
-                 "`apt-get install chromium` as root (Debian package), or point FTGEO_CHROMIUM "
-                 "at a Chromium binary")
+    _unavailable(f"headless Chromium is needed at {CHROMIUM}: run `apt-get install chromium` as root "
+                 "(Debian package; .ci/run does), or point FTGEO_CHROMIUM at a Chromium binary. "
+                 "Leave the browser test out with `pytest -m 'not browser'`")
 
 
 @pytest.fixture(scope="module")
@@ -118,13 +111,13 @@ def sync_playwright():
 
 @pytest.fixture(scope="module")
 def vendored() -> Path:
-    """``_vendor_static/`` filled by ``_ext/vendor.sh`` (a no-op when it is up to date)."""
-    done = subprocess.run(["bash", str(ROOT / "_ext" / "vendor.sh")], capture_output=True,
-                          text=True, env={**os.environ, "PY": sys.executable})
-    if done.returncode != 0:
-        _unavailable(f"_ext/vendor.sh could not fetch the book's JavaScript (it needs npm and the "
-                     f"npm registry once):\n{done.stderr.strip()}")
-    return ROOT / "_vendor_static"
+    """``_vendor_static/``, which ``make vendor`` (run by ``make test`` and ``make book``)
+    fills with the book's JavaScript; the test fetches nothing itself."""
+    folder = ROOT / "_vendor_static"
+    if not (folder / "vendor" / ".complete").is_file():
+        _unavailable("the book's JavaScript is not in _vendor_static/: run `make vendor` "
+                     "(it needs npm and the npm registry once)")
+    return folder
 
 
 def _sources() -> tuple[dict[str, Path], list[str]]:
@@ -134,7 +127,7 @@ def _sources() -> tuple[dict[str, Path], list[str]]:
     sources, missing = {}, []
     for page in PAGES:
         name = Path(page).name
-        if (ROOT / f"{page}.md").is_file():
+        if (ROOT / f"{page}.md").is_file() or name == "execution":  # execution.md: written by the pipeline
             continue
         golden, built = GOLDEN / f"{name}.ipynb", ROOT / f"{page}.ipynb"
         if golden.is_file():
@@ -205,7 +198,10 @@ def book(tmp_path_factory, vendored, smoke_runs) -> Build:
         if (ROOT / folder).is_dir():
             shutil.copytree(ROOT / folder, src / folder)
     # Everything of book/ except the notebooks: intro.md, bibliographies, images.
-    shutil.copytree(ROOT / "book", src / "book", ignore=shutil.ignore_patterns("*.ipynb"))
+    shutil.copytree(ROOT / "book", src / "book", ignore=shutil.ignore_patterns("*.ipynb", "execution.md"))
+    from ftgeo.pipeline import write_execution_page
+
+    write_execution_page(src / "book" / "execution.md", [])  # the pipeline writes it for make book
     (src / "_vendor_static").symlink_to(vendored, target_is_directory=True)
     for page, notebook in smoke_runs.items():
         shutil.copy2(notebook, src / f"{page}.ipynb")

@@ -2,6 +2,7 @@
 and reruns chapter 1 on another model with no code change."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -94,14 +95,52 @@ def test_config_errors_name_the_key(tmp_path):
         pipeline.plan(load_config(ROOT / "configs" / "default.yaml"), tasks=["ner"])
 
 
+def test_unknown_parameter_stops_before_anything_runs(tmp_path):
+    config = _config(tmp_path, GOOD)
+    cfg = yaml.safe_load(config.read_text())
+    cfg["parameters"]["valeu"] = 3  # a typo
+    config.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(ValueError, match=r"unknown parameter 'valeu'.*notebooks toy declares it"):
+        run_config(config, runs_dir=tmp_path / "runs", book_dir=tmp_path / "book")
+    assert not (tmp_path / "runs").exists()
+    proc = subprocess.run([sys.executable, "-m", "ftgeo", "run",
+                           "--config", str(ROOT / "configs" / "default.yaml"),
+                           "-p", "epochz", "3"], capture_output=True, text=True,
+                          env={**os.environ, "FTGEO_ARTIFACTS": str(tmp_path / "artifacts")})
+    assert proc.returncode == 1 and "unknown parameter 'epochz'" in proc.stderr
+    assert "02_finetuning" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "artifacts" / "runs").exists()
+
+
+def test_parameter_of_the_wrong_type_is_named_with_what_is_expected(tmp_path):
+    config = _config(tmp_path, GOOD)
+    with pytest.raises(ValueError,
+                       match=r"parameter 'value' is 'two', but notebook 'toy' expects an integer"):
+        run_config(config, runs_dir=tmp_path / "runs", book_dir=tmp_path / "book",
+                   parameters={"value": "two"})
+    default = load_config(ROOT / "configs" / "default.yaml")
+    with pytest.raises(ValueError, match=r"parameter 'tasks' is 'pos', but the notebooks expect a list"):
+        pipeline.plan({**default, "parameters": {"tasks": "pos"}}, runs_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"'max_sentences' is \[20\], but notebook "
+                                         r"'01_tasks_and_representations' "
+                                         r"expects an integer"):
+        pipeline.plan(default, runs_dir=tmp_path, parameters={"max_sentences": [20]})
+    # a parameter reaches only the notebooks that declare it
+    runs = pipeline.plan(default, runs_dir=tmp_path, parameters={"probe_seeds": 2})
+    assert {r.name for r in runs if "probe_seeds" in r.parameters} == {"03_probing_performance",
+                                                                         "06_cross_task"}
+
+
 def test_a_config_can_list_models_with_their_own_parameters(tmp_path):
     runs = pipeline.plan(load_config(ROOT / "configs" / "paper.yaml"), runs_dir=tmp_path)
     by_model = {}
     for run in runs:
         by_model.setdefault(run.parameters["model"], []).append(run)
     assert len(by_model) == 5 and all(len(r) == 2 for r in by_model.values())
-    assert {r.parameters["epochs"] for r in by_model["bert-base-uncased"]} == {3}
-    assert {r.parameters["epochs"] for r in by_model["google/bert_uncased_L-2_H-128_A-2"]} == {10}
+    epochs = {m: {r.parameters["finetune"]["epochs"] for r in rs if r.name == "02_finetuning"}
+              for m, rs in by_model.items()}
+    assert epochs["bert-base-uncased"] == {3} and epochs["google/bert_uncased_L-2_H-128_A-2"] == {10}
+    assert not any("finetune" in r.parameters for r in runs if r.name == "01_tasks_and_representations")
     assert len({r.folder for r in runs}) == 10 and not any(r.book for r in runs)
     # --model overrides the list
     assert {r.parameters["model"] for r in pipeline.plan(load_config(ROOT / "configs" / "paper.yaml"),
@@ -137,13 +176,14 @@ def test_chapters_rerun_on_another_model_folder(tmp_path, tiny_bert_dir, monkeyp
     distances between all of them take minutes on larger samples."""
     monkeypatch.setenv("FTGEO_ARTIFACTS", str(tmp_path / "artifacts"))
     config = tmp_path / "smoke.yaml"
-    GLUE = {"glue_tasks": ["mrpc"], "glue_epochs": 10}  # 10 pairs: one batch; 10 snapshots need 9 steps
+    # 10 pairs: one batch; 10 snapshots need 9 steps
+    GLUE = {"glue_tasks": ["mrpc"], "finetune": {"glue_epochs": 10}}
     notebooks = ["01_tasks_and_representations", "02_finetuning",
                  {"name": "03_probing_performance", "parameters": SMALL_MLP},
                  "04_linearity",
                  {"name": "05_spatial_structure", "parameters": TINY},
-                 {"name": "06_cross_task", "parameters": {**TINY, "target": "dep", "sources": ["pos"],
-                                                          **SMALL_MLP}},
+                 {"name": "06_cross_task", "parameters": {"max_sentences": 4, "target": "dep",
+                                                          "sources": ["pos"], **SMALL_MLP}},
                  {"name": "07_layers", "parameters": TINY},
                  {"name": "08_isotropy", "parameters": {**GLUE, "max_items": 100, "n_clusters": 3,
                                                         "n_top": 3, "removed_grid": [1, 2]}},
@@ -172,32 +212,34 @@ def test_chapters_rerun_on_another_model_folder(tmp_path, tiny_bert_dir, monkeyp
     assert len(metrics[2]["tasks"]["pos"]["mlp_finetuned"]) == 2
     assert metrics[3]["tasks"]["pos"]["clusters_finetuned"] >= metrics[3]["tasks"]["pos"]["n_labels"]
     assert set(metrics[4]["tasks"]) == {"pos", "dep"}
-    assert metrics[5]["target"] == "dep" and "tuned on pos" in metrics[5]["states"]
+    assert metrics[5]["target"] == "dep" and "finetuned on pos" in metrics[5]["states"]
     assert len(metrics[6]["tasks"]["dep"]["final_similarity"]) == 2  # transformer layers 1, 2
     isotropy, cka = metrics[7], metrics[8]
     assert set(isotropy["tasks"]) == set(cka["tasks"]) == {"pos", "dep", "trec-50", "mrpc"}
-    assert isotropy["tasks"]["pos"]["D"] == 1  # n_features / 100 for 32 features, at least 1
-    assert isotropy["tasks"]["dep"]["word_share_pretrained"] is not None
-    assert isotropy["tasks"]["mrpc"]["word_share_pretrained"] is None  # no word for a sentence
-    assert cka["n_layers"] == 2 and cka["tasks"]["pos"]["layers"] == [0, 1, 2]
+    assert isotropy["tasks"]["pos"]["n_removed"] == 1  # n_features / 100 for 32 features, at least 1
+    assert isotropy["tasks"]["dep"]["word_share"]["pretrained"] is not None
+    assert isotropy["tasks"]["mrpc"]["word_share"]["pretrained"] is None  # no word for a sentence
+    assert cka["tasks"]["pos"]["layers"] == [0, 1, 2] and len(cka["tasks"]["pos"]["cka_finetuned"]) == 3
     assert cka["tasks"]["mrpc"]["layers"] == [1, 2]  # [CLS] at layer 0 is the same for every pair
     assert len(cka["tasks"]["pos"]["dropping"]) == 3
     compared = metrics[9]
     assert compared["models"] == [tiny_bert_dir.name] and compared["max_sentences"] == 10
-    # no CKA block score: blocks need 3 transformer layers, and this BERT has 2
-    assert set(compared["mean_change"][tiny_bert_dir.name]) == {
-        "MLP probe accuracy", "DirectProbe clusters per label", "IsoScore (last layer)"}
-    claims = metrics[10]["claims"]
+    assert {"MLP probe accuracy", "DirectProbe clusters per label", "IsoScore (last layer)",
+            "CKA block contrast"} <= set(compared["mean_change"][tiny_bert_dir.name])
+    claims = {c["id"]: c for c in metrics[10]["claims"]}
     assert len(claims) == 24
-    # isotropy and dropping are scored; the block claims need 3 transformer layers (this BERT has 2)
-    assert all(c["verdict"] in ("holds", "does not hold") for c in claims
-               if c["source"] == "Rajaee & Pilehvar 2021" or c["section"] == "dropping layers")
-    assert all(c["verdict"] == "not testable here" for c in claims if c["section"] == "blocks")
+    scored = ("holds", "does not hold")
+    for claim in ("rp-not-more-isotropic", "rp-stays-anisotropic", "rp-elongated", "rp-top-carries",
+                  "plb-blocks", "plb-drop", "zs-linear-after", "zs-trec-nonlinear"):
+        assert claims[claim]["verdict"] in scored, claims[claim]
+    # a claim about BERT-tiny does not apply to this 32-wide BERT, and says why
+    assert claims["zs-tiny-nonlinear"]["verdict"] == "not testable here"
+    assert "BERT-tiny" in claims["zs-tiny-nonlinear"]["ours"]
+    assert claims["rp-enhancement"]["verdict"] == "not testable here"
     # 05-07 ran on fewer sentences than the scorecard scores, and no PS-fxn: those claims
-    # are untestable, and say so; 4.2 is scored
-    assert {c["verdict"] for c in claims if c["section"] in ("4.3", "4.4", "4.5")} == {
+    # are untestable, and say so
+    assert {c["verdict"] for c in claims.values() if c["section"] in ("4.3", "4.4", "4.5")} == {
         "not testable here"}
-    assert all(c["verdict"] in ("holds", "does not hold") for c in claims if c["section"] == "4.2")
 
 
 def test_a_second_model_adds_a_column_to_the_comparison(tmp_path, tiny_bert_dir, monkeypatch):
@@ -230,3 +272,54 @@ def test_a_second_model_adds_a_column_to_the_comparison(tmp_path, tiny_bert_dir,
     assert again["executed"] == ["10_models", "scorecard"]
     assert json.loads((Path(again["runs"][1]) / "metrics.json").read_text())["models"] == columns
     assert run_config(config, model=str(tiny_bert_dir))["executed"] == []  # nothing new to read
+
+
+def test_the_book_gets_an_execution_page_and_the_terminal_sees_the_kernel(tmp_path):
+    body = ("import time\nfrom ftgeo._util import progress\nimport ftgeo\n"
+            "for i in progress(range(10), desc='toy loop'):\n    time.sleep(0.5)\n"
+            "ftgeo.save_metrics(output_dir, {'twice': 2 * value})")
+    config = _config(tmp_path, body, book=True)
+    seen = []
+    run = pipeline.plan(load_config(config), runs_dir=tmp_path / "runs")[0]
+    pipeline.execute(run, show=seen.append)
+    assert any(line.startswith("toy loop:") for line in seen), seen  # the kernel's loop, as it ran
+    assert not (run.folder / ".status").exists()
+    kw = {"runs_dir": tmp_path / "runs", "book_dir": tmp_path / "book"}
+    run_config(config, **kw)
+    page = (tmp_path / "book" / "execution.md").read_text()
+    assert "| toy | `minilm` |" in page and "| executed |" in page
+    run_config(config, **kw)
+    page = (tmp_path / "book" / "execution.md").read_text()
+    assert "reused (unchanged)" in page and "executed 0 of 1 notebooks" in page
+
+
+def test_chapters_name_their_fine_tuning_and_only_read_it(tmp_path):
+    nbs = ROOT / "notebooks"
+    cross = pipeline.finetuning_needed(nbs / "06_cross_task.ipynb", {"model": "m", "max_sentences": 4})
+    assert cross == {"model": "m", "tasks": ["ps-role", "pos", "ps-fxn"], "seed": 0, "finetune": {},
+                     "max_sentences": 4}
+    iso = pipeline.finetuning_needed(nbs / "08_isotropy.ipynb", {"model": "m", "tasks": ["pos"],
+                                                                  "finetune": {"epochs": 2}})
+    assert iso["tasks"] == ["pos", "sst-2", "mrpc"] and iso["finetune"] == {"epochs": 2}
+    assert pipeline.finetuning_needed(nbs / "01_tasks_and_representations.ipynb", {"model": "m"}) is None
+    assert pipeline.finetuning_needed(nbs / "scorecard.ipynb", {"model": "m"}) is None
+    # nothing in a chapter trains: every chapter that reads runs gets them from chapter_runs
+    for nb in sorted(nbs.glob("*.ipynb")):
+        code = "\n".join(c.source for c in nbformat.read(nb, as_version=4).cells if c.cell_type == "code")
+        assert "finetune(" not in code.replace("chapter_runs(", ""), nb.name
+        assert "train=True" not in code, nb.name
+    with pytest.raises(ValueError, match=r"finetune: unknown setting\(s\) \['epochz'\]"):
+        pipeline.plan(load_config(ROOT / "configs" / "default.yaml"), runs_dir=tmp_path,
+                      parameters={"finetune": {"epochz": 3}})
+
+
+@needs_data("ud-english-pud")
+def test_a_chapter_without_its_fine_tuned_run_says_which_command_makes_it(tmp_path, tiny_bert_dir,
+                                                                          monkeypatch):
+    from ftgeo.finetune import MissingRunError, chapter_runs
+
+    monkeypatch.setenv("FTGEO_ARTIFACTS", str(tmp_path / "artifacts"))
+    with pytest.raises(MissingRunError, match=r"on pos .*python -m ftgeo run --config CONFIG"):
+        chapter_runs(str(tiny_bert_dir), ["pos"], max_sentences=4)
+    assert not (tmp_path / "artifacts" / "finetune").exists() or not list(
+        (tmp_path / "artifacts" / "finetune").glob("*/result.json"))

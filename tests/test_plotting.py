@@ -59,7 +59,7 @@ def test_menu_figure_panels_and_diagonal():
 
 
 def test_claims_figure_counts_verdicts_per_paper():
-    claims = pd.DataFrame({"source": ["A", "A", "B"], "section": ["1", "2", "3"],
+    claims = pd.DataFrame({"paper": ["A", "A", "B"], "section": ["1", "2", "3"],
                            "claim": ["x", "y", "z"], "verdict": ["holds", "does not hold", "holds"]})
     fig = plotting.claims_figure(claims)
     by_verdict = {t.name: list(t.y) for t in fig.data}

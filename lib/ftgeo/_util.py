@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 from tqdm.auto import tqdm
+from tqdm.std import tqdm as std_tqdm
 
 log = logging.getLogger(__name__)
 
@@ -34,17 +35,72 @@ def set_progress(enabled: bool) -> None:
     _PROGRESS["enabled"] = bool(enabled)
 
 
+#: A file that long loops report into (the pipeline sets it for each notebook it runs, and
+#: shows the report in the terminal while the notebook's kernel works).
+STATUS_ENV = "FTGEO_STATUS"
+_STATUS_EVERY_S = 1.0
+_STATUS = {"last": 0.0}
+
+
+def report_status(text: str, *, force: bool = False) -> None:
+    """Write one line of what the library is doing into the file named by FTGEO_STATUS (if
+    set), at most once a second unless ``force``; never raises (a report is best effort)."""
+    import time
+
+    path = os.environ.get(STATUS_ENV)
+    now = time.monotonic()
+    if not path or (not force and now - _STATUS["last"] < _STATUS_EVERY_S):
+        return
+    _STATUS["last"] = now
+    try:
+        tmp = f"{path}.{os.getpid()}.tmp"
+        Path(tmp).write_text(text.strip() + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
+class _Reporter(std_tqdm):
+    """A tqdm bar drawn nowhere that reports its line (description, count, rate, postfix)
+    through :func:`report_status`: a notebook's kernel shows no bar in the terminal, but the
+    pipeline that runs it shows this report."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("bar_format",
+                          "{desc}: {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}{postfix}]")
+        super().__init__(*args, file=open(os.devnull, "w"), mininterval=_STATUS_EVERY_S,  # noqa: SIM115
+                         **kwargs)
+
+    def display(self, msg: str | None = None, pos: int | None = None) -> None:
+        report_status(self.format_meter(**self.format_dict))
+
+    def close(self) -> None:
+        if not self.disable:
+            report_status(self.format_meter(**self.format_dict), force=True)
+        fp = self.fp
+        super().close()
+        fp.close()
+
+
 def progress(iterable: Iterable[T], *, total: int | None = None, desc: str = "",
              enabled: bool | None = None, **kwargs: Any) -> Iterator[T]:
-    """Wrap ``iterable`` in a tqdm bar unless progress bars are off."""
+    """Wrap ``iterable`` in a tqdm bar unless progress bars are off; when they are off and
+    FTGEO_STATUS is set (the pipeline sets it), the bar reports there instead."""
     on = _PROGRESS["enabled"] if enabled is None else enabled
-    return iter(tqdm(iterable, total=total, desc=desc, disable=not on, leave=False, **kwargs))
+    if on:
+        return iter(tqdm(iterable, total=total, desc=desc, leave=False, **kwargs))
+    if os.environ.get(STATUS_ENV):
+        return iter(_Reporter(iterable, total=total, desc=desc, leave=False, **kwargs))
+    return iter(iterable)
 
 
 def progress_bar(*, desc: str, unit: str = "it", total: int | None = None,
                  enabled: bool | None = None) -> tqdm:
-    """A manually updated tqdm bar (``bar.update()``), off when progress bars are off."""
+    """A manually updated tqdm bar (``bar.update()``), off when progress bars are off (but
+    reporting through FTGEO_STATUS when that is set)."""
     on = _PROGRESS["enabled"] if enabled is None else enabled
+    if not on and os.environ.get(STATUS_ENV):
+        return _Reporter(total=total, desc=desc, unit=unit, leave=False)
     return tqdm(total=total, desc=desc, unit=unit, disable=not on, leave=False)
 
 

@@ -284,3 +284,43 @@ def block_structure(similarity: np.ndarray, n_blocks: int | None = None,
     blocks = tuple((int(np.flatnonzero(labels == k)[0]) + offset,
                     int(np.flatnonzero(labels == k)[-1]) + offset) for k in np.unique(labels))
     return BlockStructure(blocks, float(within), float(between))
+
+
+def banded_fit(similarity: np.ndarray) -> np.ndarray:
+    """The closest banded (Toeplitz) matrix in least squares: each diagonal replaced by its
+    mean, so that the result depends only on the distance |i - j| between two layers.
+
+    A layer-by-layer matrix that decays smoothly with layer distance (e.g. 0.9^|i-j|) is its
+    own banded fit and has no blocks; blocks are what the banded fit leaves over
+    (:func:`blocks_beyond_banded`).
+
+    similarity : ndarray of shape (n_layers, n_layers), symmetric
+
+    >>> S = 0.9 ** np.abs(np.subtract.outer(np.arange(4), np.arange(4)))
+    >>> bool(np.allclose(banded_fit(S), S))
+    True
+    """
+    S = np.asarray(similarity, dtype=np.float64)
+    check(S.ndim == 2 and S.shape[0] == S.shape[1], f"similarity must be square, got {S.shape}")
+    L = S.shape[0]
+    offset = np.abs(np.subtract.outer(np.arange(L), np.arange(L)))
+    means = np.array([S[offset == k].mean() for k in range(L)])
+    return means[offset]
+
+
+def blocks_beyond_banded(similarity: np.ndarray, offset: int = 0) -> BlockStructure:
+    """The block structure of what the best banded matrix leaves over: :func:`block_structure`
+    of ``similarity - banded_fit(similarity)``.
+
+    Its score is the contrast of the best split into contiguous blocks beyond what layer
+    distance alone explains: 0 for any banded matrix, large where some neighbouring layers
+    are far more alike than others at the same distance (a block boundary).
+
+    >>> S = np.full((6, 6), 0.3); S[:3, :3] = S[3:, 3:] = 0.9
+    >>> b = blocks_beyond_banded(S); b.blocks, round(b.score, 2)
+    (((0, 2), (3, 5)), 0.3)
+    >>> round(blocks_beyond_banded(0.9 ** np.abs(np.subtract.outer(range(6), range(6)))).score, 6)
+    0.0
+    """
+    S = np.asarray(similarity, dtype=np.float64)
+    return block_structure(S - banded_fit(S), offset=offset)

@@ -1,59 +1,64 @@
 """Side-by-side comparison of the models the pipeline has run: one column per model.
 
-Every chapter writes ``metrics.json`` into its run folder (see :mod:`ftgeo.pipeline`). This
-module reads all of them under a runs folder, keeps the newest run of each chapter for
-each *model set-up* (a model, by its weights' fingerprint, and the data size the run used)
-and task,
-and lays out the key figures of the book per model and task:
+Every chapter writes its typed record (:mod:`ftgeo.results`) into its run folder. This
+module reads them all under a runs folder with :func:`ftgeo.results.read_runs` (the one
+rule for which run counts, which the claims use too) and lays out the key figures of the
+book per model set-up (a model's weights and the data size of its runs) and task:
 
-==========================  ===========================================  ======================
-measure                     before / after fine-tuning                   chapter (metrics key)
-==========================  ===========================================  ======================
-fine-tuned dev accuracy     after only                                   02 (finetuned_dev_accuracy)
-MLP probe accuracy          untuned / fine-tuned, mean over seeds        03 (mlp_*_mean)
-DirectProbe clusters        clusters per label, untuned / fine-tuned     04 (clusters_*, n_labels)
-similarity to pretrained    spatial similarity of the last layer to its  07 (final_similarity)
-                            pretrained structure (after only)
-IsoScore                    last layer, pretrained / fine-tuned          08 (isoscore_*)
-CKA block score             pretrained / fine-tuned                      09 (block_score_*)
-==========================  ===========================================  ======================
+==============================  ===========================================  ======================
+measure                         before / after fine-tuning                   chapter (record field)
+==============================  ===========================================  ======================
+fine-tuned dev accuracy         after only                                   02 (finetuned_dev_accuracy)
+MLP probe accuracy              pretrained / finetuned, mean over seeds      03 (mlp_*)
+DirectProbe clusters per label  pretrained / finetuned                       04 (clusters_*, n_labels)
+similarity to pretrained        spatial similarity of the last layer to its  07 (final_similarity)
+                                pretrained structure (after only)
+IsoScore                        last layer, pretrained / finetuned           08 (isoscore)
+CKA block contrast              beyond the best banded matrix (the claims'    09 (cka_*)
+                                test), pretrained / finetuned
+==============================  ===========================================  ======================
 
 Running the pipeline on a new model therefore adds a column and needs no code change.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from ._util import artifacts_dir, check
+from ._util import artifacts_dir
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MEASURES", "column_names", "comparison_table", "model_label", "read_runs"]
+__all__ = ["MEASURES", "column_names", "comparison_table", "model_label"]
 
-# (measure, chapter, function of one task's metrics -> (before, after)); NaN where absent
+
+def _block_contrast(matrix) -> float:
+    from .cka import blocks_beyond_banded
+
+    C = np.asarray(matrix, dtype=float)
+    return blocks_beyond_banded(C).score if len(C) >= 3 and np.isfinite(C).all() else np.nan
+
+
+# (measure, chapter, function of one task's record -> (before, after)); NaN where absent
 MEASURES: dict[str, tuple[str, Any]] = {
-    "fine-tuned dev accuracy": (
-        "02_finetuning", lambda t: (np.nan, t.get("finetuned_dev_accuracy"))),
+    "fine-tuned dev accuracy": ("02_finetuning", lambda t: (np.nan, t.finetuned_dev_accuracy)),
     "MLP probe accuracy": (
-        "03_probing_performance", lambda t: (t.get("mlp_untuned_mean"), t.get("mlp_finetuned_mean"))),
+        "03_probing_performance", lambda t: (np.mean(t.mlp_pretrained), np.mean(t.mlp_finetuned))),
     "DirectProbe clusters per label": (
-        "04_linearity", lambda t: (_ratio(t.get("clusters_untuned"), t.get("n_labels")),
-                                   _ratio(t.get("clusters_finetuned"), t.get("n_labels")))),
+        "04_linearity", lambda t: (_ratio(t.clusters_pretrained, t.n_labels),
+                                   _ratio(t.clusters_finetuned, t.n_labels))),
     "spatial similarity to pretrained": (
-        "07_layers", lambda t: (np.nan, (t.get("final_similarity") or [None])[-1])),
+        "07_layers", lambda t: (np.nan, (t.final_similarity or [None])[-1])),
     "IsoScore (last layer)": (
-        "08_isotropy", lambda t: (t.get("isoscore_pretrained"), t.get("isoscore_fine-tuned"))),
-    "CKA block score": (
-        "09_cka", lambda t: (t.get("block_score_pretrained"), t.get("block_score_finetuned"))),
+        "08_isotropy", lambda t: (t.isoscore.get("pretrained"), t.isoscore.get("finetuned"))),
+    "CKA block contrast": (
+        "09_cka", lambda t: (_block_contrast(t.cka_pretrained), _block_contrast(t.cka_finetuned))),
 }
 
 
@@ -76,38 +81,6 @@ def model_label(model: str) -> str:
     if os.path.isabs(model) or model.startswith((".", "~")) or model.endswith("/"):
         return Path(model.rstrip("/")).name or model
     return model
-
-
-def read_runs(runs_dir: str | os.PathLike | None = None) -> dict[tuple[str, str, int], dict]:
-    """The newest metrics of each chapter and task for each model set-up under ``runs_dir``.
-
-    runs_dir : a folder of run folders, each with a ``metrics.json`` (default
-        ``<artifacts>/runs``)
-
-    Returns ``{(model label, model fingerprint, max_sentences): {chapter: metrics}}``.
-    A ``metrics.json`` that is not valid JSON is skipped with a warning naming it.
-    """
-    runs_dir = Path(runs_dir) if runs_dir is not None else artifacts_dir() / "runs"
-    check(runs_dir.is_dir(), f"runs_dir {str(runs_dir)!r} is not a folder; run the pipeline "
-                             "first (python -m ftgeo run), or pass the folder it wrote to")
-    found: dict[tuple[str, str, int], dict] = {}
-    for path in sorted(runs_dir.glob("*/metrics.json"),
-                       key=lambda p: (p.stat().st_mtime_ns, p.parent.name)):
-        try:
-            m = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as err:
-            log.warning("%s: skipped, not readable as JSON (%s)", path, err)
-            continue
-        if not isinstance(m, Mapping) or not {"chapter", "model", "fingerprint"} <= set(m):
-            continue
-        key = (model_label(str(m["model"])), str(m["fingerprint"]), int(m.get("max_sentences") or 0))
-        chapters = found.setdefault(key, {})
-        older = chapters.get(m["chapter"], {}).get("tasks")
-        if isinstance(older, Mapping) and isinstance(m.get("tasks"), Mapping):
-            # per task, the newest run wins: a later run on fewer tasks keeps the others
-            m = {**m, "tasks": {**older, **m["tasks"]}}
-        chapters[m["chapter"]] = m
-    return found
 
 
 def column_names(keys) -> dict[tuple[str, str, int], str]:
@@ -136,17 +109,17 @@ def comparison_table(runs_dir: str | os.PathLike | None = None, *,
     (``change = after - before``; ``before`` is NaN for measures of the fine-tuned model
     only), sorted by measure, task and model. Empty if no chapter has run.
     """
-    runs = read_runs(runs_dir)
+    from .results import read_runs
+
+    runs = read_runs(runs_dir if runs_dir is not None else artifacts_dir() / "runs")
     if max_sentences is not None:
         runs = {k: v for k, v in runs.items() if k[2] == max_sentences}
     names = column_names(list(runs))
     rows = []
-    for key, chapters in runs.items():
+    for key, found in runs.items():
         for measure, (chapter, get) in MEASURES.items():
-            tasks = chapters.get(chapter, {}).get("tasks", {})
-            if not isinstance(tasks, Mapping):
-                continue
-            for task, values in tasks.items():
+            record = found.records.get(chapter)
+            for task, values in (record.tasks.items() if record is not None else ()):
                 before, after = (_number(v) for v in get(values))
                 if np.isnan(before) and np.isnan(after):
                     continue

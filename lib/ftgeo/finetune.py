@@ -24,9 +24,10 @@ import json
 import logging
 import os
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -443,7 +444,7 @@ def run_folder(model: LoadedModel, train: TaskData, settings: FinetuneSettings,
 def finetune(model: LoadedModel, splits: dict[str, TaskData],
              settings: FinetuneSettings = FinetuneSettings(), *, store=None,
              probe_splits: Sequence[str] = ("train", "test"), trajectory_items: int | None = 1000,
-             root: str | os.PathLike | None = None) -> FinetuneRun:
+             root: str | os.PathLike | None = None, cached_only: bool = False) -> FinetuneRun:
     """Fine-tune a copy of ``model`` on ``splits["train"]``, with snapshots and a cache.
 
     At each of ``settings.n_snapshots`` evenly spaced steps (0 and the last included), the
@@ -460,7 +461,8 @@ def finetune(model: LoadedModel, splits: dict[str, TaskData],
     A finished run is a cache hit: nothing is trained. Any change of settings, data or model
     is a new run in a new folder. The final encoder
     (``save_pretrained``, safetensors), tokenizer and head are kept in ``<folder>/final``.
-    ``model`` itself is not changed.
+    ``model`` itself is not changed. With ``cached_only``, nothing is trained: a run that
+    has not finished raises :class:`MissingRunError`.
     """
     import shutil
 
@@ -480,6 +482,14 @@ def finetune(model: LoadedModel, splits: dict[str, TaskData],
     if (folder / "result.json").exists():
         log.info("fine-tuning %s: cached run %s, nothing to train", train.task, folder)
         return FinetuneRun.load(folder)
+    if cached_only:
+        raise MissingRunError(
+            f"no fine-tuned run of {model.spec.name} on {train.task} with the settings {settings.as_dict()} "
+            f"and these {train.n_items} training items ({folder} has not finished). Chapters only read "
+            "fine-tuned runs: train it with the pipeline, whose fine-tuning stage runs first "
+            "(python -m ftgeo run --config CONFIG, with the same model, tasks and finetune settings), "
+            f"or with python -m ftgeo finetune --model {model.spec.name} --task {train.task} "
+            f"--seed {settings.seed} --epochs {settings.epochs} --learning-rate {settings.learning_rate}")
 
     t_start = time.perf_counter()
     torch.manual_seed(settings.seed)
@@ -618,48 +628,93 @@ def finetune(model: LoadedModel, splits: dict[str, TaskData],
     return FinetuneRun.load(folder)
 
 
+_finetune_run = finetune  # chapter_runs' parameter ``finetune`` (the settings) hides the function
+
 #: Sentence tasks fine-tuned with their own, shorter recipe in the isotropy and CKA chapters.
 GLUE_TASKS = ("sst-2", "mrpc")
 
 
-def chapter_runs(model: str | LoadedModel, tasks: Sequence[str], *, seed: int = 0,
-                 finetune_seed: int = 0, epochs: int | None = None,
-                 learning_rate: float | None = None, batch_size: int | None = None,
-                 n_snapshots: int | None = None, trajectory_items: int | None = 1000,
-                 max_sentences: int = 0, glue_epochs: int = 3,
-                 glue_train_sentences: int | None = 8000
-                 ) -> tuple[LoadedModel, dict[str, dict[str, TaskData]], dict[str, FinetuneRun]]:
-    """The model, task data and fine-tuned runs a chapter works on, as the chapters'
-    parameters describe them: ``(model, {task: splits}, {task: run})``.
+class MissingRunError(LookupError):
+    """A chapter needs a fine-tuned run that has not been trained; the message says which
+    command trains it."""
 
-    Settings left ``None`` take the :class:`FinetuneSettings` defaults. ``max_sentences``
-    keeps the first N sentences of every split (smoke runs). SST-2 and MRPC
-    (:data:`GLUE_TASKS`) are fine-tuned for ``glue_epochs`` epochs, the usual GLUE recipe
-    (Devlin et al. 2019), on a seeded sample of ``glue_train_sentences`` training sentences
-    (``None``: all; SST-2 has 60,614, too many for a CPU budget). Runs are cache hits
-    after the first time; a missing one is trained first.
+
+@dataclass(frozen=True)
+class ChapterFinetuning:
+    """The fine-tuning every chapter reads, named once: the config's ``finetune`` parameter.
+
+    settings : the :class:`FinetuneSettings` of the probing tasks
+    trajectory_items : items of each probing set stored at every snapshot (None: all)
+    glue_epochs, glue_train_sentences : SST-2 and MRPC (:data:`GLUE_TASKS`) are fine-tuned
+        for ``glue_epochs`` epochs, the usual GLUE recipe (Devlin et al. 2019), on a seeded
+        sample of ``glue_train_sentences`` training sentences (None: all; SST-2 has 60,614,
+        too many for a CPU budget)
+
+    >>> ChapterFinetuning.from_mapping({"epochs": 2, "seed": 1}).settings.epochs
+    2
+    >>> ChapterFinetuning.from_mapping({"epochz": 2})  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: finetune: unknown setting(s) ['epochz']; allowed: batch_size, epochs, ...
     """
-    import dataclasses
 
+    settings: FinetuneSettings = FinetuneSettings()
+    trajectory_items: int | None = 1000
+    glue_epochs: int = 3
+    glue_train_sentences: int | None = 8000
+
+    @classmethod
+    def from_mapping(cls, given: Mapping[str, Any] | ChapterFinetuning | None) -> ChapterFinetuning:
+        if isinstance(given, ChapterFinetuning):
+            return given
+        given = dict(given or {})
+        own = {"trajectory_items", "glue_epochs", "glue_train_sentences"}
+        allowed = {f.name for f in fields(FinetuneSettings)} | own
+        unknown = sorted(set(given) - allowed)
+        check(not unknown, f"finetune: unknown setting(s) {unknown}; allowed: {', '.join(sorted(allowed))}")
+        settings = FinetuneSettings(**{k: v for k, v in given.items() if k not in own})
+        settings.validate()
+        plan = cls(settings, **{k: v for k, v in given.items() if k in own})
+        check(plan.glue_train_sentences is None or plan.glue_train_sentences >= 1,
+              f"finetune: glue_train_sentences must be >= 1 or None, got {plan.glue_train_sentences}")
+        check(int(plan.glue_epochs) == plan.glue_epochs and plan.glue_epochs >= 1,
+              f"finetune: glue_epochs must be a whole number >= 1, got {plan.glue_epochs}")
+        return plan
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**self.settings.as_dict(), "trajectory_items": self.trajectory_items,
+                "glue_epochs": self.glue_epochs, "glue_train_sentences": self.glue_train_sentences}
+
+
+def chapter_runs(model: str | LoadedModel, tasks: Sequence[str], *, seed: int = 0,
+                 finetune: Mapping[str, Any] | ChapterFinetuning | None = None, max_sentences: int = 0,
+                 train: bool = False
+                 ) -> tuple[LoadedModel, dict[str, dict[str, TaskData]], dict[str, FinetuneRun]]:
+    """The model, task data and fine-tuned runs a chapter reads: ``(model, {task: splits},
+    {task: run})``; the one loader of chapters 02 to 09.
+
+    ``seed`` is the seed of the data splits that a data set does not fix; ``finetune`` the
+    fine-tuning settings (:class:`ChapterFinetuning`, or a mapping of its fields and those of
+    :class:`FinetuneSettings`); ``max_sentences`` keeps the first N sentences of every split
+    (smoke runs). With ``train=False`` (the chapters) nothing is trained: a run that is not
+    in the cache raises :class:`MissingRunError`, which names the command that trains it.
+    The pipeline's fine-tuning stage calls this with ``train=True`` before any chapter runs.
+    """
     from .data import load_task
     from .models import load_model
 
+    plan = ChapterFinetuning.from_mapping(finetune)
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
-    given = {"epochs": epochs, "learning_rate": learning_rate, "batch_size": batch_size,
-             "n_snapshots": n_snapshots}
-    settings = dataclasses.replace(FinetuneSettings(seed=finetune_seed),
-                                   **{k: v for k, v in given.items() if v is not None})
-    check(glue_train_sentences is None or glue_train_sentences >= 1,
-          f"glue_train_sentences must be >= 1 or None, got {glue_train_sentences}")
     data, runs = {}, {}
     for task in tasks:
         splits = load_task(task, seed=seed)
-        task_settings = settings
+        task_settings = plan.settings
         if splits["train"].task in GLUE_TASKS:
-            task_settings = dataclasses.replace(settings, epochs=glue_epochs)
-            splits = dict(splits, train=splits["train"].sample(glue_train_sentences, seed=seed))
+            task_settings = replace(plan.settings, epochs=plan.glue_epochs)
+            splits = dict(splits, train=splits["train"].sample(plan.glue_train_sentences, seed=seed))
         if max_sentences:
             splits = {s: d.head(max_sentences) for s, d in splits.items()}
         data[task] = splits
-        runs[task] = finetune(loaded, splits, task_settings, trajectory_items=trajectory_items)
+        runs[task] = _finetune_run(loaded, splits, task_settings, cached_only=not train,
+                                   trajectory_items=plan.trajectory_items)
     return loaded, data, runs

@@ -35,7 +35,7 @@ from ._util import (
     atomic_write_json,
     atomic_write_text,
     canonical_json,
-    progress,
+    progress_bar,
     repo_root,
     sha256_file,
     sha256_text,
@@ -180,12 +180,17 @@ def _slug(text: str) -> str:
 
 
 def plan(config: Mapping[str, Any], *, model: str | None = None, tasks: Sequence[str] | None = None,
-         book: bool | None = None, runs_dir: Path | None = None) -> list[Run]:
-    """The runs a config asks for, with ``--model`` / ``--tasks`` overrides applied."""
+         book: bool | None = None, runs_dir: Path | None = None,
+         parameters: Mapping[str, Any] | None = None) -> list[Run]:
+    """The runs a config asks for, with ``--model`` / ``--tasks`` / ``-p`` overrides applied.
+
+    Every parameter must be declared by a listed notebook, with the type of its default:
+    otherwise ValueError names it, before anything runs.
+    """
     from .data import task_name
 
     runs_dir = runs_dir or artifacts_dir() / "runs"
-    base = dict(config.get("parameters", {}))
+    base = {**config.get("parameters", {}), **(parameters or {})}
     if model is not None:
         models = [(str(model), {})]
     elif config.get("models"):
@@ -196,29 +201,110 @@ def plan(config: Mapping[str, Any], *, model: str | None = None, tasks: Sequence
     if tasks is not None:
         base["tasks"] = [task_name(t) for t in tasks]
     elif "tasks" in base:
+        if not isinstance(base["tasks"], (list, tuple)):
+            raise ValueError(f"config {config['name']!r}: parameters: parameter 'tasks' is "
+                             f"{base['tasks']!r}, but the notebooks expect a list, e.g. [pos, dep]")
         base["tasks"] = [task_name(t) for t in base["tasks"]]
     # The book shows the default run; an override makes a different run.
     to_book = bool(config.get("book")) if book is None else book
     if book is None and (model is not None or tasks is not None):
         to_book = False
+    listed = []
+    for item in config["notebooks"]:
+        name, params = ((item, {}) if isinstance(item, str)
+                        else (item.get("name"), item.get("parameters", {})))
+        nb = _notebook_dir(config) / f"{name}.ipynb"
+        if not nb.is_file():
+            raise FileNotFoundError(f"config {config['name']!r} lists notebook {name!r}, "
+                                    f"but {nb} does not exist")
+        listed.append((nb, dict(params)))
+    declared = {nb: notebook_parameters(nb) for nb, _ in listed}
+    where = f"config {config['name']!r}"
+    check_parameters(base, declared, f"{where}: parameters")
+    for model_id, model_params in models:
+        check_parameters(model_params, declared, f"{where}: parameters of model {model_id!r}")
+    for nb, params in listed:
+        check_parameters(params, {nb: declared[nb]}, f"{where}: parameters of notebook {nb.stem!r}")
     runs = []
     for model_id, model_params in models:
-        for item in config["notebooks"]:
-            name, params = ((item, {}) if isinstance(item, str)
-                            else (item.get("name"), item.get("parameters", {})))
-            nb = _notebook_dir(config) / f"{name}.ipynb"
-            if not nb.is_file():
-                raise FileNotFoundError(f"config {config['name']!r} lists notebook {name!r}, "
-                                        f"but {nb} does not exist")
-            parameters = {**base, **model_params, **params, "model": model_id}
+        for nb, params in listed:
+            given = {**base, **model_params, **params, "model": model_id}
+            # each notebook gets the parameters it declares, so that a parameter it does not
+            # read neither reaches papermill nor changes its run folder
+            parameters = {k: v for k, v in given.items() if k in declared[nb] or k == "model"}
             digest = sha256_text(canonical_json(parameters))[:8]
             model_slug = _slug(Path(model_id).name or model_id)
-            folder = runs_dir / f"{name}--{model_slug}--{digest}"
+            folder = runs_dir / f"{nb.stem}--{model_slug}--{digest}"
             parameters["output_dir"] = str(folder)
             runs.append(Run(nb, parameters, folder, to_book and len(models) == 1))
     # notebooks that read other runs (the comparison, the scorecard) go after every model's
     # chapters, so that one invocation leaves them up to date
     return sorted(runs, key=lambda r: reads_runs(r.notebook))
+
+
+def notebook_parameters(notebook: Path) -> dict[str, Any]:
+    """The parameters a notebook declares in its ``parameters`` cell: ``{name: default}``
+    (the default as a Python value; ``...`` where it is not a literal)."""
+    import papermill as pm
+
+    out = {}
+    for name, info in pm.inspect_notebook(str(notebook)).items():
+        try:
+            out[name] = ast.literal_eval(info["default"])
+        except (ValueError, SyntaxError):
+            out[name] = ...
+    return out
+
+
+def _type_name(value: Any) -> str:
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+            list: "a list", dict: "a mapping"}.get(type(value), type(value).__name__)
+
+
+def _fits(value: Any, default: Any) -> bool:
+    """Whether ``value`` has the type a parameter's default has (None or a non-literal
+    default takes anything; a float takes an integer; None is accepted where the default is
+    a value, meaning "the notebook's choice").
+
+    >>> _fits([1, 2], ["a"]), _fits("pos", ["a"]), _fits(3, 0.5), _fits(0.5, 3), _fits(None, 3)
+    (True, False, True, False, True)
+    """
+    if default is None or default is ... or value is None:
+        return True
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(default, bool) and isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float))
+    if isinstance(default, (list, tuple)):
+        return isinstance(value, (list, tuple))
+    return isinstance(value, type(default))
+
+
+def check_parameters(given: Mapping[str, Any], declared: Mapping[Path, Mapping[str, Any]],
+                     where: str) -> None:
+    """ValueError, before anything runs, for a parameter that none of the notebooks declares
+    (naming it and the notebooks) or one whose value does not have the declared default's type."""
+    for name, value in given.items():
+        if name in ("model", "output_dir"):
+            continue
+        holders = {nb.stem: d[name] for nb, d in declared.items() if name in d}
+        if not holders:
+            raise ValueError(
+                f"{where}: unknown parameter {name!r}: none of the notebooks "
+                f"{', '.join(nb.stem for nb in declared)} declares it. Check its spelling against "
+                "the parameters cell of each notebook (the first code cell).")
+        if name == "finetune" and isinstance(value, Mapping):
+            from .finetune import ChapterFinetuning
+
+            try:
+                ChapterFinetuning.from_mapping(value)
+            except (ValueError, TypeError) as err:
+                raise ValueError(f"{where}: {err}") from None
+        for notebook, default in holders.items():
+            if not _fits(value, default):
+                raise ValueError(
+                    f"{where}: parameter {name!r} is {value!r}, but notebook {notebook!r} expects "
+                    f"{_type_name(default)} (its default is {default!r})")
 
 
 def _library_digest() -> str:
@@ -279,8 +365,49 @@ def _is_current(run: Run, fp: Mapping[str, Any]) -> bool:
         return False
 
 
-def execute(run: Run) -> None:
-    """Execute one run with papermill; raise PipelineError naming the failing cell."""
+@contextmanager
+def watching_status(path: Path, show, every_s: float = 2.0) -> Iterator[None]:
+    """While the block runs, point FTGEO_STATUS at ``path`` (the notebook's kernel inherits
+    it, and the library's long loops report into it) and call ``show(line)`` with each new
+    line that appears there."""
+    import threading
+
+    from ._util import STATUS_ENV
+
+    stop = threading.Event()
+
+    def watch() -> None:
+        seen = None
+        while not stop.wait(every_s):
+            try:
+                line = path.read_text(encoding="utf-8").strip()
+            except OSError:
+                continue
+            if line and line != seen:
+                seen = line
+                show(line)
+
+    before = os.environ.get(STATUS_ENV)
+    os.environ[STATUS_ENV] = str(path)
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        if before is None:
+            os.environ.pop(STATUS_ENV, None)
+        else:
+            os.environ[STATUS_ENV] = before
+        path.unlink(missing_ok=True)
+
+
+def execute(run: Run, show=None) -> None:
+    """Execute one run with papermill; raise PipelineError naming the failing cell.
+
+    ``show(line)``, if given, receives what the notebook's kernel is doing (its library
+    loops' progress: fine-tuning step and loss, DirectProbe fits, extraction batches)."""
     import papermill as pm
 
     with writing_to(run.folder):
@@ -293,7 +420,8 @@ def execute(run: Run) -> None:
     os.environ["FTGEO_PROGRESS"] = "0"
     os.environ["TRANSFORMERS_VERBOSITY"] = "error"
     try:
-        with writing_to(partial):
+        status = run.folder / ".status"
+        with writing_to(partial), watching_status(status, show or (lambda line: None)):
             pm.execute_notebook(str(run.notebook), str(partial), parameters=dict(run.parameters),
                                 kernel_name=KERNEL, progress_bar=False, cwd=str(Path.cwd()))
     except StorageError:
@@ -374,38 +502,99 @@ def add_parameter_table(nb: nbformat.NotebookNode, notebook: Path,
 
 def run_config(config_path: str | os.PathLike, *, model: str | None = None,
                tasks: Sequence[str] | None = None, force: bool = False, book: bool | None = None,
-               runs_dir: Path | None = None, book_dir: Path | None = None) -> dict[str, Any]:
+               runs_dir: Path | None = None, book_dir: Path | None = None,
+               parameters: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Run every notebook a config lists; returns a summary (executed, skipped, forward passes).
 
     The runs hold the artifacts directory's lock (:func:`artifacts_lock`): a second pipeline
     on the same directory stops at once with a PipelineError.
     """
     config = load_config(config_path)
-    runs = plan(config, model=model, tasks=tasks, book=book, runs_dir=runs_dir)
+    runs = plan(config, model=model, tasks=tasks, book=book, runs_dir=runs_dir, parameters=parameters)
     book_dir = book_dir or (repo_root() or Path.cwd()) / "book"
     with artifacts_lock():
         return _run_all(runs, force=force, book_dir=book_dir)
 
 
+#: Notebook parameters that name the tasks whose fine-tuned runs a chapter reads.
+TASK_PARAMETERS = ("tasks", "glue_tasks", "sources", "target")
+
+
+def finetuning_needed(notebook: Path, parameters: Mapping[str, Any]) -> dict[str, Any] | None:
+    """What a chapter reads of fine-tuning, as :func:`ftgeo.finetune.chapter_runs`' arguments
+    (``model``, ``tasks``, ``seed``, ``finetune``, ``max_sentences``); None for a notebook
+    that declares no ``finetune`` parameter (it reads no fine-tuned run)."""
+    from .data import task_name
+
+    declared = notebook_parameters(notebook)
+    if "finetune" not in declared:
+        return None
+    p = {**declared, **parameters}
+    tasks: list[str] = []
+    for name in TASK_PARAMETERS:
+        value = p.get(name)
+        if value is None or value is ...:
+            continue
+        tasks += [value] if isinstance(value, str) else list(value)
+    return {"model": p["model"], "tasks": list(dict.fromkeys(task_name(t) for t in tasks)),
+            "seed": p.get("seed", 0), "finetune": p.get("finetune") or {},
+            "max_sentences": p.get("max_sentences", 0)}
+
+
+def prepare_finetuning(work: Sequence[tuple[Path, Mapping[str, Any]]]) -> int:
+    """The pipeline's fine-tuning stage: train every run that the chapters in ``work``
+    (notebook, parameters) read, before any of them runs. Finished runs are cache hits.
+    Returns the number of (model, settings) groups prepared."""
+    from .finetune import chapter_runs
+
+    needed: dict[str, dict[str, Any]] = {}
+    for notebook, parameters in work:
+        spec = finetuning_needed(notebook, parameters)
+        if spec is not None and spec["tasks"]:
+            key = canonical_json({k: v for k, v in spec.items() if k != "tasks"})
+            if key in needed:
+                needed[key]["tasks"] = list(dict.fromkeys(needed[key]["tasks"] + spec["tasks"]))
+            else:
+                needed[key] = spec
+    for spec in needed.values():
+        log.info("fine-tuning stage: %s on %s (finetune=%s, max_sentences=%s)", spec["model"],
+                 ", ".join(spec["tasks"]), spec["finetune"] or "defaults", spec["max_sentences"])
+        chapter_runs(spec["model"], spec["tasks"], seed=spec["seed"], finetune=spec["finetune"],
+                     max_sentences=spec["max_sentences"], train=True)
+    return len(needed)
+
+
 def _run_all(runs: Sequence[Run], *, force: bool, book_dir: Path) -> dict[str, Any]:
-    summary = {"executed": [], "skipped": [], "forward_batches": 0, "runs": []}
-    for run in progress(runs, desc="notebooks", unit="notebook"):
-        fp = fingerprint(run)
+    summary = {"executed": [], "skipped": [], "forward_batches": 0, "runs": [], "timings": []}
+    # the fine-tuning stage: every run the chapters to execute read is trained first (readers
+    # of other runs are fingerprinted when their turn comes: the runs they read change first)
+    chapters = {id(run): fingerprint(run) for run in runs if not reads_runs(run.notebook)}
+    prepare_finetuning([(run.notebook, run.parameters) for run in runs
+                        if id(run) in chapters and (force or not _is_current(run, chapters[id(run)]))])
+    bar = progress_bar(desc="notebooks", unit="notebook", total=len(runs))
+    for run in runs:
+        fp = chapters.get(id(run)) or fingerprint(run)
+        started = time.time()
         if not force and _is_current(run, fp):
             log.info("%s: unchanged since its last run, skipped (%s)", run.name, run.folder)
             summary["skipped"].append(run.name)
         else:
             log.info("%s: executing into %s", run.name, run.folder)
-            execute(run)
+            execute(run, show=_shower(bar, run.name))
             atomic_write_json(run.folder / "params.json", dict(run.parameters))
             atomic_write_json(run.folder / "fingerprint.json", json.loads(canonical_json(fp)))
             metrics = _read_metrics(run)
             summary["forward_batches"] += int(metrics.get("work", {}).get("forward_batches", 0))
             summary["executed"].append(run.name)
         summary["runs"].append(str(run.folder))
+        summary["timings"].append(_timing(run, started, reused=run.name in summary["skipped"]))
+        bar.update()
         if run.book:
             target = book_dir / run.notebook.name
             atomic_write_text(target, run.output.read_text(encoding="utf-8"), setting=None)
+    bar.close()
+    if any(run.book for run in runs):
+        write_execution_page(book_dir / EXECUTION_PAGE, summary["timings"])
     log.info("%d notebook(s): %d executed, %d unchanged and skipped; forward passes in this run: "
              "%d batches%s", len(runs), len(summary["executed"]), len(summary["skipped"]),
              summary["forward_batches"],
@@ -413,12 +602,81 @@ def _run_all(runs: Sequence[Run], *, force: bool, book_dir: Path) -> dict[str, A
     return summary
 
 
+def _shower(bar, name: str, log_every_s: float = 30.0):
+    """Show a kernel's status line: beside the notebooks bar in a terminal, or as a log line at
+    most every ``log_every_s`` seconds when progress bars are off."""
+    last = {"t": 0.0}
+
+    def show(line: str) -> None:
+        if not bar.disable:
+            bar.set_postfix_str(f"{name}: {line}")
+        elif time.monotonic() - last["t"] >= log_every_s:
+            last["t"] = time.monotonic()
+            log.info("%s: %s", name, line)
+
+    return show
+
+
+def _timing(run: Run, started: float, *, reused: bool) -> dict[str, Any]:
+    """One row of the execution page: the notebook, when it ran, for how long, and whether
+    this pipeline run reused it."""
+    fp_file = run.folder / "fingerprint.json"
+    ran_at = fp_file.stat().st_mtime if fp_file.is_file() else started
+    seconds = None
+    if not reused:
+        seconds = time.time() - started
+        with suppress(OSError):
+            atomic_write_json(run.folder / "timing.json", {"seconds": seconds, "finished": time.time()})
+    else:
+        with suppress(OSError, ValueError):
+            seconds = json.loads((run.folder / "timing.json").read_text("utf-8"))["seconds"]
+    return {"notebook": run.name, "model": run.parameters.get("model"), "folder": run.folder.name,
+            "ran_at": ran_at, "seconds": seconds, "reused": reused}
+
+
+EXECUTION_PAGE = "execution.md"
+
+
+def write_execution_page(path: Path, timings: Sequence[Mapping[str, Any]]) -> None:
+    """The book's execution page: each notebook's run time, when it ran, and whether the
+    last pipeline run reused it from an earlier one (unchanged inputs)."""
+    lines = ["# Execution statistics", "",
+             "How the notebooks of this book were executed, by `python -m ftgeo run` (papermill). A "
+             "notebook whose inputs (source, library, parameters, model weights, data files) had not "
+             "changed since its last run is reused, not executed again; its run time is the one "
+             "measured when it last ran.", ""]
+    if timings:
+        lines += ["| notebook | model | last executed (UTC) | run time | this build |",
+                  "|---|---|---|---|---|"]
+        for t in timings:
+            when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(t["ran_at"]))
+            took = "" if t["seconds"] is None else f"{t['seconds'] / 60:.1f} min" if t["seconds"] >= 60 \
+                else f"{t['seconds']:.0f} s"
+            lines.append(f"| {t['notebook']} | `{t['model']}` | {when} | {took} | "
+                         f"{'reused (unchanged)' if t['reused'] else 'executed'} |")
+        total = sum(t["seconds"] or 0 for t in timings if not t["reused"])
+        lines += ["", f"This build executed {sum(not t['reused'] for t in timings)} of {len(timings)} "
+                      f"notebooks in {total / 60:.1f} minutes."]
+    else:
+        lines.append("No pipeline run has written this page yet: run `make book`.")
+    atomic_write_text(path, "\n".join(lines) + "\n", setting=None)
+
+
 def _read_metrics(run: Run) -> dict[str, Any]:
     path = run.folder / "metrics.json"
     if not path.is_file():
         raise PipelineError(f"notebook {run.notebook.name} ran but wrote no metrics.json into "
                             f"{run.folder}; it must call ftgeo.save_metrics(output_dir, ...)")
-    return json.loads(path.read_text(encoding="utf-8"))
+    metrics = json.loads(path.read_text(encoding="utf-8"))
+    from .results import RECORDS, SchemaError, parse_record
+
+    if metrics.get("chapter") in RECORDS:
+        try:
+            parse_record(metrics, str(path))
+        except SchemaError as err:
+            raise PipelineError(f"notebook {run.notebook.name} wrote a record that does not fit its "
+                                f"schema: {err}") from err
+    return metrics
 
 
 def save_metrics(output_dir: str | os.PathLike, metrics: Mapping[str, Any]) -> Path:
@@ -465,6 +723,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_run.add_argument("--model", help="alias, hub id or local folder (overrides the config)")
     p_run.add_argument("--tasks", help="comma-separated tasks (overrides the config)")
     p_run.add_argument("--force", action="store_true", help="re-execute unchanged runs too")
+    p_run.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                       help="set a notebook parameter for every run (VALUE is read as YAML: 3, "
+                            "[pos, dep], null); repeatable")
     p_run.add_argument("--book", action=argparse.BooleanOptionalAction, default=None,
                        help="copy the executed notebooks into book/ (default: the config's "
                             "'book', and no when --model or --tasks is given)")
@@ -495,7 +756,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             run_config(args.config, model=args.model,
                        tasks=None if args.tasks is None else [t for t in args.tasks.split(",") if t],
-                       force=args.force, book=args.book)
+                       force=args.force, book=args.book,
+                       parameters={k: yaml.safe_load(v) for k, v in args.parameter})
     except (PipelineError, StorageError, ValueError, FileNotFoundError) as err:
         print(f"ftgeo: error: {err}", file=sys.stderr)
         return 1

@@ -326,7 +326,7 @@ def comparison_figure(table, *, title: str = "Models side by side"):
             for state, opacity in (("before", 0.35), ("after", 1.0)):
                 if sub[state].isna().all():
                     continue
-                label = "fine-tuned" if state == "after" else "pretrained"
+                label = "finetuned" if state == "after" else "pretrained"
                 fig.add_trace(go.Bar(
                     x=tasks, y=sub[state], name=f"{model}: {label}", marker_color=colour,
                     opacity=opacity, visible=m_index == 0, offsetgroup=f"{model}-{state}",
@@ -455,19 +455,20 @@ VERDICT_COLOURS = {"holds": "#1b9e77", "does not hold": "#d95f02", "not testable
 
 
 def claims_figure(claims, *, title: str = "Claims by paper and verdict"):
-    """Stacked bars of a scorecard (a DataFrame with ``source``, ``section``, ``claim`` and
-    ``verdict`` columns): one bar per paper; hover a segment to read its claims."""
+    """Stacked bars of a scorecard (:func:`ftgeo.claims.scorecard`: a DataFrame with ``paper``,
+    ``section``, ``claim`` and ``verdict`` columns): one bar per paper; hover a segment to read
+    its claims."""
     import textwrap
 
     import plotly.graph_objects as go
 
     check(len(claims) > 0, "claims is empty")
-    sources = list(dict.fromkeys(claims["source"]))
+    sources = list(dict.fromkeys(claims["paper"]))
     fig = go.Figure()
     for verdict, colour in VERDICT_COLOURS.items():
         counts, texts = [], []
         for source in sources:
-            rows = claims[(claims["source"] == source) & (claims["verdict"] == verdict)]
+            rows = claims[(claims["paper"] == source) & (claims["verdict"] == verdict)]
             counts.append(len(rows))
             texts.append("<br>".join("<br>   ".join(textwrap.wrap(f"{r.section}: {r.claim}", 90))
                                      for r in rows.itertuples()) or "none")
@@ -484,7 +485,7 @@ def explorer(views: Mapping[tuple[str, str], PCAView], *, title: str = ""):
     to highlight, and the 2-D PCA scatter below redraws (live in Jupyter; the book shows the
     state it was saved in).
 
-    views : {(state, task): PCAView over the layers}, e.g. states "untuned" and "fine-tuned"
+    views : {(state, task): PCAView over the layers}, e.g. states "pretrained" and "finetuned"
     """
     import ipywidgets as widgets
     import matplotlib.pyplot as plt

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._util import check, check_Xy
+from ._util import check, check_Xy, report_status
 from .directprobe import DirectProbe, spatial_similarity
 
 log = logging.getLogger(__name__)
@@ -117,6 +117,20 @@ def similarity(a: ClusterSummary, b: ClusterSummary) -> float:
     return spatial_similarity(va, vb)
 
 
+def spread(X: np.ndarray) -> float:
+    """The scale of a representation: the root mean squared distance of its points to their
+    mean. Distances divided by it do not change when the whole space is scaled.
+
+    X : ndarray of shape (n_samples, n_features)
+
+    >>> spread(np.array([[0.0, 0.0], [2.0, 0.0]]))
+    1.0
+    """
+    X = np.asarray(X, dtype=np.float64)
+    check(X.ndim == 2 and len(X) >= 1, f"X must be a non-empty 2-D array, got shape {X.shape}")
+    return float(np.sqrt(((X - X.mean(axis=0)) ** 2).sum(axis=1).mean()))
+
+
 def is_degenerate(X: np.ndarray) -> bool:
     """True if every row of X is the same point (e.g. ``[CLS]`` at the embedding layer,
     which does not depend on the sentence): no geometry to measure.
@@ -157,8 +171,9 @@ def directprobe_summary(X: np.ndarray, y: np.ndarray, *, store=None,
           "layer): DirectProbe has nothing to separate; skip this representation")
 
     def build():
-        log.info("DirectProbe on %d points x %d features, %d labels", len(X), X.shape[1],
-                 len(np.unique(y)))
+        what = f"DirectProbe on {len(X)} points x {X.shape[1]} features, {len(np.unique(y))} labels"
+        log.info(what)
+        report_status(what, force=True)
         probe = DirectProbe(tol=tol).fit(X, y)
         arrays = {"classes": probe.classes_.astype(np.int64),
                   "cluster_labels": probe.cluster_labels_.astype(np.int64),

@@ -39,9 +39,9 @@ SMOKE = {
                       "probe_seeds": 2, "output_dir": "_out/06"},
     "07_layers": {"max_sentences": 20, "output_dir": "_out/07"},
     # glue_epochs 10: 20 sentences are one batch, and 10 snapshots need at least 9 steps
-    "08_isotropy": {"max_sentences": 20, "glue_epochs": 10, "max_items": 300, "n_clusters": 3,
+    "08_isotropy": {"max_sentences": 20, "finetune": {"glue_epochs": 10}, "max_items": 300, "n_clusters": 3,
                     "n_top": 3, "removed_grid": [1, 2], "output_dir": "_out/08"},
-    "09_cka": {"max_sentences": 20, "glue_epochs": 10, "output_dir": "_out/09"},
+    "09_cka": {"max_sentences": 20, "finetune": {"glue_epochs": 10}, "output_dir": "_out/09"},
     "10_models": {"runs_dir": "_out", "max_sentences": 20, "output_dir": "_out/10"},
     "scorecard": {"runs_dir": "_out", "max_sentences": 20, "output_dir": "_out/scorecard"},
 }
@@ -58,10 +58,20 @@ def _kept(cell) -> bool:
                for out in cell.get("outputs", []) for mime in INTERACTIVE)
 
 
+def prepare(names=None) -> None:
+    """Train the fine-tuned runs the smoke chapters read (chapters only read them), as the
+    pipeline's fine-tuning stage does before it runs a config; finished runs are cache hits."""
+    from ftgeo.pipeline import prepare_finetuning
+
+    prepare_finetuning([(NOTEBOOKS / f"{name}.ipynb", params) for name, params in SMOKE.items()
+                        if names is None or name in names])
+
+
 def main(prefixes: list[str]) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ["FTGEO_PROGRESS"] = "0"
     os.environ["TRANSFORMERS_VERBOSITY"] = "error"
+    prepare([n for n in SMOKE if not prefixes or any(n.startswith(p) for p in prefixes)])
     for name, params in SMOKE.items():
         if prefixes and not any(name.startswith(p) for p in prefixes):
             continue

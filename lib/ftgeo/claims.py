@@ -1,0 +1,911 @@
+"""The three papers' claims, each with its source, its test, where it applies, and a verdict.
+
+A claim reads the chapters' typed records (:mod:`ftgeo.results`) and returns an
+:class:`Outcome`: our figure in words and a verdict. The verdicts are
+
+- ``holds``: our measurement agrees with the claim, beyond the null or spread its test states;
+- ``does not hold``: it does not;
+- ``not testable here``: the runs lack what the claim needs, or the claim does not apply to
+  this model (the reason says which).
+
+Every threshold is a named constant below with the reason for its value. Wherever a
+difference is judged, the test has a null: Welch's t-test over probe seeds for accuracies,
+Fisher's z-test for two correlations, a sign (binomial) test over labels for distances, the
+best banded matrix for CKA blocks, and the binomial standard error of an accuracy on the
+test set. ``tests/test_claims.py`` gives every claim a record where it holds and one where
+it does not.
+
+Two limits, stated where they matter: the spread is over probe seeds, not over fine-tuning
+seeds (one fine-tuning run per task so far); and a test that treats label pairs as
+independent observations (Fisher's z over distance vectors) is an approximation.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from .results import ModelInfo, Record
+
+__all__ = ["CLAIMS", "Claim", "Outcome", "Untestable", "evaluate", "scorecard"]
+
+HOLDS, FAILS, UNTESTABLE = "holds", "does not hold", "not testable here"
+VERDICTS = (HOLDS, FAILS, UNTESTABLE)
+
+ZS, RP, PLB = "Zhou & Srikumar 2022", "Rajaee & Pilehvar 2021", "Phang, Liu & Bowman 2021"
+
+#: Significance level of every one-sided test below (the usual 5%).
+ALPHA = 0.05
+#: One-sided 95% normal quantile, for differences judged against a standard error.
+Z_ONE_SIDED = 1.645
+#: Zhou & Srikumar (2022, section 4.1) saw fine-tuning fail to help in 1 of their 25
+#: model-task cases; we allow the same rate of failures, rounded down (0 of 5 tasks).
+PAPER_FAILURE_RATE = 1 / 25
+#: Zhou & Srikumar (2022, section 4.5): the higher layers keep a spatial similarity above
+#: 0.5 to the pretrained model.
+SIMILARITY_FLOOR = 0.5
+#: "Massive" change of local structure (Rajaee & Pilehvar 2021, section 4): we ask for the
+#: word-identity share of the top directions to change by at least a quarter of its
+#: pretrained value. The paper gives no number; this is our reading of "massive".
+LOCAL_CHANGE = 0.25
+#: "Highly anisotropic" after fine-tuning (Rajaee & Pilehvar 2021, Table 1: I(W) stays of
+#: the same order as before): the claim fails if fine-tuning raises I(W) tenfold or more.
+ANISOTROPY_FOLD = 10.0
+#: A block structure counts when the best split's contrast beyond the best banded matrix is
+#: at least this much CKA (0.05: a twentieth of CKA's range; a banded matrix scores 0).
+BLOCK_MARGIN = 0.05
+#: Dropping top layers "without hurting performance" (Phang et al. 2021, section 5): a loss
+#: of at most one accuracy point.
+DROP_TOLERANCE = 0.01
+
+
+class Untestable(LookupError):
+    """The runs lack what a claim needs; the message says what."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    ours: str
+    verdict: str
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One claim of one paper.
+
+    paper_figure : the paper's own number or statement where it gives one, with
+        ``paper_source`` the section, table or figure it comes from
+    measure : what we measure, in words, and ``reads`` the chapters whose records it reads
+    test : records -> Outcome (raises Untestable)
+    applies : ModelInfo -> None if the claim applies to the model, else the reason
+    """
+
+    id: str
+    paper: str
+    section: str
+    text: str
+    paper_figure: str
+    paper_source: str
+    measure: str
+    reads: tuple[str, ...]
+    test: Callable[[Mapping[str, Record]], Outcome]
+    applies: Callable[[ModelInfo], str | None] | None = None
+
+    def evaluate(self, records: Mapping[str, Record], info: ModelInfo | None = None) -> Outcome:
+        missing = [c for c in self.reads if c not in records]
+        if missing:
+            return Outcome(f"(no {', '.join(missing)} run for this model)", UNTESTABLE)
+        info = info or records[self.reads[0]].model_info
+        if self.applies is not None and (reason := self.applies(info)):
+            return Outcome(f"({reason})", UNTESTABLE)
+        try:
+            return self.test(records)
+        except Untestable as err:
+            return Outcome(f"({err.args[0]})", UNTESTABLE)
+
+
+# -- tests and nulls --------------------------------------------------------------------
+def verdict(ok: bool) -> str:
+    return HOLDS if ok else FAILS
+
+
+def welch_p(a: Sequence[float], b: Sequence[float], alternative: str) -> float:
+    """One-sided p-value of Welch's t-test of mean(b) against mean(a) over seeds
+    (``alternative``: 'greater' = b > a). Needs two seeds on each side.
+
+    >>> welch_p([0.5, 0.51, 0.49], [0.7, 0.71, 0.69], "greater") < 0.001
+    True
+    """
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if len(a) < 2 or len(b) < 2:
+        raise Untestable("a spread over seeds needs at least 2 probe seeds")
+    if a.std() == 0 and b.std() == 0:  # no spread at all: the sign decides
+        d = b.mean() - a.mean()
+        return 0.0 if (d > 0 if alternative == "greater" else d < 0) else 1.0
+    return float(stats.ttest_ind(b, a, equal_var=False, alternative=alternative).pvalue)
+
+
+def fisher_z(r1: float, r2: float, n1: int, n2: int) -> float:
+    """z statistic of r1 - r2 for two Pearson correlations over n1 and n2 pairs (Fisher 1921).
+
+    >>> round(fisher_z(0.9, 0.5, 50, 50), 2)
+    4.47
+    """
+    if n1 < 4 or n2 < 4:
+        raise Untestable("Fisher's z-test needs at least 4 label pairs")
+    clip = 1 - 1e-12
+    z1, z2 = np.arctanh(np.clip([r1, r2], -clip, clip))
+    return float((z1 - z2) / math.sqrt(1 / (n1 - 3) + 1 / (n2 - 3)))
+
+
+def sign_p(n_up: int, n_down: int) -> float:
+    """One-sided p-value of the sign test that ups outnumber downs (ties left out).
+
+    >>> sign_p(9, 1) < ALPHA, sign_p(5, 5) < ALPHA, sign_p(0, 0)
+    (True, False, 1.0)
+    """
+    n = n_up + n_down
+    return 1.0 if n == 0 else float(stats.binomtest(n_up, n, 0.5, alternative="greater").pvalue)
+
+
+def accuracy_se(p: float, n: int) -> float:
+    """Binomial standard error of an accuracy ``p`` on ``n`` test items.
+
+    >>> round(accuracy_se(0.9, 100), 3)
+    0.03
+    """
+    return math.sqrt(max(p * (1 - p), 1e-12) / max(n, 1))
+
+
+def num(x: float | None, what: str) -> float:
+    if x is None or not np.isfinite(x):
+        raise Untestable(f"{what} is undefined in this run")
+    return float(x)
+
+
+def tasks_of(record: Record, exclude: Sequence[str] = ()) -> dict:
+    tasks = {k: v for k, v in record.tasks.items() if k not in exclude}
+    if not tasks:
+        raise Untestable("no task" + (f" other than {', '.join(exclude)}" if exclude else "") + " was run")
+    return tasks
+
+
+def most(n: int, of: int) -> bool:
+    return 2 * n > of
+
+
+def relative_changes(
+    first: Mapping[str, float | None], last: Mapping[str, float | None], scale_first: float, scale_last: float
+) -> dict[str, float]:
+    """Each label's change of distance relative to the representation's spread
+    (:func:`ftgeo.spatial.spread`): invariant to scaling the whole space."""
+    out = {}
+    for label, a in first.items():
+        b = last.get(label)
+        if a is not None and b is not None and np.isfinite(a) and np.isfinite(b):
+            out[label] = b / scale_last - a / scale_first
+    return out
+
+
+def count_signs(changes: Mapping[str, float], tol: float = 1e-9) -> tuple[int, int]:
+    v = np.asarray(list(changes.values()), float)
+    return int((v > tol).sum()), int((v < -tol).sum())
+
+
+# -- Zhou & Srikumar 2022 ---------------------------------------------------------------
+def _helps(r) -> Outcome:
+    t = tasks_of(r["03_probing_performance"])
+    gains = {
+        k: (
+            np.mean(v.mlp_finetuned) - np.mean(v.mlp_pretrained),
+            welch_p(v.mlp_pretrained, v.mlp_finetuned, "greater"),
+        )
+        for k, v in t.items()
+    }
+    not_helped = [k for k, (_, p) in gains.items() if p >= ALPHA]
+    allowed = math.floor(PAPER_FAILURE_RATE * len(t))
+    vals = ", ".join(f"{k} {g:+.3f} (p={p:.2g})" for k, (g, p) in gains.items())
+    return Outcome(
+        f"gain beyond the probe-seed spread on {len(t) - len(not_helped)} of {len(t)} tasks "
+        f"(allowed failures: {allowed}): {vals}",
+        verdict(len(not_helped) <= allowed),
+    )
+
+
+def _separable(t, why: str) -> dict:
+    keep = {k: v for k, v in t.items() if v.separable_pretrained and v.separable_finetuned}
+    if not keep:
+        raise Untestable(
+            f"no task is linearly separable before and after fine-tuning, and the paper "
+            f"defines {why} only for separable representations"
+        )
+    return keep
+
+
+def _similarity_falls(r) -> Outcome:
+    t = _separable(tasks_of(r["03_probing_performance"]), "spatial similarity")
+    z = {
+        k: fisher_z(
+            num(v.similarity_pretrained, f"{k} similarity"),
+            num(v.similarity_finetuned, f"{k} similarity"),
+            v.label_pairs_pretrained,
+            v.label_pairs_finetuned,
+        )
+        for k, v in t.items()
+    }
+    fell = [k for k, x in z.items() if stats.norm.sf(x) < ALPHA]
+    vals = ", ".join(f"{k} {t[k].similarity_pretrained:.2f} to {t[k].similarity_finetuned:.2f}" for k in t)
+    return Outcome(
+        f"fell significantly (Fisher z, p < {ALPHA}) on {len(fell)} of {len(t)} separable tasks: {vals}",
+        verdict(len(fell) == len(t)),
+    )
+
+
+def _lowest_when_hurt(r) -> Outcome:
+    t = tasks_of(r["03_probing_performance"])
+    hurt = [k for k, v in t.items() if welch_p(v.mlp_pretrained, v.mlp_finetuned, "greater") >= ALPHA]
+    if not hurt:
+        raise Untestable("fine-tuning helped on every task, so there is no failing case to compare")
+    if len(hurt) == len(t):
+        raise Untestable("fine-tuning helped on no task beyond the seed spread, so the tasks it did not "
+                         "help are not singled out")
+    sep = _separable(t, "spatial similarity")
+    sims = {k: num(v.similarity_finetuned, f"{k} similarity") for k, v in sep.items()}
+    lowest = min(sims, key=sims.get)
+    return Outcome(
+        f"lowest similarity after fine-tuning: {lowest} ({sims[lowest]:.2f}); not helped: {', '.join(hurt)}",
+        verdict(lowest in hurt),
+    )
+
+
+def _fewer_clusters(r) -> Outcome:
+    t = tasks_of(r["04_linearity"])
+    nonlinear = {k: v for k, v in t.items() if v.clusters_pretrained > v.n_labels}
+    if not nonlinear:
+        raise Untestable(
+            "every task is already linearly separable before fine-tuning: no cluster count can fall"
+        )
+    fewer = [k for k, v in nonlinear.items() if v.clusters_finetuned < v.clusters_pretrained]
+    vals = ", ".join(
+        f"{k} {v.clusters_pretrained} to {v.clusters_finetuned} ({v.n_labels} labels)"
+        for k, v in nonlinear.items()
+    )
+    return Outcome(
+        f"fewer clusters on {len(fewer)} of {len(nonlinear)} tasks that were not separable: {vals}",
+        verdict(len(fewer) == len(nonlinear)),
+    )
+
+
+def _bert_tiny(info: ModelInfo) -> str | None:
+    if (info.model_type, info.n_layers, info.hidden_size) != ("bert", 2, 128):
+        return (
+            f"a claim about BERT-tiny (bert, 2 layers, 128 wide); this model is {info.model_type}, "
+            f"{info.n_layers} layers, {info.hidden_size} wide"
+        )
+    return None
+
+
+def _tiny_nonlinear(r) -> Outcome:
+    t = tasks_of(r["04_linearity"])
+    n = sum(v.clusters_pretrained > v.n_labels for v in t.values())
+    return Outcome(
+        f"more clusters than labels before fine-tuning on {n} of {len(t)} tasks", verdict(most(n, len(t)))
+    )
+
+
+def _linear_after(r) -> Outcome:
+    t = tasks_of(r["04_linearity"], exclude=("trec-50",))
+    n = sum(v.clusters_finetuned == v.n_labels for v in t.values())
+    return Outcome(
+        f"linearly separable after fine-tuning: {n} of {len(t)} tasks (TREC-50 aside)", verdict(n == len(t))
+    )
+
+
+def _trec_nonlinear(r) -> Outcome:
+    t = r["04_linearity"].tasks
+    if "trec-50" not in t:
+        raise Untestable("chapter 04 did not run trec-50")
+    v = t["trec-50"]
+    return Outcome(
+        f"TREC-50: {v.clusters_finetuned} clusters for {v.n_labels} labels after fine-tuning",
+        verdict(v.clusters_finetuned > v.n_labels),
+    )
+
+
+def _spatial_changes(v) -> dict[str, float]:
+    first = {k: d[0] for k, d in v.min_distance.items()}
+    last = {k: d[-1] for k, d in v.min_distance.items()}
+    return relative_changes(first, last, v.scale[0], v.scale[-1])
+
+
+def _apart(r) -> Outcome:
+    t = tasks_of(r["05_spatial_structure"])
+    up, down, parts = [], [], []
+    for k, v in t.items():
+        grew, shrank = count_signs(_spatial_changes(v))
+        up += [k] if sign_p(grew, shrank) < ALPHA else []
+        down += [k] if sign_p(shrank, grew) < ALPHA else []
+        parts.append(f"{k} {grew} grew / {shrank} shrank")
+    return Outcome(
+        f"relative to the spread, labels moved apart significantly (sign test) on {len(up)} of {len(t)} "
+        f"tasks, closer on {len(down)}: {', '.join(parts)}",
+        verdict(most(len(up), len(t)) and not down),
+    )
+
+
+def _closest_apart(r) -> Outcome:
+    t = tasks_of(r["05_spatial_structure"])
+    grew = shrank = 0
+    for v in t.values():
+        ch = relative_changes(
+            dict(enumerate(v.closest_distance_first)),
+            dict(enumerate(v.closest_distance_last)),
+            v.scale[0],
+            v.scale[-1],
+        )
+        g, s = count_signs(ch)
+        grew, shrank = grew + g, shrank + s
+    p = sign_p(grew, shrank)
+    return Outcome(
+        f"pairs of the three closest labels further apart relative to the spread: {grew} of {grew + shrank} "
+        f"(sign test p={p:.2g})",
+        verdict(p < ALPHA),
+    )
+
+
+def _cross(r, source: str):
+    m = r["06_cross_task"]
+    if m.target != "ps-fxn" or f"finetuned on {source}" not in m.states:
+        raise Untestable(f"the cross-task run does not probe PS-fxn after fine-tuning on {source}")
+    return m.states["pretrained"], m.states[f"finetuned on {source}"]
+
+
+def _psrole_keeps(r) -> Outcome:
+    a, b = _cross(r, "ps-role")
+    p = welch_p(a.mlp, b.mlp, "less")
+    return Outcome(
+        f"PS-fxn MLP accuracy {np.mean(a.mlp):.4f} pretrained, {np.mean(b.mlp):.4f} after PS-role "
+        f"(a drop counts at Welch p < {ALPHA}: p={p:.2g})",
+        verdict(p >= ALPHA),
+    )
+
+
+def _pos_hurts(r) -> Outcome:
+    a, b = _cross(r, "pos")
+    p = welch_p(a.mlp, b.mlp, "less")
+    return Outcome(
+        f"PS-fxn MLP accuracy {np.mean(a.mlp):.4f} pretrained, {np.mean(b.mlp):.4f} after POS "
+        f"(Welch p={p:.2g})",
+        verdict(p < ALPHA),
+    )
+
+
+def _pos_shrinks(r) -> Outcome:
+    a, b = _cross(r, "pos")
+    ch = relative_changes(a.min_distance, b.min_distance, a.scale, b.scale)
+    grew, shrank = count_signs(ch)
+    p = sign_p(shrank, grew)
+    return Outcome(
+        f"relative to the spread, {shrank} PS-fxn labels' minimum distances shrank and {grew} grew "
+        f"after POS (sign test p={p:.2g})",
+        verdict(p < ALPHA),
+    )
+
+
+def _top_above_half(r) -> Outcome:
+    t = tasks_of(r["07_layers"])
+    top = {k: num(v.final_similarity[-1], f"{k} top-layer similarity") for k, v in t.items()}
+    return Outcome(
+        "top layer's similarity to pretrained at the end: "
+        + ", ".join(f"{k} {x:.2f}" for k, x in top.items()),
+        verdict(all(x > SIMILARITY_FLOOR for x in top.values())),
+    )
+
+
+def _lower_change_less(r) -> Outcome:
+    t = tasks_of(r["07_layers"])
+    up = down = 0
+    for k, v in t.items():
+        s = [x for x in v.final_similarity if x is not None and np.isfinite(x)]
+        if len(s) < 2:
+            raise Untestable(f"{k}: fewer than two layers with a defined similarity")
+        pairs = v.n_labels * (v.n_labels - 1) // 2
+        z = fisher_z(s[0], s[-1], pairs, pairs)
+        up += stats.norm.sf(z) < ALPHA
+        down += stats.norm.cdf(z) < ALPHA
+    return Outcome(
+        f"first transformer layer significantly more similar to pretrained than the top one on {up} of "
+        f"{len(t)} tasks, less on {down} (Fisher z)",
+        verdict(most(up, len(t)) and not down),
+    )
+
+
+# -- Rajaee & Pilehvar 2021 -------------------------------------------------------------
+def _iso(r) -> dict:
+    return tasks_of(r["08_isotropy"])
+
+
+def _not_more_isotropic(r) -> Outcome:
+    t = _iso(r)
+    rose = [
+        k
+        for k, v in t.items()
+        if num(v.isoscore["finetuned"], "IsoScore") > num(v.isoscore["pretrained"], "IsoScore")
+        and num(v.partition["finetuned"], "I(W)") > num(v.partition["pretrained"], "I(W)")
+    ]
+    return Outcome(
+        f"IsoScore and I(W) of the last layer both rose on {len(rose)} of {len(t)} tasks "
+        "(one estimate per state: no spread)",
+        verdict(len(rose) < len(t)),
+    )
+
+
+def _stays_anisotropic(r) -> Outcome:
+    t = _iso(r)
+    fold = {
+        k: num(v.partition["finetuned"], "I(W)") / max(num(v.partition["pretrained"], "I(W)"), 1e-300)
+        for k, v in t.items()
+    }
+    return Outcome(
+        "I(W) after / before fine-tuning, last layer: " + ", ".join(f"{k} {x:.2g}x" for k, x in fold.items()),
+        verdict(all(x < ANISOTROPY_FOLD for x in fold.values())),
+    )
+
+
+def _local_change(r) -> Outcome:
+    t = {k: v for k, v in _iso(r).items() if v.word_share.get("pretrained") is not None}
+    if not t:
+        raise Untestable("no word or pair task in the isotropy run")
+    rel = {
+        k: abs(num(v.word_share["finetuned"], "word share") - v.word_share["pretrained"])
+        / v.word_share["pretrained"]
+        for k, v in t.items()
+    }
+    n = sum(x >= LOCAL_CHANGE for x in rel.values())
+    return Outcome(
+        "word-identity share of the top directions changed by "
+        + ", ".join(f"{k} {x:.0%}" for k, x in rel.items()),
+        verdict(most(n, len(rel))),
+    )
+
+
+def _elongated(r) -> Outcome:
+    t = _iso(r)
+    up = sum(
+        num(v.elongated["finetuned"], "elongated") > num(v.elongated["pretrained"], "elongated")
+        for v in t.values()
+    )
+    down = sum(v.elongated["finetuned"] < v.elongated["pretrained"] for v in t.values())
+    p = sign_p(up, down)
+    return Outcome(
+        f"more elongated directions after fine-tuning on {up} of {len(t)} tasks, fewer on {down} "
+        f"(sign test p={p:.2g})",
+        verdict(p < ALPHA),
+    )
+
+
+def _top_carries(r) -> Outcome:
+    t = _iso(r)
+    beyond, costlier = 0, 0
+    for v in t.values():
+        pr = v.probe["finetuned"]
+        none, top, rnd = (num(pr[k], "probe accuracy") for k in ("none", "top D removed", "random D removed"))
+        se = math.sqrt(2) * accuracy_se(none, v.n_test)
+        beyond += (rnd - top) > Z_ONE_SIDED * se
+        pre = v.probe["pretrained"]
+        costlier += (none - top) > (num(pre["none"], "probe") - num(pre["top D removed"], "probe"))
+    return Outcome(
+        f"removing the top D directions costs the fine-tuned probe more than D random ones (beyond "
+        f"1.645 SE) on {beyond} of {len(t)} tasks, and more than it costs the pretrained probe on {costlier}",
+        verdict(most(beyond, len(t)) and most(costlier, len(t))),
+    )
+
+
+def _enhancement(r) -> Outcome:
+    m = r["08_isotropy"]
+    if m.enhancement_evaluation == "retrained probe":
+        raise Untestable(
+            "enhancement is scored by retraining a probe on the enhanced vectors, which can hardly "
+            "gain from removing directions; the paper's evaluation is not implemented yet"
+        )
+    t = tasks_of(m)
+    helped = 0
+    for v in t.values():
+        pr = v.probe["finetuned"]
+        best = max(num(pr[k], "probe") for k in ("top D removed", "per cluster"))
+        helped += best - num(pr["none"], "probe") > Z_ONE_SIDED * math.sqrt(2) * accuracy_se(
+            pr["none"], v.n_test
+        )
+    return Outcome(
+        f"enhancement raised fine-tuned accuracy beyond 1.645 SE on {helped} of {len(t)} tasks",
+        verdict(not most(helped, len(t))),
+    )
+
+
+# -- Phang, Liu & Bowman 2021 -----------------------------------------------------------
+def _blocks(v, state: str):
+    from .cka import blocks_beyond_banded
+
+    C = np.asarray(getattr(v, f"cka_{state}"), float)
+    if len(C) < 3 or not np.isfinite(C).all():
+        raise Untestable("block structure needs at least 3 layers with a defined CKA")
+    return blocks_beyond_banded(C, offset=v.layers[0])
+
+
+def _cka_tasks(r, states=("finetuned",)) -> dict:
+    """{task: {state: BlockStructure}} for the tasks whose matrices have a block structure
+    (3 layers or more); Untestable if none has."""
+    out = {}
+    for k, v in tasks_of(r["09_cka"]).items():
+        try:
+            out[k] = {s: _blocks(v, s) for s in states}
+        except Untestable:
+            continue
+    if not out:
+        raise Untestable("block structure needs at least 3 layers with a defined CKA, on some task")
+    return out
+
+
+def _block_diagonal(r) -> Outcome:
+    t = _cka_tasks(r)
+    score = {k: b["finetuned"].score for k, b in t.items()}
+    n = sum(x >= BLOCK_MARGIN for x in score.values())
+    return Outcome(
+        "fine-tuned block contrast beyond the best banded matrix: "
+        + ", ".join(f"{k} {x:.3f}" for k, x in score.items()),
+        verdict(most(n, len(t))),
+    )
+
+
+def _sharper(r) -> Outcome:
+    t = _cka_tasks(r, ("pretrained", "finetuned"))
+    d = {k: b["finetuned"].score - b["pretrained"].score for k, b in t.items()}
+    n = sum(x >= BLOCK_MARGIN for x in d.values())
+    return Outcome(
+        "change of block contrast beyond the banded fit: " + ", ".join(f"{k} {x:+.3f}" for k, x in d.items()),
+        verdict(most(n, len(t))),
+    )
+
+
+def _late_block(r) -> Outcome:
+    t = _cka_tasks(r)
+    n = 0
+    for b in t.values():
+        first, last = b["finetuned"].blocks[-1]
+        n += b["finetuned"].score >= BLOCK_MARGIN and last > first
+    return Outcome(
+        f"the top layer shares a block (beyond the banded fit) with a lower layer on {n} of {len(t)} tasks",
+        verdict(most(n, len(t))),
+    )
+
+
+def _droppable(v) -> int:
+    """The number of top layers that can go, each k up to it within the tolerance."""
+    acc = [num(a, "accuracy") for a in v.dropping]
+    k = 0
+    while k + 1 < len(acc) and acc[0] - acc[k + 1] <= DROP_TOLERANCE:
+        k += 1
+    return k
+
+
+def _drop(r) -> Outcome:
+    t = tasks_of(r["09_cka"])
+    k = {name: _droppable(v) for name, v in t.items()}
+    loss = {name: v.dropping[0] - v.dropping[1] for name, v in t.items() if len(v.dropping) > 1}
+    n = sum(x >= 1 for x in k.values())
+    return Outcome(
+        f"top layers droppable within {DROP_TOLERANCE} (first k that fails ends the count): "
+        + ", ".join(f"{name} {x} (loss at 1: {loss.get(name, float('nan')):.3f})" for name, x in k.items()),
+        verdict(most(n, len(t))),
+    )
+
+
+P03, P04, P05, P06, P07 = (
+    ("03_probing_performance",),
+    ("04_linearity",),
+    ("05_spatial_structure",),
+    ("06_cross_task",),
+    ("07_layers",),
+)
+P08, P09 = ("08_isotropy",), ("09_cka",)
+
+CLAIMS: tuple[Claim, ...] = (
+    Claim(
+        "zs-helps",
+        ZS,
+        "4.1",
+        "Fine-tuning improves the last layer's MLP-probe accuracy on every task.",
+        "improved in all cases but one of 25 (BERT-small, PS-fxn)",
+        "§4.1",
+        "MLP-probe test accuracy over probe seeds, pretrained and fine-tuned; Welch's t-test",
+        P03,
+        _helps,
+    ),
+    Claim(
+        "zs-similarity-falls",
+        ZS,
+        "4.1",
+        "Fine-tuning lowers the train-test spatial similarity on every task.",
+        "decreased for every model and task",
+        "§4.1",
+        "train-test spatial similarity of separable representations; Fisher's z-test",
+        P03,
+        _similarity_falls,
+    ),
+    Claim(
+        "zs-lowest-when-hurt",
+        ZS,
+        "4.1",
+        "Where fine-tuning does not help, the train-test similarity after it is the lowest.",
+        "0.44, the lowest similarity (BERT-small, PS-fxn)",
+        "§4.1",
+        "the task with the lowest similarity after fine-tuning, against the tasks not helped",
+        P03,
+        _lowest_when_hurt,
+    ),
+    Claim(
+        "zs-fewer-clusters",
+        ZS,
+        "4.2",
+        "Fine-tuning makes representations more linear: fewer clusters where a label needed several.",
+        "cluster counts fall towards the number of labels",
+        "§4.2",
+        "DirectProbe clusters of the last layer, on tasks not separable before",
+        P04,
+        _fewer_clusters,
+    ),
+    Claim(
+        "zs-tiny-nonlinear",
+        ZS,
+        "4.2",
+        "Before fine-tuning, BERT-tiny needs more clusters than labels for most tasks.",
+        "BERT-tiny is not linearly separable before fine-tuning for most tasks",
+        "§4.2",
+        "DirectProbe clusters against labels, pretrained",
+        P04,
+        _tiny_nonlinear,
+        _bert_tiny,
+    ),
+    Claim(
+        "zs-linear-after",
+        ZS,
+        "4.2",
+        "After fine-tuning, every task but TREC-50 is linearly separable.",
+        "linearly separable after fine-tuning",
+        "§4.2",
+        "clusters = labels after fine-tuning",
+        P04,
+        _linear_after,
+    ),
+    Claim(
+        "zs-trec-nonlinear",
+        ZS,
+        "4.2",
+        "TREC-50 stays non-linear after fine-tuning.",
+        "TREC-50 stays non-linear",
+        "§4.2",
+        "TREC-50 clusters against labels after fine-tuning",
+        P04,
+        _trec_nonlinear,
+    ),
+    Claim(
+        "zs-apart",
+        ZS,
+        "4.3",
+        "Fine-tuning pushes labels apart: most labels' minimum distances grow.",
+        "minimum distances grow during fine-tuning",
+        "§4.3",
+        "each label's minimum distance over the spread, first and last snapshot; sign test per task",
+        P05,
+        _apart,
+    ),
+    Claim(
+        "zs-closest-apart",
+        ZS,
+        "4.3",
+        "The closest labels move apart during fine-tuning.",
+        "the three closest labels drift apart",
+        "§4.3, Figure 3",
+        "pairwise distances of the three closest labels over the spread; sign test",
+        P05,
+        _closest_apart,
+    ),
+    Claim(
+        "zs-psrole-keeps",
+        ZS,
+        "4.4",
+        "Fine-tuning on PS-role does not hurt the PS-fxn probe.",
+        "fine-tuning on a related task keeps PS-fxn performance",
+        "§4.4",
+        "PS-fxn MLP accuracy over probe seeds; Welch's t-test for a drop",
+        P06,
+        _psrole_keeps,
+    ),
+    Claim(
+        "zs-pos-hurts",
+        ZS,
+        "4.4",
+        "Fine-tuning on POS hurts the PS-fxn probe.",
+        "fine-tuning on POS lowers PS-fxn performance",
+        "§4.4",
+        "PS-fxn MLP accuracy over probe seeds; Welch's t-test",
+        P06,
+        _pos_hurts,
+    ),
+    Claim(
+        "zs-pos-shrinks",
+        ZS,
+        "4.4",
+        "Fine-tuning on POS shrinks PS-fxn labels' minimum distances.",
+        "mean change -1.68 (BERT-base)",
+        "§4.4",
+        "PS-fxn labels' minimum distances over the spread; sign test",
+        P06,
+        _pos_shrinks,
+    ),
+    Claim(
+        "zs-top-above-half",
+        ZS,
+        "4.5",
+        "Higher layers keep a spatial similarity above 0.5 to the pretrained model.",
+        "above 0.5 in the higher layers",
+        "§4.5",
+        "top layer's similarity to pretrained at the last snapshot",
+        P07,
+        _top_above_half,
+    ),
+    Claim(
+        "zs-lower-change-less",
+        ZS,
+        "4.5",
+        "Lower layers change less than higher layers.",
+        "similarity to pretrained falls with height",
+        "§4.5",
+        "first against top transformer layer's similarity to pretrained; Fisher's z-test",
+        P07,
+        _lower_change_less,
+    ),
+    Claim(
+        "rp-not-more-isotropic",
+        RP,
+        "3",
+        "Fine-tuning does not necessarily make the space more isotropic.",
+        "isotropy does not improve on every task",
+        "§3, Table 1",
+        "IsoScore and I(W) of the last layer",
+        P08,
+        _not_more_isotropic,
+    ),
+    Claim(
+        "rp-stays-anisotropic",
+        RP,
+        "3",
+        "Fine-tuned representations stay highly anisotropic.",
+        "I(W) of the same order before and after fine-tuning",
+        "§3, Table 1",
+        f"I(W) after over before fine-tuning, against a {ANISOTROPY_FOLD:.0f}-fold rise",
+        P08,
+        _stays_anisotropic,
+    ),
+    Claim(
+        "rp-local-structure",
+        RP,
+        "4",
+        "Local structures that encode token identity change massively during fine-tuning.",
+        "massive change in local structure",
+        "§4",
+        f"word-identity share of the top directions, a change of {LOCAL_CHANGE:.0%} or more",
+        P08,
+        _local_change,
+    ),
+    Claim(
+        "rp-elongated",
+        RP,
+        "5",
+        "The number of elongated directions grows after fine-tuning.",
+        "dramatic growth in elongated directions",
+        "§5",
+        "directions with 10x an isotropic share; sign test",
+        P08,
+        _elongated,
+    ),
+    Claim(
+        "rp-top-carries",
+        RP,
+        "5",
+        "In fine-tuned representations the dominant directions carry the task's knowledge.",
+        "removing them hurts fine-tuned, not pretrained, performance",
+        "§5",
+        "probe accuracy with the top D against D random directions removed; binomial SE",
+        P08,
+        _top_carries,
+    ),
+    Claim(
+        "rp-enhancement",
+        RP,
+        "6",
+        "Isotropy enhancement does not help fine-tuned representations.",
+        "enhancement methods become ineffective",
+        "§6",
+        "accuracy with global or per-cluster enhancement",
+        P08,
+        _enhancement,
+    ),
+    Claim(
+        "plb-blocks",
+        PLB,
+        "4",
+        "Fine-tuned models show block-diagonal CKA: layers group into blocks.",
+        "consistent block-diagonal structure (RoBERTa, ALBERT)",
+        "§4, Figure 1",
+        "block contrast of the fine-tuned CKA matrix beyond its best banded fit",
+        P09,
+        _block_diagonal,
+    ),
+    Claim(
+        "plb-sharper",
+        PLB,
+        "4",
+        "The block structure is sharper after fine-tuning than before.",
+        "blocks emerge with fine-tuning",
+        "§4, Figure 1",
+        "change of the block contrast beyond the banded fit",
+        P09,
+        _sharper,
+    ),
+    Claim(
+        "plb-late-block",
+        PLB,
+        "4",
+        "The later layers of a fine-tuned model form a block of similar layers.",
+        "strong similarity within the later layers",
+        "§4",
+        "whether the top layer shares a block beyond the banded fit",
+        P09,
+        _late_block,
+    ),
+    Claim(
+        "plb-drop",
+        PLB,
+        "5",
+        "The top layers can be dropped, with no further tuning, at little cost in accuracy.",
+        "top few layers discarded without hurting performance",
+        "§5",
+        f"accuracy with the top k layers dropped; the first k losing more than {DROP_TOLERANCE} "
+        "ends the count",
+        P09,
+        _drop,
+    ),
+)
+
+
+def evaluate(records: Mapping[str, Record], info: ModelInfo | None = None) -> list[tuple[Claim, Outcome]]:
+    """Every claim's outcome on one model's records ``{chapter: record}``."""
+    return [(c, c.evaluate(records, info)) for c in CLAIMS]
+
+
+def scorecard(records: Mapping[str, Record], info: ModelInfo | None = None) -> pd.DataFrame:
+    """The claims table: paper, section, claim, the paper's figure and source, what we
+    measured, ours, verdict; one row per claim, numbered from 1."""
+    rows = [
+        {
+            "paper": c.paper,
+            "section": c.section,
+            "claim": c.text,
+            "paper's figure": c.paper_figure,
+            "source": c.paper_source,
+            "measure": c.measure,
+            "ours": o.ours,
+            "verdict": o.verdict,
+            "id": c.id,
+        }
+        for c, o in evaluate(records, info)
+    ]
+    table = pd.DataFrame(rows)
+    table.index = np.arange(1, len(table) + 1)
+    return table

@@ -1,0 +1,294 @@
+"""Every claim can fail: for each, a hand-made record where it holds and one where it does not,
+including the counterexamples that a weaker test would pass (banded CKA matrices, uniformly
+scaled distances, gains within the seed spread, a model of another size)."""
+
+import numpy as np
+import pytest
+
+from ftgeo import claims
+from ftgeo.claims import FAILS, HOLDS, UNTESTABLE
+from ftgeo.results import (
+    CKARecord,
+    CKATask,
+    CrossTaskRecord,
+    CrossTaskState,
+    IsotropyRecord,
+    IsotropyTask,
+    LayersRecord,
+    LayersTask,
+    LinearityRecord,
+    LinearityTask,
+    ModelInfo,
+    ProbingRecord,
+    ProbingTask,
+    SpatialRecord,
+    SpatialTask,
+    from_dict,
+)
+
+MINILM = ModelInfo("bert", 6, 384)
+TINY = ModelInfo("bert", 2, 128)
+TASKS = ["pos", "dep", "ps-role", "ps-fxn", "trec-50"]
+HEAD = {"model": "m", "fingerprint": "f", "model_info": MINILM}
+
+
+def probing(gain=0.05, sd=0.002, sim=(0.9, 0.6), separable=True, per_task=None):
+    rng = np.random.default_rng(0)
+    tasks = {}
+    for k in TASKS:
+        g, s = (per_task or {}).get(k, (gain, sim))
+        base = 0.8 + sd * rng.standard_normal(5)
+        tasks[k] = ProbingTask(
+            list(base),
+            list(base + g + sd * rng.standard_normal(5)),
+            s[0],
+            s[1],
+            136,
+            136,
+            separable,
+            separable,
+        )
+    return {
+        "03_probing_performance": ProbingRecord(
+            **HEAD, layer=-1, probe_grid={}, directprobe_items=None, tasks=tasks
+        )
+    }
+
+
+def linearity(before=(25, 17), after=(17, 17), trec_after=60, info=MINILM):
+    tasks = {k: LinearityTask(after[1], before[0], after[0], None, None) for k in TASKS[:-1]}
+    tasks["trec-50"] = LinearityTask(50, 70, trec_after, None, None)
+    return {
+        "04_linearity": LinearityRecord(
+            **{**HEAD, "model_info": info}, layer=-1, directprobe_items=None, tasks=tasks
+        )
+    }
+
+
+def spatial(factor_grow=1.3, scale=(1.0, 1.0), n_labels=12):
+    rng = np.random.default_rng(1)
+    tasks = {}
+    for k in TASKS:
+        first = rng.uniform(1, 2, n_labels)
+        last = first * factor_grow * rng.uniform(0.97, 1.03, n_labels)
+        tasks[k] = SpatialTask(
+            [0, 10],
+            {f"l{i}": [a, b] for i, (a, b) in enumerate(zip(first, last, strict=True))},
+            list(scale),
+            ["l0", "l1", "l2"],
+            list(first[:3]),
+            list(last[:3]),
+        )
+    return {"05_spatial_structure": SpatialRecord(**HEAD, layer=-1, tasks=tasks)}
+
+
+def cross(psrole=0.0, pos=-0.05, pos_factor=0.7, pos_scale=1.0, sd=0.003):
+    rng = np.random.default_rng(2)
+    base = {f"l{i}": float(d) for i, d in enumerate(rng.uniform(1, 2, 20))}
+
+    def state(shift, factor=1.0, scale=1.0):
+        return CrossTaskState(
+            list(0.8 + shift + sd * rng.standard_normal(5)),
+            30,
+            {k: v * factor * float(rng.uniform(0.98, 1.02)) for k, v in base.items()},
+            scale,
+            0.8,
+        )
+
+    return {
+        "06_cross_task": CrossTaskRecord(
+            **HEAD,
+            layer=-1,
+            target="ps-fxn",
+            sources=["ps-role", "pos"],
+            states={
+                "pretrained": state(0.0),
+                "finetuned on ps-role": state(psrole),
+                "finetuned on pos": state(pos, pos_factor, pos_scale),
+            },
+        )
+    }
+
+
+def layers(first=0.95, top=0.7):
+    tasks = {
+        k: LayersTask([0, 10], 17, [[1.0, first], [1.0, top]], [first, 0.9, top], [], [], []) for k in TASKS
+    }
+    return {"07_layers": LayersRecord(**HEAD, tasks=tasks)}
+
+
+def isotropy(
+    iso=(0.1, 0.08),
+    part=(1e-4, 2e-4),
+    word=(0.5, 0.2),
+    elong=(3, 8),
+    probe_ft=None,
+    evaluation="retrained probe",
+):
+    probe_ft = probe_ft or {"none": 0.9, "top D removed": 0.7, "random D removed": 0.9, "per cluster": 0.89}
+    probe_pre = {"none": 0.8, "top D removed": 0.79, "random D removed": 0.8, "per cluster": 0.8}
+    pair = lambda ab: {"pretrained": ab[0], "finetuned": ab[1]}  # noqa: E731
+    tasks = {
+        k: IsotropyTask(
+            6,
+            2000,
+            pair(part),
+            pair((0.5, 0.6)),
+            pair(iso),
+            pair((0.2, 0.2)),
+            pair(elong),
+            pair((50, 20)),
+            pair((0.3, 0.3)),
+            "length",
+            pair(word),
+            {"pretrained": probe_pre, "finetuned": probe_ft},
+            3,
+        )
+        for k in TASKS
+    }
+    return {
+        "08_isotropy": IsotropyRecord(
+            **HEAD, enhancement_evaluation=evaluation, max_items=None, n_clusters=10, n_top=10, tasks=tasks
+        )
+    }
+
+
+def banded(base, L=6):
+    return (base ** np.abs(np.subtract.outer(np.arange(L), np.arange(L)))).tolist()
+
+
+def blocky(L=6, cut=3, within=0.9, between=0.3):
+    C = np.full((L, L), between)
+    C[:cut, :cut] = within
+    C[cut:, cut:] = within
+    np.fill_diagonal(C, 1.0)
+    return C.tolist()
+
+
+def cka(pre, post, dropping=(0.9, 0.895, 0.89, 0.7)):
+    tasks = {k: CKATask(list(range(1, 7)), pre, post, [1.0] * 6, list(dropping), 2000) for k in TASKS}
+    return {"09_cka": CKARecord(**HEAD, debiased=False, max_items=None, tasks=tasks)}
+
+
+# claim id -> (records where it holds, records where it does not, the model where it applies)
+CASES = {
+    "zs-helps": (probing(gain=0.05), probing(gain=0.001, sd=0.01)),  # gains within the seed spread fail
+    "zs-similarity-falls": (probing(sim=(0.9, 0.5)), probing(sim=(0.9, 0.88))),
+    "zs-lowest-when-hurt": (
+        probing(per_task={"ps-fxn": (-0.02, (0.9, 0.3))}),
+        probing(per_task={"ps-fxn": (-0.02, (0.9, 0.8)), "pos": (0.05, (0.9, 0.2))}),
+    ),
+    "zs-fewer-clusters": (
+        linearity(before=(25, 17), after=(17, 17)),
+        linearity(before=(25, 17), after=(28, 17)),
+    ),
+    "zs-tiny-nonlinear": (linearity(before=(25, 17), info=TINY), linearity(before=(17, 17), info=TINY)),
+    "zs-linear-after": (linearity(after=(17, 17)), linearity(after=(19, 17))),
+    "zs-trec-nonlinear": (linearity(trec_after=60), linearity(trec_after=50)),
+    # every distance scaled by 1.1 with the space: labels do not move apart
+    "zs-apart": (spatial(1.3), spatial(1.1, scale=(1.0, 1.1))),
+    "zs-closest-apart": (spatial(1.3), spatial(1.1, scale=(1.0, 1.1))),
+    "zs-psrole-keeps": (cross(psrole=0.0), cross(psrole=-0.05)),
+    "zs-pos-hurts": (cross(pos=-0.05), cross(pos=0.0)),
+    "zs-pos-shrinks": (cross(pos_factor=0.7), cross(pos_factor=0.7, pos_scale=0.7)),  # a shrunken space
+    "zs-top-above-half": (layers(top=0.7), layers(top=0.4)),
+    "zs-lower-change-less": (layers(first=0.97, top=0.6), layers(first=0.6, top=0.62)),
+    "rp-not-more-isotropic": (isotropy(iso=(0.1, 0.08)), isotropy(iso=(0.1, 0.2), part=(1e-4, 2e-4))),
+    "rp-stays-anisotropic": (isotropy(part=(1e-4, 2e-4)), isotropy(part=(1e-4, 5e-3))),
+    "rp-local-structure": (isotropy(word=(0.5, 0.2)), isotropy(word=(0.5, 0.45))),
+    "rp-elongated": (isotropy(elong=(3, 8)), isotropy(elong=(8, 3))),
+    "rp-top-carries": (
+        isotropy(),
+        isotropy(probe_ft={"none": 0.9, "top D removed": 0.89, "random D removed": 0.9, "per cluster": 0.9}),
+    ),
+    "rp-enhancement": (
+        isotropy(evaluation="fixed head"),
+        isotropy(
+            evaluation="fixed head",
+            probe_ft={"none": 0.8, "top D removed": 0.9, "random D removed": 0.8, "per cluster": 0.9},
+        ),
+    ),
+    # smooth banded matrices, however steep, have no blocks
+    "plb-blocks": (cka(banded(0.9), blocky()), cka(banded(0.9), banded(0.9))),
+    "plb-sharper": (cka(banded(0.9), blocky()), cka(banded(0.9), banded(0.8))),
+    "plb-late-block": (cka(banded(0.9), blocky(cut=3)), cka(banded(0.9), banded(0.8))),
+    "plb-drop": (cka(banded(0.9), blocky()), cka(banded(0.9), blocky(), dropping=(0.9, 0.85, 0.9, 0.9))),
+}
+CLAIM = {c.id: c for c in claims.CLAIMS}
+
+
+def test_every_claim_has_a_holding_and_a_failing_case():
+    assert set(CASES) == set(CLAIM)
+
+
+@pytest.mark.parametrize("claim_id", sorted(CASES))
+def test_claims_holds_case(claim_id):
+    outcome = CLAIM[claim_id].evaluate(CASES[claim_id][0])
+    assert outcome.verdict == HOLDS, outcome.ours
+
+
+@pytest.mark.parametrize("claim_id", sorted(CASES))
+def test_claims_fails_case(claim_id):
+    outcome = CLAIM[claim_id].evaluate(CASES[claim_id][1])
+    assert outcome.verdict == FAILS, outcome.ours
+
+
+def test_claims_bert_tiny_claim_does_not_apply_to_a_sentence_encoder():
+    records = linearity(before=(25, 17), info=MINILM)
+    outcome = CLAIM["zs-tiny-nonlinear"].evaluate(records)
+    assert outcome.verdict == UNTESTABLE and "BERT-tiny" in outcome.ours
+
+
+def test_claims_banded_matrices_score_no_blocks():
+    for base in (0.9, 0.8, 0.6):
+        rec = cka(banded(base), banded(base))["09_cka"].tasks["pos"]
+        assert claims._blocks(rec, "finetuned").score == pytest.approx(0, abs=1e-9)
+
+
+def test_claims_similarity_needs_separable_representations():
+    outcome = CLAIM["zs-similarity-falls"].evaluate(probing(separable=False))
+    assert outcome.verdict == UNTESTABLE and "separable" in outcome.ours
+
+
+def test_claims_lowest_when_hurt_needs_a_task_that_was_helped():
+    outcome = CLAIM["zs-lowest-when-hurt"].evaluate(probing(gain=0.0, sd=0.01))
+    assert outcome.verdict == UNTESTABLE and "helped on no task" in outcome.ours
+
+
+def test_claims_blocks_skip_tasks_with_too_few_layers():
+    records = cka(banded(0.9), blocky())
+    short = records["09_cka"].tasks["pos"]
+    records["09_cka"].tasks["pos"] = CKATask([1, 2], [[1.0, 0.5], [0.5, 1.0]], [[1.0, 0.5], [0.5, 1.0]],
+                                             [1.0, 1.0], list(short.dropping), 2000)
+    outcome = CLAIM["plb-blocks"].evaluate(records)
+    assert outcome.verdict == HOLDS and "pos" not in outcome.ours
+    for task in records["09_cka"].tasks.values():
+        object.__setattr__(task, "cka_finetuned", [[1.0, 0.5], [0.5, 1.0]])
+    assert CLAIM["plb-blocks"].evaluate(records).verdict == UNTESTABLE
+
+
+def test_claims_retrained_probe_makes_enhancement_untestable():
+    outcome = CLAIM["rp-enhancement"].evaluate(isotropy())
+    assert outcome.verdict == UNTESTABLE and "retrain" in outcome.ours
+
+
+def test_claims_missing_chapter_is_untestable_with_the_reason():
+    table = claims.scorecard({**probing(), **linearity()})
+    assert set(table["verdict"]) <= set(claims.VERDICTS)
+    cka_rows = table[table["id"].str.startswith("plb")]
+    assert (cka_rows["verdict"] == UNTESTABLE).all() and cka_rows["ours"].str.contains("09_cka").all()
+
+
+def test_claims_thresholds_are_named_and_the_drop_count_stops_at_the_first_failure():
+    rec = cka(banded(0.9), banded(0.9), dropping=(0.9, 0.85, 0.9, 0.9))["09_cka"].tasks["pos"]
+    assert claims._droppable(rec) == 0  # k = 2 and 3 are within tolerance, but k = 1 is not
+
+
+def test_claims_records_round_trip_through_the_schema():
+    import dataclasses
+    import json
+
+    for make in (probing, linearity, spatial, cross, layers, isotropy):
+        (record,) = make().values()
+        data = json.loads(json.dumps(dataclasses.asdict(record)))
+        assert from_dict(type(record), data) == record
