@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import functools
 import json
 import logging
 import os
@@ -244,11 +245,18 @@ def plan(config: Mapping[str, Any], *, model: str | None = None, tasks: Sequence
 
 def notebook_parameters(notebook: Path) -> dict[str, Any]:
     """The parameters a notebook declares in its ``parameters`` cell: ``{name: default}``
-    (the default as a Python value; ``...`` where it is not a literal)."""
+    (the default as a Python value; ``...`` where it is not a literal). Read once per version
+    of the file: planning and the fine-tuning stage both ask for every notebook."""
+    path = Path(notebook).resolve()
+    return dict(_notebook_parameters(str(path), path.stat().st_mtime_ns))
+
+
+@functools.lru_cache(maxsize=64)
+def _notebook_parameters(path: str, mtime_ns: int) -> dict[str, Any]:
     import papermill as pm
 
     out = {}
-    for name, info in pm.inspect_notebook(str(notebook)).items():
+    for name, info in pm.inspect_notebook(path).items():
         try:
             out[name] = ast.literal_eval(info["default"])
         except (ValueError, SyntaxError):
