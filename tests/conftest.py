@@ -101,6 +101,11 @@ def pytest_collection_modifyitems(session, config, items):
             "make_golden", Path(__file__).parent / "golden" / "make_golden.py")
         make_golden = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(make_golden)
-        make_golden.prepare(goldens)
+        try:
+            make_golden.prepare(goldens)
+        except (FileNotFoundError, ftdata.DataNotFoundError) as err:  # the goldens then fail alone
+            import warnings
+
+            warnings.warn(f"the goldens' fine-tuned runs were not trained: {err}", stacklevel=1)
     late = [item for item in items if item.get_closest_marker("after_goldens")]
     items[:] = [item for item in items if not item.get_closest_marker("after_goldens")] + late
