@@ -242,3 +242,62 @@ def test_assignments_equal_a_plain_implementation_of_the_reference(seed):
     dp = DirectProbe().fit(X, y)
     plain = _naive_directprobe(X, y)
     assert _partition(dp.labels_) == {frozenset(c) for c in plain}
+
+
+# -- cluster counts before and after fine-tuning -------------------------------------------
+def _summary(kind, seed=0):
+    """DirectProbe on 2-D blobs: "xor" (labels 0, 1 at opposite corners: 3 clusters), "two"
+    (the same labels, separated: 2 clusters) or "blobs" (three separated labels: 3 clusters)."""
+    from ftgeo.spatial import directprobe_summary
+
+    rng = np.random.default_rng(seed)
+    if kind == "xor":
+        corners, labels = [(0, 0), (10, 10), (0, 10), (10, 0)], [0, 0, 1, 1]
+    elif kind == "two":
+        corners, labels = [(0, 0), (0, 10), (10, 0), (10, 10)], [0, 0, 1, 1]
+    else:
+        corners, labels = [(0, 0), (10, 0), (0, 10)], [0, 1, 2]
+    X = np.vstack([rng.normal(0, 1, (20, 2)) + c for c in corners])
+    return directprobe_summary(X, np.repeat(labels, 20), store=False)
+
+
+def test_cluster_tables_and_the_linearity_summary_known_answers():
+    from ftgeo import results
+    from ftgeo.directprobe import (
+        cluster_counts,
+        linearity_summary,
+        linearity_tasks,
+        per_layer_table,
+        shared_label_pairs,
+        split_labels,
+    )
+
+    xor, two, blobs = _summary("xor"), _summary("two"), _summary("blobs")
+    assert (xor.n_labels, xor.n_clusters, two.n_clusters, blobs.n_clusters) == (2, 3, 2, 3)
+    clusters = {("xor", "pretrained"): xor, ("xor", "finetuned"): two,
+                ("blobs", "pretrained"): blobs, ("blobs", "finetuned"): blobs}
+    counts = cluster_counts(clusters)
+    assert list(counts.index) == ["xor", "blobs"] and counts.index.name == "task"
+    assert counts.loc["xor"].tolist() == [2, 3, 2, "no", "yes"]
+    assert counts.loc["blobs"].tolist() == [3, 3, 3, "yes", "yes"]
+    split = split_labels(clusters, {"xor": ["a", "b"], "blobs": ["x", "y", "z"]})
+    twice = int(np.argmax(np.bincount(xor.cluster_labels)))  # the label whose blobs stay apart
+    assert split.to_dict("records") == [{"task": "xor", "state": "pretrained", "label": "ab"[twice],
+                                         "clusters": 2}]
+    assert split_labels({("blobs", "finetuned"): blobs}, {"blobs": "xyz"}).empty
+    assert linearity_summary(clusters) == {"n_linear_before": 1, "n_linear_after": 2, "n_fewer": 1,
+                                           "nonlinear_after": "none"}
+    # the twin: fine-tuning leaves XOR as it was
+    stays = {**clusters, ("xor", "finetuned"): xor, ("blobs", "pretrained"): _summary("xor", 1)}
+    assert linearity_summary(stays) == {"n_linear_before": 0, "n_linear_after": 1, "n_fewer": 0,
+                                        "nonlinear_after": "xor"}
+    assert shared_label_pairs(xor.classes, blobs.classes) == 1  # labels 0 and 1
+    layers = {("xor", "pretrained"): [3, 4, 5], ("xor", "finetuned"): [2, 2, 2]}
+    table = per_layer_table(layers)
+    assert list(table.index) == ["xor / pretrained", "xor / finetuned"]
+    assert list(table.columns) == [1, 2, 3] and table.columns.name == "layer"
+    assert table.loc["xor / pretrained"].tolist() == [3, 4, 5]
+    assert list(per_layer_table(layers, first_layer=0).columns) == [0, 1, 2]
+    tasks = linearity_tasks(clusters, layers)
+    assert tasks["xor"] == results.LinearityTask(2, 3, 2, [3, 4, 5], [2, 2, 2])
+    assert tasks["blobs"] == results.LinearityTask(3, 3, 3, None, None)  # no per-layer counts

@@ -242,3 +242,115 @@ def test_dropping_top_layers_equals_a_truncated_model(tiny_bert_dir, kind, tmp_p
         with torch.inference_mode():
             full, cut = _logits(model, batches[0]), _logits(truncated, batches[0])
         assert not torch.allclose(full, cut), "the truncated model must differ from the whole one"
+
+
+# -- reading finished runs for the chapters -------------------------------------------------
+def _fake_run(task, *, steps=(0, 5, 10), n_steps=10, epochs=2, timing=None, trajectory_items=None):
+    """A finished run's record without weights: enough for the tables and the record."""
+    from pathlib import Path
+
+    from ftgeo.finetune import FinetuneRun
+
+    return FinetuneRun("key", Path(f"{task}-key"), task, np.asarray(steps),
+                       np.linspace(0.2, 0.9, len(steps)), np.zeros(n_steps), n_steps,
+                       FinetuneSettings(epochs=epochs), {}, trajectory_items, timing or {})
+
+
+def test_state_steps_and_the_tables_of_runs():
+    from ftgeo.finetune import runs_table, state_steps, timing_table
+
+    data = {"pos": _splits("word"), "dep": _splits("pair")}
+    runs = {"pos": _fake_run("pos", trajectory_items=10, timing={"train_s": 3.0, "snapshot_s": 1.0,
+                                                                 "total_s": 4.0}),
+            "dep": _fake_run("dep", steps=(0, 4, 8, 12), n_steps=12)}
+    assert state_steps(runs["dep"]) == {"pretrained": 0, "finetuned": 12}
+    table = runs_table(runs, data)
+    assert list(table.index) == ["pos", "dep"] and table.index.name == "task"
+    assert table.loc["dep"].tolist() == [3, data["dep"]["train"].n_items, 12, 4,
+                                         data["dep"]["train"].n_items, data["dep"]["test"].n_items]
+    pos = table.loc["pos"]
+    assert pos["trajectory train items"] == data["pos"]["train"].sample(10).n_items <= 10
+    assert pos["trajectory test items"] == data["pos"]["test"].sample(10).n_items <= 10
+    timing = timing_table(runs)
+    assert timing.loc["pos"].tolist() == [3.0, 1.0, 4.0]
+    assert timing.loc["dep"].isna().all()  # a run that did not record its time
+
+
+def _layers(dev, test):
+    from ftgeo.probes import LayerProbeResult
+
+    return LayerProbeResult(np.asarray(test, float), np.asarray(dev, float), np.ones(len(dev)))
+
+
+def test_comparison_chooses_the_best_layer_on_dev_and_the_summary_counts_gains():
+    from ftgeo.finetune import comparison_table, gain_summary
+
+    probe = {("pos", "pretrained"): _layers([0.5, 0.8, 0.6], [0.4, 0.7, 0.9]),
+             ("pos", "finetuned"): _layers([0.5, 0.6, 0.9], [0.5, 0.6, 0.95]),
+             ("dep", "pretrained"): _layers([0.3, 0.2, 0.1], [0.3, 0.2, 0.1]),
+             ("dep", "finetuned"): _layers([0.3, 0.2, 0.4], [0.3, 0.2, 0.35])}
+    model_accuracy = {"pos": {"dev": 0.85, "test": 0.75}, "dep": {"dev": 0.25, "test": 0.2}}
+    table = comparison_table(model_accuracy, probe)
+    assert list(table.index) == ["pos", "dep"] and table.index.name == "task"
+    pos = table.loc["pos"]
+    # layer 1 is best on dev: its test accuracy (0.7) is the baseline, not the best on test (0.9)
+    assert pos["linear probe untuned, best layer, dev"] == 0.8
+    assert pos["linear probe untuned, best layer, test"] == 0.7
+    assert pos["linear probe untuned, last layer, test"] == 0.9
+    assert pos["linear probe fine-tuned, last layer, test"] == 0.95
+    assert pos["fine-tuned model, dev"] == 0.85 and pos["fine-tuned model, test"] == 0.75
+    s = gain_summary(table)
+    # gains over the last layer: pos -0.15, dep +0.1; over the best layer: pos +0.05, dep -0.1
+    assert (s["n_beats_last"], s["n_beats_best"]) == (1, 1)
+    assert s["mean_gain_last"] == pytest.approx(-0.025) and s["mean_gain_best"] == pytest.approx(-0.025)
+    assert (s["largest_gain_task"], s["smallest_gain_task"], s["not_helped"]) == ("dep", "dep", "dep")
+    assert s["largest_gain"] == pytest.approx(0.1) and s["smallest_gain"] == pytest.approx(-0.1)
+    better = gain_summary(comparison_table({t: {"dev": 1.0, "test": 1.0} for t in model_accuracy}, probe))
+    assert (better["n_beats_best"], better["not_helped"]) == (2, "none")
+
+
+def test_finetuning_tasks_make_a_record_that_fits_the_schema(tmp_path):
+    from ftgeo import results
+    from ftgeo.finetune import finetuning_tasks
+
+    runs = {"pos": _fake_run("pos", timing={"total_s": 4.0})}
+    probe = {("pos", "pretrained"): _layers([0.5, 0.8], [0.4, 0.7]),
+             ("pos", "finetuned"): _layers([0.5, 0.9], [0.5, 0.95])}
+    tasks = finetuning_tasks(runs, {"pos": {"dev": 0.85, "test": 0.75}}, probe)
+    assert tasks["pos"] == results.FinetuningTask("pos-key", 10, [0, 5, 10], [0.2, 0.55, 0.9], 0.85, 0.75,
+                                                  [0.4, 0.7], [0.5, 0.95], 4.0)
+    record = results.FinetuningRecord(model="m", fingerprint="f", model_info=results.ModelInfo("bert", 1, 2),
+                                      encoder="e", trajectory_items=None, tasks=tasks)
+    assert results.read_record(results.write_record(tmp_path, record)) == record
+
+
+def test_trajectory_and_state_representations_read_the_stored_states(tiny_bert_dir, tmp_path, store):
+    import inspect
+
+    from ftgeo import extract
+    from ftgeo.finetune import iter_state_representations, trajectory
+
+    splits = _splits()
+    model = load_model(str(tiny_bert_dir))
+    run = finetune(model, splits, FinetuneSettings(epochs=2, learning_rate=1e-3, batch_size=8, n_snapshots=3),
+                   store=store, root=tmp_path, trajectory_items=20)
+    sample = run.trajectory_set(splits["train"])
+    X = trajectory(run, sample, store=store)
+    assert X.shape == (3, sample.n_items, 32)
+    for k, step in enumerate(run.steps):
+        np.testing.assert_array_equal(X[k], run.representations(sample, step, store=store)[-1])
+    np.testing.assert_array_equal(trajectory(run, sample, layer=1, store=store)[-1],
+                                  run.representations(sample, run.final_step, store=store)[1])
+    states = iter_state_representations(model, {"synthetic": run}, {"synthetic": splits}, store=store)
+    assert inspect.isgenerator(states)  # lazy: one state's vectors at a time
+    (key0, before), (key1, after) = states
+    assert (key0, key1) == (("synthetic", "pretrained"), ("synthetic", "finetuned"))
+    assert set(before) == set(after) == {"train", "dev", "test"}
+    np.testing.assert_array_equal(before["train"],
+                                  extract.representations(model, splits["train"], store=store))
+    np.testing.assert_array_equal(after["test"],
+                                  run.representations(splits["test"], run.final_step, store=store))
+    assert not np.allclose(before["test"][-1], after["test"][-1])
+    last = dict(iter_state_representations(model, {"synthetic": run}, {"synthetic": splits}, layer=-1,
+                                           store=store))
+    np.testing.assert_array_equal(last["synthetic", "finetuned"]["dev"], after["dev"][-1])

@@ -1,5 +1,7 @@
 """The linear probe: known answers on synthetic data, and clear errors."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -125,3 +127,95 @@ def test_mlp_settings_are_checked():
         MLPProbe(hidden=(8,)).fit(X, y)
     with pytest.raises(ValueError, match="n_seeds must be >= 1"):
         probe_grid(X, y, X, y, X, y, n_seeds=0)
+
+
+# -- probes before and after fine-tuning ---------------------------------------------------
+class _Split:
+    """What probe_states reads from a TaskData: the labels."""
+
+    def __init__(self, y):
+        self.y = np.asarray(y)
+
+
+def test_probe_states_fits_every_state_on_its_own_splits():
+    from ftgeo.probes import probe_states
+
+    rng = np.random.default_rng(0)
+    y = {s: rng.integers(0, 3, 90) for s in ("train", "dev", "test")}
+    data = {"t": {s: _Split(v) for s, v in y.items()}}
+    # two layers; the fine-tuned state's last layer encodes the label, everything else is noise
+    centres = rng.normal(0, 5, (3, 5))
+    X = {("t", "pretrained"): {s: rng.normal(size=(2, 90, 5)) for s in y},
+         ("t", "finetuned"): {s: np.stack([rng.normal(size=(90, 5)),
+                                           centres[v] + rng.normal(0, 0.1, (90, 5))]) for s, v in y.items()}}
+    fitted = probe_states(X, data)
+    assert list(fitted) == [("t", "pretrained"), ("t", "finetuned")]
+    assert fitted["t", "finetuned"].test_accuracy[-1] == 1.0
+    assert fitted["t", "pretrained"].test_accuracy.max() < 0.6  # chance is 1/3
+    lazy = probe_states(((k, v) for k, v in X.items()), data)  # an iterable of pairs will do
+    assert all(np.array_equal(lazy[k].test_accuracy, fitted[k].test_accuracy) for k in X)
+    # each split's own labels reach the probe, and the settings are passed on
+    seen = probe_states(X, data, lambda *args, **settings: ([a[0] for a in args[1::2]], settings), l2=3)
+    assert seen["t", "pretrained"] == ([y["train"][0], y["dev"][0], y["test"][0]], {"l2": 3})
+
+
+def _grid_result(test, dev_accuracy=0.5):
+    from ftgeo.probes import ProbeGridResult
+
+    return ProbeGridResult((16, 16), 1e-3, dev_accuracy, np.asarray(test, float), None)
+
+
+MLP = {("pos", "pretrained"): _grid_result([0.5, 0.7], 0.61234),
+       ("pos", "finetuned"): _grid_result([0.8, 0.8]),
+       ("dep", "pretrained"): _grid_result([0.6, 0.6]),
+       ("dep", "finetuned"): _grid_result([0.5, 0.5])}
+
+
+def test_probing_table_and_summary_known_answers():
+    from ftgeo.probes import grid_choices, probing_summary, probing_table
+
+    similarity = {("pos", "pretrained"): 0.9, ("pos", "finetuned"): 0.7,
+                  ("dep", "pretrained"): 0.4, ("dep", "finetuned"): 0.2}
+    table = probing_table(MLP, similarity)
+    assert list(table.index) == ["pos", "dep"] and table.index.name == "task"
+    assert list(table.columns) == ["MLP untuned", "sd untuned", "MLP fine-tuned", "sd fine-tuned", "change",
+                                   "similarity untuned", "similarity fine-tuned", "fine-tuning helps"]
+    assert table.loc["pos", "MLP untuned"] == pytest.approx(0.6)
+    assert table.loc["pos", "sd untuned"] == pytest.approx(np.std([0.5, 0.7], ddof=1))
+    assert table["change"].tolist() == pytest.approx([0.2, -0.1])
+    assert table["fine-tuning helps"].tolist() == ["yes", "no"]
+    s = probing_summary(table)
+    assert (s["n_helped"], s["not_helped"], s["n_sim_drop"]) == (1, "dep", 2)
+    assert s["mean_change"] == pytest.approx(0.05)
+    assert (s["lowest_sim_task"], s["lowest_sim"], s["lowest_is_unhelped"]) == ("dep", 0.2, "is")
+    # the twin: the lowest similarity on a task that fine-tuning helped
+    s = probing_summary(probing_table(MLP, {**similarity, ("pos", "finetuned"): 0.1}))
+    assert (s["lowest_sim_task"], s["lowest_is_unhelped"], s["n_sim_drop"]) == ("pos", "is not", 2)
+    choices = grid_choices(MLP)
+    assert list(choices.index) == ["pos / pretrained", "pos / finetuned", "dep / pretrained",
+                                   "dep / finetuned"]
+    assert choices.loc["pos / pretrained"].tolist() == [(16, 16), 0.001, 0.6123]
+
+
+def test_probing_tasks_count_shared_label_pairs_and_separability():
+    from ftgeo import results
+    from ftgeo.probes import probing_tasks
+    from ftgeo.spatial import ClusterSummary
+
+    def summary(classes, cluster_labels):
+        n = len(cluster_labels)
+        return ClusterSummary(np.asarray(classes), np.asarray(cluster_labels), np.zeros(0, int),
+                              np.ones((n, n)))
+
+    four, three = summary([0, 1, 2, 3], [0, 1, 2, 3]), summary([0, 1, 2], [0, 1, 2])
+    split = summary([0, 1, 2, 3], [0, 0, 1, 2, 3])  # label 0 needs two clusters
+    clusters = {("pos", "pretrained", "train"): four, ("pos", "pretrained", "test"): three,
+                ("pos", "finetuned", "train"): split, ("pos", "finetuned", "test"): four,
+                ("dep", "pretrained", "train"): four, ("dep", "pretrained", "test"): four,
+                ("dep", "finetuned", "train"): four, ("dep", "finetuned", "test"): four}
+    similarity = {key: 0.5 for key in MLP}
+    tasks = probing_tasks(MLP, similarity, clusters)
+    assert list(tasks) == ["pos", "dep"]
+    assert tasks["pos"] == results.ProbingTask([0.5, 0.7], [0.8, 0.8], 0.5, 0.5, 3, 6, True, False)
+    assert (tasks["dep"].label_pairs_pretrained, tasks["dep"].separable_finetuned) == (6, True)
+    results.from_dict(results.ProbingTask, dataclasses.asdict(tasks["pos"]))  # fits the schema

@@ -83,3 +83,185 @@ def test_degenerate_representations_are_refused_by_name():
         directprobe_summary(X, np.arange(10) % 2, store=False)
     with pytest.raises(ValueError, match="integer label codes"):
         directprobe_summary(np.eye(4), np.array(["a", "b", "a", "b"]), store=False)
+
+
+# -- trajectories (chapter 05) --------------------------------------------------------------
+OFFSETS = [0.0, 1.5, 5.0, 12.0]  # hull distances: 0-1 0.5, 1-2 2.5, 2-3 6, 0-2 4
+LABELS = ("w", "x", "y", "z")
+
+
+def _trajectory(factors, offsets=OFFSETS):
+    """One sample of four segment labels, the whole space scaled by ``factors[i]`` at step i."""
+    X, y = _segments(offsets, n=12)
+    steps = [10 * i for i in range(len(factors))]
+    return spatial.trajectory((f * X for f in factors), y, steps, LABELS, store=False), X, y
+
+
+def test_label_lookup_by_name_follows_the_labels_present():
+    y = np.array([3, 1, 3, 1])
+    present = spatial.present_labels(LABELS, y)
+    assert present == ("x", "z")
+    assert spatial.label_rows(present, ["z", "x"]).tolist() == [1, 0]
+    with pytest.raises(ValueError, match="'w'"):
+        spatial.label_rows(present, ["w"])
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        spatial.present_labels(LABELS, np.array([0, 7]))
+
+
+def test_uniform_scaling_scales_minimum_distances_and_spread_alike():
+    traj, X, _ = _trajectory([1.0, 2.0, 3.0])
+    assert traj.labels == LABELS and traj.steps.tolist() == [0, 10, 20]
+    np.testing.assert_allclose(traj.min_distance[0], [0.5, 0.5, 2.5, 6.0], atol=2e-3)
+    for i, f in enumerate([1.0, 2.0, 3.0]):
+        np.testing.assert_allclose(traj.min_distance[i], f * traj.min_distance[0], rtol=1e-3)
+        np.testing.assert_allclose(traj.label_distances[i], f * traj.label_distances[0], rtol=1e-3)
+        assert traj.scale[i] == pytest.approx(f * spatial.spread(X))
+    table = traj.min_distance_table()
+    assert table.index.name == "step" and list(table.columns) == list(LABELS)
+    assert traj.centroids.shape == (3, 4, 2)
+
+
+def test_closest_labels_are_the_ones_placed_closest_and_drift_apart_when_the_space_grows():
+    apart, _, _ = _trajectory([1.0, 1.5, 2.0])
+    closest = apart.closest(3)
+    assert set(closest.labels) == {"w", "x", "y"} and set(apart.closest(2).labels) == {"w", "x"}
+    rows = spatial.label_rows(LABELS, closest.labels)
+    expected = {frozenset("wx"): 0.5, frozenset("xy"): 2.5, frozenset("wy"): 4.0}
+    pairs = [frozenset(LABELS[r] for r in rows[[i, j]]) for i, j in zip(*np.triu_indices(3, 1), strict=True)]
+    np.testing.assert_allclose(closest.first, [expected[p] for p in pairs], atol=2e-3)
+    np.testing.assert_allclose(closest.last, 2 * closest.first, rtol=1e-3)
+    assert closest.share_apart == 1.0
+    together, _, _ = _trajectory([1.0, 0.5])
+    assert together.closest(3).share_apart == 0.0
+
+
+def test_centroid_paths_keep_the_distances_of_planar_centroids():
+    traj, _, _ = _trajectory([1.0, 2.0])
+    paths = traj.centroid_paths(["z", "w"])
+    assert paths.labels == ("z", "w") and paths.coords.shape == (2, 2, 2)
+    C = traj.centroids[:, [3, 0]]  # the centroids are 2-D: a 2-component PCA is a rigid motion
+    np.testing.assert_allclose(np.linalg.norm(paths.coords[1, 0] - paths.coords[0, 1]),
+                               np.linalg.norm(C[1, 0] - C[0, 1]), rtol=1e-9)
+    with pytest.raises(ValueError, match="not in this sample"):
+        traj.centroid_paths(["nope"])
+
+
+def test_the_record_holds_what_the_trajectory_computed():
+    traj, _, _ = _trajectory([1.0, 2.0])
+    task = traj.record(n_closest=3)
+    assert task.steps == [0, 10] and list(task.min_distance) == list(LABELS)
+    assert task.min_distance["z"] == traj.min_distance[:, 3].tolist()
+    assert task.scale == traj.scale.tolist()
+    assert task.closest_labels == list(traj.closest(3).labels)
+    assert task.closest_distance_last == traj.closest(3).last.tolist()
+
+
+def test_growth_summary_counts_and_correlates_the_changes():
+    import pandas as pd
+
+    d = pd.DataFrame([[1.0, 2.0, 3.0, 4.0], [3.0, 3.0, 3.0, 3.0]], index=pd.Index([0, 5], name="step"),
+                     columns=["a", "b", "c", "d"])
+    g = spatial.growth(d)
+    assert g.index.tolist() == ["a", "b", "c", "d"] and g.tolist() == [2.0, 1.0, 0.0, -1.0]
+    row = spatial.growth_summary({"t": d, "two": d[["a", "b"]]})
+    assert row.index.name == "task" and list(row.index) == ["t", "two"]
+    assert row.loc["t", ["labels", "grew", "shrank"]].tolist() == [4, 2, 1]
+    assert row.loc["t", "mean change"] == 0.5 and row.loc["t", "median change"] == 0.5
+    assert row.loc["t", "corr(start, change)"] == pytest.approx(-1.0)  # closest moved most
+    assert np.isnan(row.loc["two", "corr(start, change)"])  # 2 labels: no correlation
+
+
+# -- layers (chapter 07) ----------------------------------------------------------------------
+@pytest.mark.parametrize(("n", "expected"), [(1, [0, 1, 2, 3, 4]), (2, [0, 2, 4]), (3, [0, 3, 4]),
+                                             (10, [0, 4])])
+def test_every_nth_keeps_every_nth_step_and_the_last(n, expected):
+    steps = [0, 100, 200, 300, 400]
+    assert spatial.every_nth(steps, n) == [steps[i] for i in expected]
+
+
+def test_every_nth_refuses_a_step_below_one():
+    with pytest.raises(ValueError, match="got 0"):
+        spatial.every_nth([0, 1], 0)
+
+
+def _layers(seed=0, n_labels=4, n=10, dim=3):
+    """(3, n_labels * n, dim): layer 0 one point (like [CLS] at the embedding layer), layers 1
+    and 2 well-separated Gaussian clusters."""
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(n_labels), n)
+    centers = rng.normal(0, 10, (2, n_labels, dim))
+    X = np.stack([np.ones((len(y), dim))] + [centers[k][y] + rng.normal(0, 0.3, (len(y), dim))
+                                              for k in range(2)])
+    return X, y
+
+
+def test_similarity_to_pretrained_is_one_for_a_rigid_motion_and_lower_when_a_label_moves():
+    X, y = _layers()
+    Q, _ = np.linalg.qr(np.random.default_rng(1).normal(size=(3, 3)))
+    moved = X.copy()
+    moved[1] = 2.0 * X[1] @ Q  # layer 1: rotated and scaled
+    moved[2][y == 0] += 40.0  # layer 2: one label far away
+    table = spatial.similarity_to_pretrained(X, [(0, X), (50, moved)], y, store=False)
+    assert table.index.name == "layer" and table.index.tolist() == [1, 2]  # layer 0 left out
+    assert table.columns.tolist() == [0, 50]
+    np.testing.assert_allclose(table[0], 1.0, atol=1e-6)
+    assert table.loc[1, 50] == pytest.approx(1.0, abs=1e-6) and table.loc[2, 50] < 0.9
+
+
+def test_centroid_motion_of_a_known_shift():
+    X, y = _layers()
+    v = np.array([3.0, 4.0, 0.0])  # length 5
+    moved = X.copy()
+    moved[:, y == 0] += v
+    motion = spatial.centroid_motion(X, moved, y)
+    assert motion.displacement.shape == (3, 4, 3)
+    np.testing.assert_allclose(motion.displacement[:, 0], np.tile(v, (3, 1)), atol=1e-12)
+    np.testing.assert_allclose(motion.displacement[:, 1:], 0.0, atol=1e-12)
+    table = motion.table()
+    assert table.index.name == "layer" and table.index.tolist() == [0, 1, 2]
+    np.testing.assert_allclose(table["mean motion"], 5.0 / 4)
+    np.testing.assert_allclose(table["range of motion"], 5.0)
+    c0 = np.stack([X[1][y == c].mean(0) for c in range(4)])
+    i, j = np.triu_indices(4, 1)
+    mean_distance = np.linalg.norm(c0[i] - c0[j], axis=1).mean()
+    assert table.loc[1, "relative range"] == pytest.approx(5.0 / mean_distance)
+    assert np.isnan(motion.scale[0])  # layer 0 is one point: no scale, no relative motion
+    assert table.loc[0, ["relative mean motion", "relative range"]].isna().all()
+
+
+def test_relative_motion_does_not_change_under_uniform_scaling():
+    X, y = _layers()
+    moved = X + np.random.default_rng(2).normal(0, 1.0, X.shape)
+    a = spatial.centroid_motion(X, moved, y).table()
+    b = spatial.centroid_motion(3.0 * X, 3.0 * moved, y).table()
+    relative = ["relative mean motion", "relative range"]
+    np.testing.assert_allclose(b.loc[1:, relative], a.loc[1:, relative], rtol=1e-9)
+    absolute = ["mean motion", "range of motion"]
+    np.testing.assert_allclose(b[absolute], 3 * a[absolute], rtol=1e-9)
+
+
+def test_pca_of_displacements_on_a_line_puts_everything_on_pc1():
+    rng = np.random.default_rng(3)
+    u = rng.normal(size=8)
+    u /= np.linalg.norm(u)
+    t = rng.normal(size=(4, 5))  # 4 layers x 5 labels, each displacement t * u
+    motion = spatial.CentroidMotion(t[..., None] * u, np.ones(4))
+    P = motion.pca()
+    assert P.shape == (4, 5, 2)
+    np.testing.assert_allclose(P[..., 1], 0.0, atol=1e-12)
+    np.testing.assert_allclose(np.abs(P[..., 0]), np.abs(t), rtol=1e-9)  # not centred: 0 is "did not move"
+
+
+def test_task_table_and_the_layers_record():
+    import pandas as pd
+
+    X, y = _layers()
+    motion = spatial.centroid_motion(X, X + 1.0, y)
+    sim = pd.DataFrame({0: [1.0, 1.0], 30: [0.9, 0.7]}, index=pd.Index([1, 2], name="layer"))
+    table = spatial.task_table({"pos": sim.iloc[:, -1]}, name="layer")
+    assert table.index.name == "task" and table.columns.name == "layer"
+    assert table.loc["pos"].tolist() == [0.9, 0.7]
+    task = spatial.layers_task(sim, motion)
+    assert task.steps == [0, 30] and task.n_labels == 4
+    assert task.similarity == [[1.0, 0.9], [1.0, 0.7]] and task.final_similarity == [0.9, 0.7]
+    assert task.range_of_motion == motion.table()["range of motion"].tolist()

@@ -30,7 +30,8 @@ import numpy as np
 
 from ._util import check, check_Xy
 
-__all__ = ["BlockStructure", "block_structure", "cka_matrix", "gram_cka", "linear_cka"]
+__all__ = ["BlockStructure", "banded_fit", "block_structure", "blocks_beyond_banded", "cka_matrix",
+           "droppable_layers", "gram_cka", "linear_cka"]
 
 
 @dataclass(frozen=True)
@@ -324,3 +325,25 @@ def blocks_beyond_banded(similarity: np.ndarray, offset: int = 0) -> BlockStruct
     """
     S = np.asarray(similarity, dtype=np.float64)
     return block_structure(S - banded_fit(S), offset=offset)
+
+
+def droppable_layers(accuracy: Sequence[float], tolerance: float) -> int:
+    """How many top layers can be dropped: the largest k such that dropping each of 1 .. k
+    top layers loses at most ``tolerance`` of the full model's accuracy (Phang, Liu & Bowman
+    2021, Section 5); the first k that loses more ends the count.
+
+    accuracy : accuracy with the top k layers dropped, k = 0, 1, ... (``accuracy[0]``: none)
+
+    >>> droppable_layers([0.90, 0.895, 0.85, 0.899], tolerance=0.01)  # k = 3 alone does not count
+    1
+    >>> droppable_layers([0.90, 0.85, 0.90], tolerance=0.01)
+    0
+    """
+    acc = np.asarray(accuracy, dtype=np.float64)
+    check(acc.ndim == 1 and len(acc) >= 1, f"accuracy must be a non-empty list, got shape {acc.shape}")
+    check(np.isfinite(acc).all(), "accuracy holds a missing value; every k needs an accuracy")
+    check(tolerance >= 0, f"tolerance must be >= 0, got {tolerance}")
+    k = 0
+    while k + 1 < len(acc) and acc[0] - acc[k + 1] <= tolerance:
+        k += 1
+    return k

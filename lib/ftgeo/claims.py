@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from . import cka
 from .results import ModelInfo, Record
 
 __all__ = ["CLAIMS", "Claim", "Outcome", "Untestable", "evaluate", "scorecard"]
@@ -586,11 +587,7 @@ def _late_block(r) -> Outcome:
 
 def _droppable(v) -> int:
     """The number of top layers that can go, each k up to it within the tolerance."""
-    acc = [num(a, "accuracy") for a in v.dropping]
-    k = 0
-    while k + 1 < len(acc) and acc[0] - acc[k + 1] <= DROP_TOLERANCE:
-        k += 1
-    return k
+    return cka.droppable_layers([num(a, "accuracy") for a in v.dropping], DROP_TOLERANCE)
 
 
 def _drop(r) -> Outcome:
@@ -909,3 +906,12 @@ def scorecard(records: Mapping[str, Record], info: ModelInfo | None = None) -> p
     table = pd.DataFrame(rows)
     table.index = np.arange(1, len(table) + 1)
     return table
+
+
+def for_chapter(record: Record) -> pd.DataFrame:
+    """The claims judged on one chapter's record alone, with their outcomes on it: the table
+    a chapter shows at its end (columns id, claim, ours, verdict). Claims that also read other
+    chapters are left to the scorecard."""
+    own = [c for c in CLAIMS if c.reads == (record.chapter,)]
+    rows = [{"id": c.id, "claim": c.text, **vars(c.evaluate({record.chapter: record}))} for c in own]
+    return pd.DataFrame(rows, columns=["id", "claim", "ours", "verdict"]).set_index("id")

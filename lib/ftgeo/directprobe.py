@@ -32,7 +32,7 @@ from __future__ import annotations
 import heapq
 import logging
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -679,3 +679,97 @@ def point_to_hull(P: np.ndarray, C: np.ndarray, *, max_iter: int = 500, rtol: fl
         A[rows, s] += gamma
         AK = (1 - gamma)[:, None] * AK + gamma[:, None] * K[s]
     return np.sqrt(np.maximum(q - 2 * (A * PC).sum(1) + pp, 0.0))
+
+
+# --------------------------------------------------------------------------------------
+# Cluster counts before and after fine-tuning (chapters 3 and 4): tables, the record
+# --------------------------------------------------------------------------------------
+# ``clusters`` below maps (task, state) to a fitted summary: anything with ``classes``,
+# ``cluster_labels``, ``n_labels``, ``n_clusters`` and ``linearly_separable``, such as
+# :class:`ftgeo.spatial.ClusterSummary`; states are "pretrained" and "finetuned".
+
+def shared_label_pairs(a: Sequence[int], b: Sequence[int]) -> int:
+    """The number of pairs of labels that both ``a`` and ``b`` hold: the length of the
+    distance vectors a spatial similarity of the two correlates.
+
+    >>> shared_label_pairs([0, 1, 2, 3], [1, 2, 3, 7])
+    3
+    """
+    n = len(np.intersect1d(a, b))
+    return n * (n - 1) // 2
+
+
+def _tasks(keyed: Mapping) -> list[str]:
+    return list(dict.fromkeys(key[0] for key in keyed))
+
+
+def _yes_no(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+def cluster_counts(clusters: Mapping):
+    """Labels and clusters before ("untuned") and after ("fine-tuned") fine-tuning, and
+    whether each state is linearly separable ("yes" / "no"): a pandas DataFrame, one row
+    per task, index ``task``."""
+    import pandas as pd
+
+    rows = {}
+    for task in _tasks(clusters):
+        before, after = clusters[task, "pretrained"], clusters[task, "finetuned"]
+        rows[task] = {"labels": before.n_labels, "clusters untuned": before.n_clusters,
+                      "clusters fine-tuned": after.n_clusters,
+                      "linear untuned": _yes_no(before.linearly_separable),
+                      "linear fine-tuned": _yes_no(after.linearly_separable)}
+    return pd.DataFrame(rows).T.rename_axis("task")
+
+
+def split_labels(clusters: Mapping, labels: Mapping[str, Sequence[str]]):
+    """The labels that need more than one cluster: a pandas DataFrame with columns task,
+    state, label (its name) and clusters, one row per such label, in the order of
+    ``clusters`` and, within one (task, state), most clusters first.
+
+    labels : {task: the label names, indexed by label code}
+    """
+    import pandas as pd
+
+    rows = []
+    for (task, state), summary in clusters.items():
+        per_label = pd.Series(summary.cluster_labels).value_counts()
+        for code, n in per_label[per_label > 1].items():
+            rows.append({"task": task, "state": state, "label": labels[task][code], "clusters": int(n)})
+    return pd.DataFrame(rows, columns=["task", "state", "label", "clusters"])
+
+
+def per_layer_table(counts: Mapping[tuple[str, str], Sequence], *, first_layer: int = 1):
+    """A (task, state) x layer table: one row "task / state" per entry of ``counts``, whose
+    values are per layer from ``first_layer`` on; columns named ``layer``."""
+    import pandas as pd
+
+    table = pd.DataFrame({f"{task} / {state}": list(v) for (task, state), v in counts.items()}).T
+    table.columns = pd.RangeIndex(first_layer, first_layer + len(table.columns), name="layer")
+    return table
+
+
+def linearity_summary(clusters: Mapping) -> dict[str, object]:
+    """What chapter 4's summary cites: "n_linear_before" and "n_linear_after", the tasks
+    linearly separable before and after fine-tuning; "n_fewer", those with fewer clusters
+    after; "nonlinear_after", the tasks not separable after, comma-separated, or "none"."""
+    tasks = _tasks(clusters)
+    before = [t for t in tasks if clusters[t, "pretrained"].linearly_separable]
+    after = [t for t in tasks if clusters[t, "finetuned"].linearly_separable]
+    fewer = [t for t in tasks if clusters[t, "finetuned"].n_clusters < clusters[t, "pretrained"].n_clusters]
+    return {"n_linear_before": len(before), "n_linear_after": len(after), "n_fewer": len(fewer),
+            "nonlinear_after": ", ".join(t for t in tasks if t not in after) or "none"}
+
+
+def linearity_tasks(clusters: Mapping, layer_counts: Mapping[tuple[str, str], list[int]]) -> dict:
+    """The per-task part of chapter 4's record: {task: :class:`ftgeo.results.LinearityTask`}.
+
+    layer_counts : {(task, state): clusters at each layer}; an absent entry is recorded as None
+    """
+    from .results import LinearityTask
+
+    return {t: LinearityTask(clusters[t, "pretrained"].n_labels, clusters[t, "pretrained"].n_clusters,
+                             clusters[t, "finetuned"].n_clusters, layer_counts.get((t, "pretrained")),
+                             layer_counts.get((t, "finetuned")))
+            for t in _tasks(clusters)}

@@ -24,7 +24,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -718,3 +718,161 @@ def chapter_runs(model: str | LoadedModel, tasks: Sequence[str], *, seed: int = 
         runs[task] = _finetune_run(loaded, splits, task_settings, cached_only=not train,
                                    trajectory_items=plan.trajectory_items)
     return loaded, data, runs
+
+
+# --------------------------------------------------------------------------------------
+# Reading finished runs for the chapters: the two model states, tables, the linear-probe
+# comparison of chapter 2 and its record
+# --------------------------------------------------------------------------------------
+
+def state_steps(run: FinetuneRun) -> dict[str, int]:
+    """The snapshot step of each model state of ``run``, in :data:`ftgeo.results.STATES`
+    order: the pretrained model is step 0, the fine-tuned one the last snapshot.
+
+    >>> run = FinetuneRun("key", Path("run"), "pos", np.array([0, 5, 10]), np.zeros(3),
+    ...                   np.zeros(10), 10, FinetuneSettings(), {}, None, {})
+    >>> state_steps(run)
+    {'pretrained': 0, 'finetuned': 10}
+    """
+    return {"pretrained": 0, "finetuned": run.final_step}
+
+
+def iter_state_representations(model: LoadedModel, runs: Mapping[str, FinetuneRun],
+                               data: Mapping[str, Mapping[str, TaskData]], *,
+                               layer: int | None = None, store=None
+                               ) -> Iterator[tuple[tuple[str, str], dict[str, np.ndarray]]]:
+    """The representations of every split of every task before and after fine-tuning,
+    one model state at a time: yields ``((task, state), {split: X})``.
+
+    ``pretrained`` is ``model``, ``finetuned`` the run's final weights
+    (:meth:`FinetuneRun.load_model`); tasks come in the order of ``runs``, the pretrained
+    state first. Representations are read from the store, and computed (and cached) where
+    absent, e.g. a dev split a run did not store. Lazy, so that a caller who reduces each
+    state (a probe per layer) holds one state's vectors at a time; ``dict(...)`` keeps all.
+
+    Parameters
+    ----------
+    model : the pretrained model the runs started from
+    runs : {task: FinetuneRun}; data : {task: {split: TaskData}}, as :func:`chapter_runs`
+        returns them
+    layer : None for every layer, X of shape (n_layers, n_items, n_features); a layer index
+        (0 = embeddings, -1 = last) for X of shape (n_items, n_features)
+    store : the artifact cache (default ``Store()``)
+    """
+    from .extract import representations
+
+    for task, run in runs.items():
+        tuned = run.load_model()
+        for state, loaded in (("pretrained", model), ("finetuned", tuned)):
+            X = {split: representations(loaded, d, store=store) for split, d in data[task].items()}
+            yield (task, state), (X if layer is None else {s: x[layer] for s, x in X.items()})
+
+
+def trajectory(run: FinetuneRun, sample: TaskData, *, layer: int = -1, store=None) -> np.ndarray:
+    """The stored representations of ``sample`` at ``layer`` at every snapshot of ``run``.
+
+    sample : a trajectory set, ``run.trajectory_set(split)`` (kept at every snapshot)
+
+    Returns
+    -------
+    X : ndarray of shape (n_snapshots, n_items, n_features), in ``run.steps`` order
+    """
+    return np.stack([run.representations(sample, int(step), store=store)[layer]
+                     for step in run.steps])
+
+
+def runs_table(runs: Mapping[str, FinetuneRun], data: Mapping[str, Mapping[str, TaskData]]):
+    """One row per task (pandas DataFrame, index ``task``): labels, training items, steps,
+    snapshots, and the items of the trajectory sets of the training and test splits."""
+    import pandas as pd
+
+    return pd.DataFrame({task: {
+        "labels": len(data[task]["train"].labels),
+        "train items": data[task]["train"].n_items,
+        "steps": run.n_steps,
+        "snapshots": len(run.steps),
+        "trajectory train items": run.trajectory_set(data[task]["train"]).n_items,
+        "trajectory test items": run.trajectory_set(data[task]["test"]).n_items,
+    } for task, run in runs.items()}).T.rename_axis("task")
+
+
+def timing_table(runs: Mapping[str, FinetuneRun]):
+    """Seconds each run took when it was trained (pandas DataFrame, index ``task``): the
+    training steps, the snapshots, and their total (NaN where a run did not record it)."""
+    import pandas as pd
+
+    return pd.DataFrame({task: {"training": run.timing.get("train_s"),
+                                "snapshots": run.timing.get("snapshot_s"),
+                                "total": run.timing.get("total_s")}
+                         for task, run in runs.items()}).T.rename_axis("task")
+
+
+def comparison_table(model_accuracy: Mapping[str, Mapping[str, float]], probe: Mapping):
+    """The fine-tuned model against the ridge probe of chapter 1 (pandas DataFrame, one row
+    per task of ``model_accuracy``, index ``task``).
+
+    Columns: the fine-tuned model's dev and test accuracy; the probe on the pretrained
+    model's last layer and on its best layer, chosen on dev (so its test figure is a fair
+    baseline), on dev and test; and the probe on the fine-tuned model's last layer, on test.
+
+    Parameters
+    ----------
+    model_accuracy : {task: {"dev": accuracy, "test": accuracy}} (:meth:`FinetuneRun.evaluate`)
+    probe : {(task, state): LayerProbeResult} for both states of every task
+        (:func:`ftgeo.probes.linear_probe_layers`; arrays of shape (n_layers,))
+    """
+    import pandas as pd
+
+    rows = {}
+    for task, acc in model_accuracy.items():
+        before, after = probe[task, "pretrained"], probe[task, "finetuned"]
+        best = int(np.argmax(before.dev_accuracy))
+        rows[task] = {
+            "fine-tuned model, dev": acc["dev"],
+            "linear probe untuned, last layer, dev": before.dev_accuracy[-1],
+            "linear probe untuned, best layer, dev": before.dev_accuracy[best],
+            "fine-tuned model, test": acc["test"],
+            "linear probe untuned, last layer, test": before.test_accuracy[-1],
+            "linear probe untuned, best layer, test": before.test_accuracy[best],
+            "linear probe fine-tuned, last layer, test": after.test_accuracy[-1],
+        }
+    return pd.DataFrame(rows).T.rename_axis("task")
+
+
+def gain_summary(comparison) -> dict[str, Any]:
+    """What chapter 2's summary cites from :func:`comparison_table`: the test-accuracy gain of
+    the fine-tuned model over the probe on the pretrained model's last layer (``*_last``)
+    and best layer (``*_best``).
+
+    Returns
+    -------
+    {"n_beats_last", "n_beats_best"}: tasks with a gain > 0; {"mean_gain_last",
+    "mean_gain_best"}: mean gains; "largest_gain_task", "largest_gain": the largest gain
+    over the last layer; "smallest_gain_task", "smallest_gain": the smallest over the best
+    layer; "not_helped": the tasks with no gain over the best layer, comma-separated, or
+    "none".
+    """
+    model = comparison["fine-tuned model, test"]
+    gain_last = model - comparison["linear probe untuned, last layer, test"]
+    gain_best = model - comparison["linear probe untuned, best layer, test"]
+    not_helped = [task for task in comparison.index if gain_best[task] <= 0]
+    return {"n_beats_last": int((gain_last > 0).sum()), "n_beats_best": int((gain_best > 0).sum()),
+            "mean_gain_last": float(gain_last.mean()), "mean_gain_best": float(gain_best.mean()),
+            "largest_gain_task": gain_last.idxmax(), "largest_gain": float(gain_last.max()),
+            "smallest_gain_task": gain_best.idxmin(), "smallest_gain": float(gain_best.min()),
+            "not_helped": ", ".join(not_helped) if not_helped else "none"}
+
+
+def finetuning_tasks(runs: Mapping[str, FinetuneRun],
+                     model_accuracy: Mapping[str, Mapping[str, float]], probe: Mapping) -> dict:
+    """The per-task part of chapter 2's record: {task: :class:`ftgeo.results.FinetuningTask`},
+    from the runs, the fine-tuned models' dev and test accuracy and the per-layer probes
+    (arguments as for :func:`comparison_table`), in the order of ``runs``."""
+    from .results import FinetuningTask
+
+    return {task: FinetuningTask(
+        run.folder.name, run.n_steps, run.steps.tolist(), run.dev_accuracy.tolist(),
+        model_accuracy[task]["dev"], model_accuracy[task]["test"],
+        probe[task, "pretrained"].test_accuracy.tolist(),
+        probe[task, "finetuned"].test_accuracy.tolist(), run.timing.get("total_s"))
+        for task, run in runs.items()}

@@ -542,3 +542,523 @@ def explorer(views: Mapping[tuple[str, str], PCAView], *, title: str = ""):
         w.observe(draw, names="value")
     draw()
     return widgets.VBox([widgets.HBox([state, task]), widgets.HBox([layer, label]), out])
+
+
+# ---------------------------------------------------------------------------------------------
+# Chapters 8 (isotropy) and 9 (CKA): figures of an ftgeo.analyses study
+# ---------------------------------------------------------------------------------------------
+
+_STATE_STYLE = {"pretrained": {"color": "0.55", "ls": "--", "marker": "."},
+                "finetuned": {"color": "#0173b2", "marker": "o", "ms": 3}}
+_STATE_COLOUR = {"pretrained": "0.5", "finetuned": "#0173b2"}
+
+
+def _task_colour(tasks: Sequence[str], task: str):
+    import matplotlib.pyplot as plt
+
+    return plt.get_cmap("tab10")(list(tasks).index(task) % 10)
+
+
+def isotropy_by_layer(study):
+    """I(W), average cosine and IsoScore per layer (rows) and task (columns), pretrained
+    dashed, fine-tuned solid; ``study``: an :class:`ftgeo.analyses.IsotropyStudy`."""
+    import matplotlib.pyplot as plt
+
+    tasks, m = study.tasks, study.measures
+    panels = [("partition", "I(W)", True), ("average_cosine", "average cosine", False),
+              ("isoscore", "IsoScore", False)]
+    fig, axes = plt.subplots(len(panels), len(tasks), figsize=(2.3 * len(tasks), 6.4), sharex=True,
+                             squeeze=False)
+    for row, (column, label, log) in enumerate(panels):
+        for ax, task in zip(axes[row], tasks):
+            for state, style in _STATE_STYLE.items():
+                part = m[(m["task"] == task) & (m["state"] == state)]
+                ax.plot(part["layer"], part[column], label=state, **style)
+            if log:
+                ax.set_yscale("log")
+            ax.set_title(task if row == 0 else "")
+            if task == tasks[0]:
+                ax.set_ylabel(label)
+            if row == len(panels) - 1:
+                ax.set_xlabel("layer")
+    axes[0, -1].legend(frameon=False, fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def local_structure(study):
+    """Last layer: global against within-cluster IsoScore per task (bars), and how strongly
+    each top principal direction follows the surface property and the word (lines)."""
+    import matplotlib.pyplot as plt
+
+    tasks, last, content = study.tasks, study.last_layer(), study.last_content()
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
+    width, x = 0.2, np.arange(len(tasks))
+    bars = [("pretrained", "isoscore", "0.75"), ("pretrained", "cluster isoscore", "0.45"),
+            ("finetuned", "isoscore", "#a6cee3"), ("finetuned", "cluster isoscore", "#0173b2")]
+    for i, (state, column, colour) in enumerate(bars):
+        axes[0].bar(x + (i - 1.5) * width, [last.loc[(t, state), column] for t in tasks], width, color=colour,
+                    label=f"{state}, {'within clusters' if 'cluster' in column else 'global'}")
+    axes[0].set(xticks=x, xticklabels=tasks, ylabel="IsoScore, last layer", title="Global and within-cluster isotropy")
+    axes[0].legend(frameon=False, fontsize=7)
+    axes[0].tick_params(axis="x", rotation=45)
+    for ax, column, title in ((axes[1], "|r| by direction", "Top directions vs. frequency or length"),
+                              (axes[2], "word share by direction", "Top directions vs. word identity")):
+        for task in tasks:
+            for state, ls in (("pretrained", "--"), ("finetuned", "-")):
+                v = np.asarray(content.loc[(task, state), column], dtype=float)
+                if np.isfinite(v).any():
+                    ax.plot(np.arange(1, len(v) + 1), v, ls=ls, marker=".", color=_task_colour(tasks, task),
+                            label=task if state == "finetuned" else None)
+        ax.set(xlabel="principal direction (last layer)", title=title)
+    axes[1].set_ylabel("|Pearson r| with the property")
+    axes[2].set_ylabel("variance share explained by the word (eta²)")
+    axes[2].legend(frameon=False, fontsize=7, title="solid: fine-tuned, dashed: pretrained", title_fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def elongated_directions(study, top: int = 50):
+    """The cumulative share of variance of the last layer's top ``top`` directions, and the
+    number of elongated directions per layer; pretrained dashed, fine-tuned solid."""
+    import matplotlib.pyplot as plt
+
+    tasks, m = study.tasks, study.measures
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.4))
+    for task in tasks:
+        colour = _task_colour(tasks, task)
+        for state, ls in (("pretrained", "--"), ("finetuned", "-")):
+            s = study.last_shares(task, state)
+            n = min(top, len(s))
+            axes[0].plot(np.arange(1, n + 1), np.cumsum(s)[:n], ls=ls, color=colour,
+                         label=task if state == "finetuned" else None)
+            part = m[(m["task"] == task) & (m["state"] == state)]
+            axes[1].plot(part["layer"], part["elongated"], ls=ls, marker=".", color=colour)
+    axes[0].set(xlabel="top principal directions (last layer)", ylabel="cumulative share of variance",
+                title="Variance held by the top directions")
+    axes[1].set(xlabel="layer", ylabel="elongated directions", title="Directions with at least 10x an isotropic share")
+    axes[0].legend(frameon=False, fontsize=7, title="solid: fine-tuned, dashed: pretrained", title_fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def variance_menu(study, top: int = 50):
+    """Plotly: the cumulative share of variance of the last layer, one menu entry per task."""
+    panels = {}
+    for task in study.tasks:
+        panels[task] = {}
+        for state in ("pretrained", "finetuned"):
+            s = study.last_shares(task, state)
+            n = min(top, len(s))
+            panels[task][state] = (np.arange(1, n + 1), np.cumsum(s)[:n])
+    return menu_figure(panels, title="Cumulative share of variance, last layer",
+                       xaxis_title="top principal directions", yaxis_title="share of variance")
+
+
+def removal_curves(study):
+    """Probe accuracy at the last layer against the number D of top (solid) or random (dotted)
+    directions removed, per task; the thin line is the accuracy with nothing removed."""
+    import matplotlib.pyplot as plt
+
+    tasks, curves, base = study.tasks, study.curves, study.probes_last()
+    fig, axes = plt.subplots(1, len(tasks), figsize=(2.4 * len(tasks), 2.9), sharex=True, squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        for state, colour in _STATE_COLOUR.items():
+            for name, ls in (("top D removed", "-"), ("random D removed", ":")):
+                part = curves[(curves["task"] == task) & (curves["state"] == state) & (curves["variant"] == name)]
+                ax.plot(part["D"], part["accuracy"], ls=ls, marker=".", color=colour, label=f"{state}, {name.split()[0]}")
+            none = base[(base["task"] == task) & (base["state"] == state) & (base["variant"] == "none")]
+            ax.axhline(float(none["accuracy"].iloc[0]), color=colour, lw=0.6)
+        ax.set(xscale="log", title=task, xlabel="D removed")
+    axes[0, 0].set_ylabel("probe test accuracy, last layer")
+    axes[0, -1].legend(frameon=False, fontsize=6)
+    fig.tight_layout()
+    return fig
+
+
+def enhancement_by_layer(study):
+    """Per layer and task, the change of probe accuracy from global (dots) and per-cluster
+    (crosses) removal of the top D directions."""
+    import matplotlib.pyplot as plt
+
+    tasks = study.tasks
+    gain = study.probes.pivot_table(index=["task", "state", "layer"], columns="variant", values="accuracy")
+    fig, axes = plt.subplots(1, len(tasks), figsize=(2.4 * len(tasks), 2.9), sharey=True, squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        for state, colour in _STATE_COLOUR.items():
+            part = gain.loc[(task, state)]
+            ax.plot(part.index, part["top D removed"] - part["none"], color=colour, marker=".", label=f"{state}, global")
+            ax.plot(part.index, part["per cluster"] - part["none"], color=colour, marker="x", ls="--",
+                    label=f"{state}, per cluster")
+        ax.axhline(0, color="k", lw=0.6)
+        ax.set(title=task, xlabel="layer")
+    axes[0, 0].set_ylabel("accuracy change from enhancement")
+    axes[0, -1].legend(frameon=False, fontsize=6)
+    fig.tight_layout()
+    return fig
+
+
+def cka_heatmaps(study):
+    """CKA between layers per task (columns): pretrained, fine-tuned (blocks found outlined)
+    and their difference (rows); ``study``: an :class:`ftgeo.analyses.CKAStudy`."""
+    import matplotlib.pyplot as plt
+
+    tasks = study.tasks
+    fig, axes = plt.subplots(3, len(tasks), figsize=(2.3 * len(tasks), 7.2), squeeze=False)
+    images = {}
+    for col, task in enumerate(tasks):
+        m, ids = study.matrices[task], study.layers[task]
+        panels = [("pretrained", m["pretrained"], "viridis", (0, 1)), ("finetuned", m["finetuned"], "viridis", (0, 1)),
+                  ("fine-tuned - pretrained", m["finetuned"] - m["pretrained"], "RdBu_r", (-0.5, 0.5))]
+        for row, (name, M, cmap, (lo, hi)) in enumerate(panels):
+            ax = axes[row, col]
+            images[row] = ax.imshow(M, cmap=cmap, vmin=lo, vmax=hi)
+            ax.set_xticks(range(len(ids)), ids, fontsize=7)
+            ax.set_yticks(range(len(ids)), ids, fontsize=7)
+            ax.set_title(task if row == 0 else "")
+            if col == 0:
+                ax.set_ylabel(name)
+            if name == "finetuned":
+                for a, b in study.blocks[task, "finetuned"].blocks:  # outline the blocks found
+                    i, j = ids.index(a), ids.index(b)
+                    ax.add_patch(plt.Rectangle((i - 0.5, i - 0.5), j - i + 1, j - i + 1, fill=False, ec="w", lw=1.5))
+    fig.colorbar(images[0], ax=axes[:2].ravel().tolist(), shrink=0.5, label="CKA")
+    fig.colorbar(images[2], ax=axes[2].tolist(), shrink=0.9, label="difference")
+    return fig
+
+
+def layers_and_dropping(study):
+    """Per task: each layer's CKA with itself before and after fine-tuning, and test accuracy
+    with the top k layers dropped."""
+    import matplotlib.pyplot as plt
+
+    same, dropping = study.same_layer(), study.dropping
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.5))
+    for task in study.tasks:
+        colour = _task_colour(study.tasks, task)
+        axes[0].plot(same.columns, same.loc[task], marker="o", ms=3, color=colour, label=task)
+        axes[1].plot(dropping.columns, dropping.loc[task], marker="o", ms=3, color=colour, label=task)
+    axes[0].set(xlabel="layer", ylabel="CKA, pretrained vs. fine-tuned", title="How much each layer changed",
+                ylim=(0, 1.02))
+    axes[1].set(xlabel="top layers dropped (no further tuning)", ylabel="test accuracy", title="Dropping the top layers")
+    axes[1].legend(frameon=False, fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+# -- chapters 05 and 07: spatial structure along fine-tuning and across layers ---------------
+def min_distance_extremes(min_distance: Mapping[str, object], n_steps: Mapping[str, int], *,
+                          n_extreme: int = 3):
+    """One panel per task: the ``n_extreme`` labels whose minimum distance grew most (solid)
+    and least (dashed) along fine-tuning, against the fraction of training.
+
+    min_distance : {task: pandas DataFrame of steps x labels}
+        (:meth:`ftgeo.spatial.Trajectory.min_distance_table`)
+    n_steps : {task: the run's number of training steps}
+    """
+    import matplotlib.pyplot as plt
+
+    from .spatial import growth
+
+    check(len(min_distance) >= 1, "min_distance is empty")
+    check(n_extreme >= 1, f"n_extreme must be >= 1, got {n_extreme}")
+    n = len(min_distance)
+    fig, axes = plt.subplots(1, n, figsize=(3.4 * n, 3.0), squeeze=False)
+    for ax, (task, d) in zip(axes[0], min_distance.items(), strict=True):
+        g = growth(d)
+        x = d.index.to_numpy() / n_steps[task]
+        for lab in g.index[:n_extreme]:
+            ax.plot(x, d[lab], "-", marker=".", label=f"{lab} (+)")
+        for lab in g.index[-n_extreme:]:
+            ax.plot(x, d[lab], "--", marker=".", label=f"{lab} (-)")
+        ax.set(title=task, xlabel="fraction of training")
+        ax.legend(frameon=False, fontsize=6)
+    axes[0, 0].set(ylabel="minimum distance to another label")
+    fig.tight_layout()
+    return fig
+
+
+def centroid_paths_figure(paths: Mapping[str, object], *, title: str = ""):
+    """One plotly panel per task: the path of each label's centroid along fine-tuning in 2-D
+    (:meth:`ftgeo.spatial.Trajectory.centroid_paths`); a circle marks the first step, a star
+    the last; hover for the label and step.
+
+    paths : {task: :class:`ftgeo.spatial.CentroidPaths`}
+    """
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    check(len(paths) >= 1, "paths is empty")
+    tasks = list(paths)
+    fig = make_subplots(rows=1, cols=len(tasks), subplot_titles=tasks, horizontal_spacing=0.04)
+    for col, task in enumerate(tasks, start=1):
+        p = paths[task]
+        n = len(p.steps)
+        colors = label_colors(list(p.labels))
+        sizes, symbols = [5] * n, ["circle"] * n
+        sizes[0], sizes[-1], symbols[-1] = 10, 14, "star"
+        for k, lab in enumerate(p.labels):
+            fig.add_trace(go.Scatter(x=p.coords[:, k, 0], y=p.coords[:, k, 1], mode="lines+markers",
+                                     name=f"{task}: {lab}", line={"color": colors[lab]},
+                                     customdata=np.asarray(p.steps),
+                                     marker={"size": sizes, "symbol": symbols},
+                                     hovertemplate=f"{lab}<br>step %{{customdata}}<extra>{task}</extra>"),
+                          row=1, col=col)
+    fig.update_layout(template="simple_white", height=400, title=title)
+    return fig
+
+
+def displacement_menu(points: Mapping[str, np.ndarray], labels: Mapping[str, Sequence[str]], *,
+                      title: str = "centroid displacement"):
+    """Labels as points in 2-D with a menu over tasks and a slider over layers (works with no
+    kernel); the axes of a task are the same at every layer and centred on the origin.
+
+    points : {task: ndarray of shape (n_layers, n_labels, 2)}, e.g.
+        :meth:`ftgeo.spatial.CentroidMotion.pca`
+    labels : {task: the name of each label (row)}
+    """
+    import plotly.graph_objects as go
+
+    check(len(points) >= 1, "points is empty")
+    tasks = list(points)
+    fig, trace_of, lims = go.Figure(), {}, {}
+    for task in tasks:
+        P = np.asarray(points[task])
+        check(P.ndim == 3 and P.shape[2] >= 2 and P.shape[1] == len(labels[task]),
+              f"points[{task!r}] must have shape (n_layers, {len(labels[task])}, 2), got {P.shape}")
+        names = list(labels[task])
+        lims[task] = float(np.abs(P[..., :2]).max()) * 1.15 + 1e-9
+        for k in range(len(P)):
+            trace_of[task, k] = len(fig.data)
+            fig.add_trace(go.Scatter(
+                x=P[k, :, 0], y=P[k, :, 1], mode="markers+text", text=names,
+                textposition="top center", textfont={"size": 8},
+                marker={"size": 6, "color": "#0173b2"}, name=f"{task} layer {k}",
+                visible=(task == tasks[0] and k == len(P) - 1),
+                hovertemplate="%{text}<br>%{x:.2f}, %{y:.2f}<extra>" + f"{task}, layer {k}</extra>"))
+    n_traces = len(fig.data)
+    n_layers = {task: len(points[task]) for task in tasks}
+
+    def slider(task):
+        steps = [{"label": str(k), "method": "update",
+                  "args": [{"visible": [i == trace_of[task, k] for i in range(n_traces)]}]}
+                 for k in range(n_layers[task])]
+        return {"active": n_layers[task] - 1, "steps": steps, "currentvalue": {"prefix": "layer "}}
+
+    def axes(task):
+        return {"xaxis.range": [-lims[task], lims[task]], "yaxis.range": [-lims[task], lims[task]]}
+
+    buttons = [{"label": task, "method": "update",
+                "args": [{"visible": [i == trace_of[task, n_layers[task] - 1] for i in range(n_traces)]},
+                         {"sliders": [slider(task)], "title.text": f"{task}: {title}", **axes(task)}]}
+               for task in tasks]
+    fig.update_layout(updatemenus=[{"buttons": buttons, "x": 1.0, "y": 1.15, "xanchor": "right"}],
+                      sliders=[slider(tasks[0])], title=f"{tasks[0]}: {title}",
+                      template="simple_white", height=520, xaxis_title="PC1 of displacement",
+                      yaxis_title="PC2 of displacement", showlegend=False)
+    fig.update_xaxes(range=[-lims[tasks[0]], lims[tasks[0]]])
+    fig.update_yaxes(range=[-lims[tasks[0]], lims[tasks[0]]])
+    return fig
+
+
+def similarity_by_layer(similarity: Mapping[str, object], n_steps: Mapping[str, int], *,
+                        threshold: float = 0.5):
+    """One panel per task: each layer's spatial similarity to the untuned model against the
+    fraction of training (a dotted line at ``threshold``); layers with a missing value are
+    left out.
+
+    similarity : {task: pandas DataFrame of layers x steps}
+        (:func:`ftgeo.spatial.similarity_to_pretrained`)
+    n_steps : {task: the run's number of training steps}
+    """
+    import matplotlib.pyplot as plt
+
+    check(len(similarity) >= 1, "similarity is empty")
+    n = len(similarity)
+    fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 2.9), sharey=True, squeeze=False)
+    cmap = plt.get_cmap("viridis")
+    for ax, (task, s) in zip(axes[0], similarity.items(), strict=True):
+        for k in s.index[s.notna().all(axis=1)]:
+            ax.plot(np.asarray(s.columns) / n_steps[task], s.loc[k],
+                    color=cmap(k / max(len(s) - 1, 1)), marker=".", label=f"layer {k}")
+        ax.axhline(threshold, color="k", lw=0.6, ls=":")
+        ax.set(title=task, xlabel="fraction of training")
+    axes[0, 0].set(ylabel="spatial similarity to untuned")
+    axes[0, -1].legend(frameon=False, fontsize=6, loc="lower left")
+    fig.tight_layout()
+    return fig
+
+
+def motion_by_layer(motion: Mapping[str, object]):
+    """Two panels: the relative range of motion and the relative mean motion of label
+    centroids per layer, one line per task.
+
+    motion : {task: pandas DataFrame with one row per layer}
+        (:meth:`ftgeo.spatial.CentroidMotion.table`)
+    """
+    import matplotlib.pyplot as plt
+
+    check(len(motion) >= 1, "motion is empty")
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    for task, m in motion.items():
+        axes[0].plot(m.index, m["relative range"], marker=".", label=task)
+        axes[1].plot(m.index, m["relative mean motion"], marker=".", label=task)
+    axes[0].set(xlabel="layer", ylabel="(max - min) / mean centroid distance",
+                title="Relative range of motion")
+    axes[1].set(xlabel="layer", ylabel="mean displacement / mean centroid distance",
+                title="Relative motion")
+    axes[1].legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+# -- chapters 02, 03 and 04: before and after fine-tuning, per task -------------------------
+_BEFORE_AFTER_COLOURS = {"pretrained": "#999999", "finetuned": "#0173b2"}
+
+
+def _keyed_tasks(keyed: Mapping) -> list[str]:
+    """The tasks of a {(task, state, ...): value} mapping, in order of first appearance."""
+    return list(dict.fromkeys(key[0] for key in keyed))
+
+
+def dev_accuracy_figure(runs: Mapping[str, object]):
+    """The dev accuracy of fine-tuning runs at each snapshot against epochs, one line per run
+    (matplotlib); ``runs`` maps a name to a :class:`ftgeo.finetune.FinetuneRun`."""
+    import matplotlib.pyplot as plt
+
+    check(len(runs) >= 1, "runs is empty")
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    for name, run in runs.items():
+        ax.plot(np.asarray(run.steps) / (run.n_steps / run.settings.epochs), run.dev_accuracy,
+                marker="o", label=name)
+    ax.set(xlabel="epoch", ylabel="dev accuracy", ylim=(0, 1), title="Dev accuracy at each snapshot")
+    ax.legend(frameon=False, fontsize=8)
+    return fig
+
+
+def layer_curves(curves: Mapping[tuple[str, str], Sequence[float]], *, ylabel: str = "",
+                 first_layer: int = 0, reference: float | None = None, sharey: bool = False,
+                 styles: Mapping[str, str] | None = None):
+    """One panel per task: a value per layer for each model state (matplotlib).
+
+    curves : {(task, state): values at layers first_layer, first_layer + 1, ...}
+    reference : draw a dotted horizontal line at this value in every panel
+    styles : matplotlib format string per state (default: pretrained "s--", finetuned "o-")
+    """
+    import matplotlib.pyplot as plt
+
+    check(len(curves) >= 1, "curves is empty")
+    styles = {"pretrained": "s--", "finetuned": "o-"} if styles is None else styles
+    tasks = _keyed_tasks(curves)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(3 * len(tasks), 2.8), sharey=sharey,
+                             squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        layers = []
+        for (t, state), values in curves.items():
+            if t == task:
+                layers = np.arange(first_layer, first_layer + len(values))
+                ax.plot(layers, values, styles.get(state, "-"), label=state)
+        if reference is not None:
+            ax.axhline(reference, color="k", lw=0.8, ls=":")
+        ax.set(title=task, xlabel="layer", xticks=layers)
+    axes[0, 0].set(ylabel=ylabel)
+    axes[0, 0].legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def state_bars(values: Mapping[tuple[str, str], float], *,
+               errors: Mapping[tuple[str, str], float] | None = None, ylabel: str = "",
+               title: str = "", ylim: tuple[float, float] | None = None,
+               reference: float | None = None, ax=None):
+    """Bars per task, one per model state (pretrained grey, fine-tuned blue), with error bars
+    from ``errors`` and a dashed line at ``reference`` if given; draws into ``ax`` if given
+    (matplotlib) and returns the figure.
+
+    values, errors : {(task, state): value}
+    """
+    import matplotlib.pyplot as plt
+
+    check(len(values) >= 1, "values is empty")
+    fig, ax = plt.subplots(figsize=(6, 3.2)) if ax is None else (ax.figure, ax)
+    tasks = _keyed_tasks(values)
+    xs = np.arange(len(tasks))
+    states = [s for s in _BEFORE_AFTER_COLOURS if any(k[1] == s for k in values)]
+    for k, state in enumerate(states):
+        yerr = None if errors is None else [errors[t, state] for t in tasks]
+        ax.bar(xs + (k - (len(states) - 1) / 2) * 0.4, [values[t, state] for t in tasks], 0.4,
+               yerr=yerr, capsize=3 if yerr is not None else 0,
+               color=_BEFORE_AFTER_COLOURS[state], label=state)
+    if reference is not None:
+        ax.axhline(reference, color="k", lw=0.8, ls="--")
+    ax.set(xticks=xs, xticklabels=tasks, ylabel=ylabel, title=title)
+    if ylim is not None:
+        ax.set_ylim(ylim)
+    ax.legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def probe_similarity_figure(mlp: Mapping[tuple[str, str], object],
+                            similarity: Mapping[tuple[str, str], float]):
+    """Two panels (matplotlib): the MLP probe's test accuracy per task before and after
+    fine-tuning (bars: mean and sd over seeds), and the train-test spatial similarity.
+
+    mlp : {(task, state): :class:`ftgeo.probes.ProbeGridResult`}
+    similarity : {(task, state): Pearson r}
+    """
+    import matplotlib.pyplot as plt
+
+    check(len(mlp) >= 1, "mlp is empty")
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    state_bars({k: r.mean for k, r in mlp.items()}, errors={k: r.sd for k, r in mlp.items()},
+               ylabel="MLP-probe test accuracy", ylim=(0, 1),
+               title="Probe accuracy (mean and sd over seeds)", ax=ax1)
+    tasks = _keyed_tasks(mlp)
+    xs = np.arange(len(tasks))
+    for state, style in (("pretrained", "s--"), ("finetuned", "o-")):
+        ax2.plot(xs, [similarity[t, state] for t in tasks], style,
+                 color=_BEFORE_AFTER_COLOURS[state], label=state)
+    ax2.set(xticks=xs, xticklabels=tasks, ylabel="Pearson r", title="Train-test spatial similarity")
+    ax2.axhline(0, color="k", lw=0.5)
+    ax2.legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def distance_scatter(clusters: Mapping[tuple[str, str, str], object],
+                     labels: Mapping[str, Sequence[str]], *,
+                     title: str = "Label-pair distances, train against test"):
+    """One plotly panel per task: each pair of labels held by both the training and the test
+    set, its distance on the training set against that on the test set, one colour per
+    model state; hover for the pair.
+
+    clusters : {(task, state, split): :class:`ftgeo.spatial.ClusterSummary`}, splits "train"
+        and "test"
+    labels : {task: the label names, indexed by label code}
+    """
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    check(len(clusters) >= 1, "clusters is empty")
+    tasks = _keyed_tasks(clusters)
+    fig = make_subplots(rows=1, cols=len(tasks), subplot_titles=tasks, horizontal_spacing=0.04)
+    for col, task in enumerate(tasks, start=1):
+        names = np.asarray(labels[task])
+        for state, colour in _BEFORE_AFTER_COLOURS.items():
+            if (task, state, "train") not in clusters:
+                continue
+            tr, te = clusters[task, state, "train"], clusters[task, state, "test"]
+            common = np.intersect1d(tr.classes, te.classes)
+            i, j = np.triu_indices(len(common), 1)
+            pairs = [f"{names[common[a]]} / {names[common[b]]}" for a, b in zip(i, j, strict=True)]
+            fig.add_trace(go.Scattergl(
+                x=tr.distance_vector(common), y=te.distance_vector(common), mode="markers",
+                name=state, legendgroup=state, showlegend=(col == 1), text=pairs,
+                marker={"color": colour, "size": 5, "opacity": 0.7},
+                hovertemplate="%{text}<br>train %{x:.2f}<br>test %{y:.2f}<extra>" + state + "</extra>"),
+                row=1, col=col)
+    fig.update_xaxes(title_text="distance on train")
+    fig.update_yaxes(title_text="distance on test", col=1)
+    fig.update_layout(template="simple_white", height=380, title=title)
+    return fig

@@ -14,7 +14,7 @@ probe a lower bound on linear decodability; the MLP probe does not share it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -449,3 +449,143 @@ def linear_probe_layers(X_train: np.ndarray, y_train: np.ndarray, X_dev: np.ndar
         chosen.append(best[1])
         test_acc.append(best[2])
     return LayerProbeResult(np.asarray(test_acc), np.asarray(dev_acc), np.asarray(chosen))
+
+
+# --------------------------------------------------------------------------------------
+# Probes before and after fine-tuning (chapters 2 and 3): fitting, tables, the record
+# --------------------------------------------------------------------------------------
+
+def probe_states(X: Mapping | Iterable, data: Mapping, probe: Callable = linear_probe_layers,
+                 **settings) -> dict:
+    """Fit ``probe`` on each (task, state) representation, on its train, dev and test splits.
+
+    Parameters
+    ----------
+    X : {(task, state): {split: X}} or an iterable of such pairs (e.g.
+        :func:`ftgeo.finetune.iter_state_representations`, consumed one at a time), with
+        splits "train", "dev" and "test"; X as ``probe`` takes it: ndarray of shape
+        (n_layers, n_samples, n_features) for :func:`linear_probe_layers`, (n_samples,
+        n_features) for :func:`probe_grid`
+    data : {task: {split: TaskData}}; the labels ``y`` of each split are read from it
+    probe : called as ``probe(X_train, y_train, X_dev, y_dev, X_test, y_test, **settings)``
+
+    Returns
+    -------
+    {(task, state): what ``probe`` returns}, in the order of ``X``
+
+    >>> rng = np.random.default_rng(0)
+    >>> class Split:
+    ...     y = np.repeat([0, 1], 20)
+    >>> X = {("t", "pretrained"): {s: (Split.y[:, None] * 4 + rng.normal(size=(40, 3)))[None]
+    ...                            for s in ("train", "dev", "test")}}
+    >>> fitted = probe_states(X, {"t": dict.fromkeys(("train", "dev", "test"), Split())})
+    >>> fitted["t", "pretrained"].test_accuracy.tolist()
+    [1.0]
+    """
+    pairs = X.items() if isinstance(X, Mapping) else X
+    fitted = {}
+    for key, splits in pairs:
+        y = {split: data[key[0]][split].y for split in ("train", "dev", "test")}
+        fitted[key] = probe(splits["train"], y["train"], splits["dev"], y["dev"], splits["test"],
+                            y["test"], **settings)
+    return fitted
+
+
+def _tasks(keyed: Mapping) -> list[str]:
+    """The tasks of a {(task, state, ...): value} mapping, in order of first appearance."""
+    return list(dict.fromkeys(key[0] for key in keyed))
+
+
+def probing_table(mlp: Mapping[tuple[str, str], ProbeGridResult],
+                  similarity: Mapping[tuple[str, str], float]):
+    """Chapter 3's result table (pandas DataFrame, one row per task, index ``task``).
+
+    Columns: the MLP probe's mean and sd test accuracy over seeds before ("untuned") and
+    after fine-tuning, their difference ("change"), the train-test spatial similarity
+    before and after, and "fine-tuning helps" ("yes" where the change is > 0).
+
+    Parameters
+    ----------
+    mlp : {(task, state): ProbeGridResult} for states "pretrained" and "finetuned"
+    similarity : {(task, state): Pearson r} (:func:`ftgeo.spatial.similarity`)
+    """
+    import pandas as pd
+
+    rows = {}
+    for task in _tasks(mlp):
+        a, b = mlp[task, "pretrained"], mlp[task, "finetuned"]
+        rows[task] = {"MLP untuned": a.mean, "sd untuned": a.sd, "MLP fine-tuned": b.mean,
+                      "sd fine-tuned": b.sd, "change": b.mean - a.mean,
+                      "similarity untuned": similarity[task, "pretrained"],
+                      "similarity fine-tuned": similarity[task, "finetuned"]}
+    table = pd.DataFrame(rows).T.rename_axis("task")
+    table["fine-tuning helps"] = np.where(table["change"] > 0, "yes", "no")
+    return table
+
+
+def grid_choices(mlp: Mapping[tuple[str, str], ProbeGridResult]):
+    """The setting :func:`probe_grid` chose for each (task, state) (pandas DataFrame, rows
+    "task / state"): hidden sizes, L2 weight, and its dev accuracy rounded to 4 places."""
+    import pandas as pd
+
+    return pd.DataFrame({f"{task} / {state}": {"hidden": r.hidden, "l2": r.l2,
+                                               "dev accuracy": round(r.dev_accuracy, 4)}
+                         for (task, state), r in mlp.items()}).T
+
+
+def probing_summary(table) -> dict[str, object]:
+    """What chapter 3's summary cites from :func:`probing_table`.
+
+    Returns
+    -------
+    "n_helped": tasks whose change is > 0; "not_helped": the others, comma-separated, or
+    "none"; "mean_change": the mean change; "n_sim_drop": tasks whose similarity fell;
+    "lowest_sim_task", "lowest_sim": the lowest similarity after fine-tuning;
+    "lowest_is_unhelped": "is" if that task is one fine-tuning did not help, else "is not".
+
+    >>> import pandas as pd
+    >>> table = pd.DataFrame({"change": [0.1, -0.2], "similarity untuned": [0.9, 0.5],
+    ...                       "similarity fine-tuned": [0.8, 0.1]}, index=["pos", "dep"])
+    >>> s = probing_summary(table)
+    >>> s["n_helped"], s["not_helped"], s["n_sim_drop"], s["lowest_sim_task"], s["lowest_is_unhelped"]
+    (1, 'dep', 2, 'dep', 'is')
+    """
+    tasks = list(table.index)
+    helped = [t for t in tasks if table.loc[t, "change"] > 0]
+    not_helped = [t for t in tasks if t not in helped]
+    dropped = [t for t in tasks if table.loc[t, "similarity fine-tuned"] < table.loc[t, "similarity untuned"]]
+    lowest = table["similarity fine-tuned"].idxmin()
+    return {"n_helped": len(helped), "not_helped": ", ".join(not_helped) if not_helped else "none",
+            "mean_change": float(table["change"].mean()), "n_sim_drop": len(dropped),
+            "lowest_sim_task": lowest, "lowest_sim": float(table.loc[lowest, "similarity fine-tuned"]),
+            "lowest_is_unhelped": "is" if lowest in not_helped else "is not"}
+
+
+def probing_tasks(mlp: Mapping[tuple[str, str], ProbeGridResult],
+                  similarity: Mapping[tuple[str, str], float], clusters: Mapping) -> dict:
+    """The per-task part of chapter 3's record: {task: :class:`ftgeo.results.ProbingTask`}.
+
+    Parameters
+    ----------
+    mlp, similarity : as for :func:`probing_table`
+    clusters : {(task, state, split): ClusterSummary} for splits "train" and "test"
+        (:func:`ftgeo.spatial.directprobe_summary`): the label pairs the similarity
+        correlates are those of the labels both splits hold, and a state counts as
+        separable when both splits are linearly separable
+    """
+    from .directprobe import shared_label_pairs
+    from .results import ProbingTask
+
+    def pairs(task, state):
+        return shared_label_pairs(clusters[task, state, "train"].classes,
+                                  clusters[task, state, "test"].classes)
+
+    def separable(task, state):
+        return all(clusters[task, state, split].linearly_separable for split in ("train", "test"))
+
+    return {t: ProbingTask(mlp[t, "pretrained"].test_accuracy.tolist(),
+                           mlp[t, "finetuned"].test_accuracy.tolist(),
+                           similarity[t, "pretrained"], similarity[t, "finetuned"],
+                           pairs(t, "pretrained"), pairs(t, "finetuned"),
+                           separable(t, "pretrained"), separable(t, "finetuned"))
+            for t in _tasks(mlp)}

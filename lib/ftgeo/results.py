@@ -50,6 +50,7 @@ __all__ = [
     "SpatialTask",
     "TasksRecord",
     "TasksTask",
+    "header",
     "from_dict",
     "model_info",
     "read_record",
@@ -78,6 +79,14 @@ def model_info(loaded) -> ModelInfo:
     """The :class:`ModelInfo` of a :class:`ftgeo.LoadedModel`."""
     config = loaded.encoder.config
     return ModelInfo(str(config.model_type), int(config.num_hidden_layers), int(config.hidden_size))
+
+
+def header(model: str, loaded, max_sentences: int = 0, run=None) -> dict[str, Any]:
+    """The fields every chapter's record shares, for a chapter that read ``loaded`` (a
+    :class:`ftgeo.LoadedModel` named ``model``) and, where it read fine-tuned runs, the
+    settings of ``run`` (any of them: a chapter's runs share their settings)."""
+    return {"model": model, "fingerprint": loaded.spec.fingerprint, "model_info": model_info(loaded),
+            "max_sentences": max_sentences, "settings": None if run is None else run.settings.as_dict()}
 
 
 @dataclass(frozen=True, kw_only=True)

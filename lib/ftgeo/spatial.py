@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -194,3 +195,326 @@ def directprobe_summary(X: np.ndarray, y: np.ndarray, *, store=None,
                   ("classes", "cluster_labels", "assignments", "distances")}
     return ClusterSummary(arrays["classes"], arrays["cluster_labels"], arrays["assignments"],
                           arrays["distances"])
+
+
+# -- label lookup ---------------------------------------------------------------------------
+def present_labels(labels: Sequence[str], y: np.ndarray) -> tuple[str, ...]:
+    """The names of the labels present in ``y``, in code order: the row order of every
+    per-label array here (:attr:`ClusterSummary.classes`, centroids, label distances).
+
+    labels : the task's label vocabulary (``y`` holds indices into it)
+    y : ndarray of shape (n_samples,), integer label codes
+
+    >>> present_labels(["a", "b", "c"], np.array([2, 0, 2]))
+    ('a', 'c')
+    """
+    y = np.asarray(y)
+    check(np.issubdtype(y.dtype, np.integer), f"y must hold integer label codes, got {y.dtype}")
+    codes = np.unique(y)
+    check(len(codes) == 0 or (codes[0] >= 0 and codes[-1] < len(labels)),
+          f"y holds codes {codes.tolist()} outside the vocabulary of {len(labels)} labels")
+    return tuple(str(labels[c]) for c in codes)
+
+
+def label_rows(present: Sequence[str], names: Sequence[str]) -> np.ndarray:
+    """The rows of the labels ``names`` in a per-label array whose rows are ``present``
+    (from :func:`present_labels`).
+
+    >>> label_rows(("a", "c", "d"), ["d", "a"]).tolist()
+    [2, 0]
+    """
+    present = list(present)
+    missing = [n for n in names if n not in present]
+    check(not missing, f"labels {missing} are not in this sample; present: {present}")
+    return np.array([present.index(n) for n in names], dtype=np.int64)
+
+
+# -- chapter 05: labels along a fine-tuning trajectory --------------------------------------
+@dataclass(frozen=True)
+class ClosestLabels:
+    """The labels closest to each other at the first snapshot, and how far apart they are.
+
+    labels : tuple of str, the labels with the smallest minimum distance at the first step
+    first, last : ndarray of shape (n_pairs,), the hull distance of each pair of them (i < j,
+        in the order of ``labels``) at the first and at the last step
+    """
+
+    labels: tuple[str, ...]
+    first: np.ndarray
+    last: np.ndarray
+
+    @property
+    def share_apart(self) -> float:
+        """The share of pairs that ended further apart than they started (NaN with no pair)."""
+        return float((self.last > self.first).mean()) if len(self.first) else float("nan")
+
+
+@dataclass(frozen=True)
+class CentroidPaths:
+    """Label centroids along a trajectory, projected by one PCA fitted on all of them.
+
+    steps : ndarray of shape (n_steps,)
+    labels : tuple of str, the labels followed
+    coords : ndarray of shape (n_steps, n_labels, n_components)
+    """
+
+    steps: np.ndarray
+    labels: tuple[str, ...]
+    coords: np.ndarray
+
+
+def _principal_axes(centred: np.ndarray, n_components: int) -> np.ndarray:
+    """(n_components, n_features): the top principal axes of the rows of ``centred`` (rows
+    whose mean has been removed), from its SVD."""
+    check(1 <= n_components <= min(centred.shape),
+          f"n_components must be in [1, {min(centred.shape)}], got {n_components}")
+    _, _, Vt = np.linalg.svd(centred, full_matrices=False)
+    return Vt[:n_components]
+
+
+@dataclass(frozen=True)
+class Trajectory:
+    """DirectProbe's view of one labelled sample at every snapshot of a fine-tuning run.
+
+    steps : ndarray of shape (n_steps,), the snapshot steps
+    labels : tuple of str, the labels present in the sample (:func:`present_labels` order)
+    min_distance : ndarray of shape (n_steps, n_labels), each label's distance to its nearest
+        other label
+    label_distances : ndarray of shape (n_steps, n_labels, n_labels), hull distances between
+        labels (:meth:`ClusterSummary.label_distances`)
+    centroids : ndarray of shape (n_steps, n_labels, n_features), the mean of each label
+    scale : ndarray of shape (n_steps,), the :func:`spread` of the representation
+    """
+
+    steps: np.ndarray
+    labels: tuple[str, ...]
+    min_distance: np.ndarray
+    label_distances: np.ndarray
+    centroids: np.ndarray
+    scale: np.ndarray
+
+    def min_distance_table(self):
+        """The minimum distances as a pandas DataFrame: one row per step (index ``step``),
+        one column per label."""
+        import pandas as pd
+
+        return pd.DataFrame(self.min_distance, index=pd.Index(self.steps.tolist(), name="step"),
+                            columns=list(self.labels))
+
+    def closest(self, n: int = 3) -> ClosestLabels:
+        """The ``n`` labels with the smallest minimum distance at the first step, and their
+        pairwise hull distances at the first and last step (Zhou & Srikumar 2022, Fig. 3)."""
+        check(n >= 1, f"n must be >= 1, got {n}")
+        names = self.min_distance_table().iloc[0].sort_values().index[:n].tolist()
+        idx = label_rows(self.labels, names)
+        pairs = np.triu_indices(len(idx), 1)
+        first = self.label_distances[0][np.ix_(idx, idx)][pairs]
+        last = self.label_distances[-1][np.ix_(idx, idx)][pairs]
+        return ClosestLabels(tuple(names), first, last)
+
+    def centroid_paths(self, names: Sequence[str], n_components: int = 2) -> CentroidPaths:
+        """The centroids of the labels ``names`` at every step, projected by one PCA fitted on
+        all of those centroids together (so the paths share axes)."""
+        C = self.centroids[:, label_rows(self.labels, names)]  # (n_steps, n_names, n_features)
+        flat = C.reshape(-1, C.shape[-1])
+        flat = flat - flat.mean(axis=0)
+        P = flat @ _principal_axes(flat, n_components).T
+        return CentroidPaths(self.steps, tuple(names), P.reshape(len(self.steps), len(names), -1))
+
+    def record(self, n_closest: int = 3):
+        """This trajectory as chapter 5's :class:`ftgeo.results.SpatialTask`."""
+        from .results import SpatialTask
+
+        closest = self.closest(n_closest)
+        table = self.min_distance_table()
+        return SpatialTask(self.steps.tolist(), {lab: table[lab].tolist() for lab in table.columns},
+                           self.scale.tolist(), list(closest.labels), closest.first.tolist(),
+                           closest.last.tolist())
+
+
+def trajectory(representations: Iterable[np.ndarray], y: np.ndarray, steps: Sequence[int],
+               labels: Sequence[str], *, store=None) -> Trajectory:
+    """Cluster one labelled sample with DirectProbe at every step of a trajectory.
+
+    Parameters
+    ----------
+    representations : one ndarray of shape (n_samples, n_features) per step (read lazily:
+        a generator keeps one step in memory at a time)
+    y : ndarray of shape (n_samples,), integer label codes, the same at every step
+    steps : the step of each representation
+    labels : the label vocabulary (``y`` indexes it)
+    store : passed to :func:`directprobe_summary`
+    """
+    y, steps = np.asarray(y), np.asarray(steps)
+    present = present_labels(labels, y)
+    min_distance, label_distances, centroids, scale = [], [], [], []
+    for X in representations:
+        summary = directprobe_summary(X, y, store=store)
+        min_distance.append(list(summary.min_distances().values()))
+        label_distances.append(summary.label_distances())
+        centroids.append(summary.centroids(X, y))
+        scale.append(spread(X))
+    check(len(scale) == len(steps), f"{len(scale)} representations for {len(steps)} steps")
+    return Trajectory(steps, present, np.asarray(min_distance, dtype=np.float64),
+                      np.stack(label_distances), np.stack(centroids),
+                      np.asarray(scale, dtype=np.float64))
+
+
+def growth(min_distance):
+    """Each label's change of minimum distance from the first to the last step, largest first.
+
+    min_distance : pandas DataFrame, one row per step, one column per label
+    (:meth:`Trajectory.min_distance_table`); returns a pandas Series indexed by label.
+    """
+    return (min_distance.iloc[-1] - min_distance.iloc[0]).sort_values(ascending=False)
+
+
+def growth_summary(min_distance: Mapping[str, object]):
+    """One row per task: how many labels' minimum distance grew and shrank from the first to
+    the last step, the mean and median change, and the correlation across labels between the
+    starting distance and the change (NaN with fewer than 3 labels).
+
+    min_distance : {task: DataFrame of steps x labels} (:meth:`Trajectory.min_distance_table`)
+    """
+    import pandas as pd
+
+    rows = {}
+    for task, d in min_distance.items():
+        g = growth(d)
+        corr = (float(np.corrcoef(d.iloc[0], g.loc[d.columns])[0, 1]) if len(g) > 2
+                else float("nan"))
+        rows[task] = {"labels": len(g), "grew": int((g > 0).sum()), "shrank": int((g < 0).sum()),
+                      "mean change": float(g.mean()), "median change": float(g.median()),
+                      "corr(start, change)": corr}
+    return pd.DataFrame(rows).T.rename_axis("task")
+
+
+# -- chapter 07: layers -----------------------------------------------------------------------
+def every_nth(steps: Sequence[int], n: int) -> list[int]:
+    """Every ``n``-th step, and always the last one, sorted.
+
+    >>> every_nth([0, 10, 20, 30, 40], 3)
+    [0, 30, 40]
+    >>> every_nth([0, 10, 20, 30], 3)
+    [0, 30]
+    """
+    check(int(n) == n and n >= 1, f"every_nth_snapshot must be an integer >= 1, got {n}")
+    check(len(steps) >= 1, "steps is empty")
+    steps = [int(s) for s in steps]
+    return sorted(set(steps[::int(n)]) | {steps[-1]})
+
+
+def similarity_to_pretrained(pretrained: np.ndarray, states: Iterable[tuple[int, np.ndarray]],
+                             y: np.ndarray, *, layers: Sequence[int] | None = None, store=None):
+    """The spatial similarity of every layer of each state to the same layer of the
+    pretrained model (Zhou & Srikumar 2022, section 4.5).
+
+    Parameters
+    ----------
+    pretrained : ndarray of shape (n_layers, n_samples, n_features)
+    states : (step, ndarray of shape (n_layers, n_samples, n_features)) pairs, read lazily
+    y : ndarray of shape (n_samples,), integer label codes
+    layers : the layers compared; default 1 .. n_layers - 1, leaving out the embedding layer,
+        where a word's vector does not depend on its context (``[CLS]`` is one point)
+
+    Returns
+    -------
+    pandas DataFrame: one row per layer (index ``layer``), one column per step
+    """
+    import pandas as pd
+
+    check(np.ndim(pretrained) == 3,
+          f"pretrained must have shape (n_layers, n_samples, n_features), got {np.shape(pretrained)}")
+    layers = range(1, len(pretrained)) if layers is None else layers
+    start = {k: directprobe_summary(pretrained[k], y, store=store) for k in layers}
+    table = {}
+    for step, X in states:
+        table[step] = pd.Series({k: similarity(directprobe_summary(X[k], y, store=store), start[k])
+                                 for k in layers}, dtype=float)
+    return pd.DataFrame(table).rename_axis("layer")
+
+
+@dataclass(frozen=True)
+class CentroidMotion:
+    """How far each label's centroid moves at every layer between two model states.
+
+    displacement : ndarray of shape (n_layers, n_labels, n_features), the later centroid minus
+        the earlier one (labels in :func:`present_labels` order)
+    scale : ndarray of shape (n_layers,), the mean distance between the earlier centroids
+        (NaN where it is 0, e.g. ``[CLS]`` at the embedding layer)
+    """
+
+    displacement: np.ndarray
+    scale: np.ndarray
+
+    @property
+    def length(self) -> np.ndarray:
+        """(n_layers, n_labels): the distance each centroid travelled."""
+        return np.stack([np.linalg.norm(d, axis=1) for d in self.displacement])
+
+    def table(self):
+        """One row per layer (index ``layer``): the mean motion, the range of motion (largest
+        minus smallest distance travelled), and both divided by :attr:`scale` (``relative``)."""
+        import pandas as pd
+
+        rows = []
+        for k, (length, scale) in enumerate(zip(self.length, self.scale, strict=True)):
+            rows.append({"layer": k, "mean motion": length.mean(),
+                         "range of motion": length.max() - length.min(),
+                         "relative mean motion": length.mean() / scale,
+                         "relative range": (length.max() - length.min()) / scale})
+        return pd.DataFrame(rows).set_index("layer")
+
+    def pca(self, n_components: int = 2) -> np.ndarray:
+        """(n_layers, n_labels, n_components): the displacements projected on the principal
+        axes of all layers' displacements together, so every layer shares the axes. The
+        vectors themselves are projected, not centred: the origin is "did not move"."""
+        flat = self.displacement.reshape(-1, self.displacement.shape[-1])
+        axes = _principal_axes(flat - flat.mean(axis=0), n_components)
+        return np.stack([d @ axes.T for d in self.displacement])
+
+
+def centroid_motion(pretrained: np.ndarray, finetuned: np.ndarray, y: np.ndarray) -> CentroidMotion:
+    """The displacement of every label's centroid at every layer, from one state to another
+    (Zhou & Srikumar 2022, section 4.5).
+
+    pretrained, finetuned : ndarray of shape (n_layers, n_samples, n_features), the same items
+    y : ndarray of shape (n_samples,), integer label codes
+    """
+    pretrained, finetuned, y = np.asarray(pretrained), np.asarray(finetuned), np.asarray(y)
+    check(pretrained.ndim == 3 and pretrained.shape == finetuned.shape,
+          f"pretrained and finetuned must have the same shape (n_layers, n_samples, n_features), "
+          f"got {pretrained.shape} and {finetuned.shape}")
+    check(len(y) == pretrained.shape[1], f"y has {len(y)} entries for {pretrained.shape[1]} samples")
+    present = np.unique(y)
+    displacement, scale = [], np.full(len(pretrained), np.nan, dtype=pretrained.dtype)
+    for k in range(len(pretrained)):
+        c0 = np.stack([pretrained[k][y == c].mean(0) for c in present])
+        c1 = np.stack([finetuned[k][y == c].mean(0) for c in present])
+        displacement.append(c1 - c0)
+        mean_distance = np.linalg.norm(c0[:, None] - c0[None], axis=-1)[np.triu_indices(len(c0), 1)].mean()
+        if mean_distance > 0:
+            scale[k] = mean_distance
+    return CentroidMotion(np.stack(displacement), scale)
+
+
+def task_table(columns: Mapping[str, object], name: str = "layer"):
+    """One row per task (index ``task``) from one pandas Series per task; the Series' index
+    becomes the columns, named ``name``."""
+    import pandas as pd
+
+    table = pd.DataFrame(dict(columns)).T.rename_axis("task")
+    table.columns.name = name
+    return table
+
+
+def layers_task(similarity_table, motion: CentroidMotion):
+    """Chapter 7's :class:`ftgeo.results.LayersTask` from :func:`similarity_to_pretrained`'s
+    table (its columns are the steps used) and the :func:`centroid_motion` of the task."""
+    from .results import LayersTask
+
+    table = motion.table()
+    return LayersTask([int(s) for s in similarity_table.columns], int(motion.displacement.shape[1]),
+                      similarity_table.to_numpy().tolist(), similarity_table.iloc[:, -1].tolist(),
+                      table["relative mean motion"].tolist(), table["range of motion"].tolist(),
+                      table["relative range"].tolist())

@@ -1,0 +1,558 @@
+"""The isotropy (chapter 8) and CKA (chapter 9) analyses of fine-tuned runs, as functions:
+task data and runs in, tables and the chapter's results record out. The notebooks call
+these and draw; the measures themselves are in :mod:`ftgeo.isotropy` and :mod:`ftgeo.cka`.
+
+    study = isotropy_study(runs, data, tasks, max_items=5000)
+    study.last_layer()            # the measures at each task's last layer, per state
+    study.record(**header)        # results.IsotropyRecord
+
+    study = cka_study(runs, data, tasks)
+    study.blocks["pos", "finetuned"].blocks
+    study.record(**header)        # results.CKARecord
+
+``header`` holds the fields every record shares (:func:`ftgeo.results.header`).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from . import cka, isotropy, results, spatial
+from ._util import check, progress
+from .probes import linear_probe_layers
+
+__all__ = [
+    "CKAStudy",
+    "IsotropyStudy",
+    "STATES",
+    "VARIANTS",
+    "cka_study",
+    "enhancement_variants",
+    "isotropy_study",
+    "item_words",
+    "layer_isotropy",
+    "probe_accuracy",
+    "sentence_holdout",
+    "surface_property",
+]
+
+STATES = ("pretrained", "finetuned")
+#: The representations the enhancement probes compare: untouched, the top D principal
+#: directions removed (Mu & Viswanath 2018), D random directions removed (the control), and
+#: the top D removed within each k-means cluster (Rajaee & Pilehvar 2021b).
+VARIANTS = ("none", "top D removed", "random D removed", "per cluster")
+
+
+# ---------------------------------------------------------------------------------------------
+# What each item stands for
+# ---------------------------------------------------------------------------------------------
+
+
+def item_words(d) -> np.ndarray | None:
+    """The word each item of ``d`` (a :class:`ftgeo.TaskData`) stands for, lower-cased: the
+    word itself, or the dependent of a pair; None for sentence tasks."""
+    if d.item_kind == "sentence":
+        return None
+    column = 1 if d.item_kind == "word" else 2
+    return np.array([d.sentences[s][w].lower() for s, w in d.items[:, [0, column]]])
+
+
+def surface_property(d) -> tuple[str, np.ndarray]:
+    """Per item, the surface property the top directions are tested for: ``("log
+    frequency", ...)``, the log count of the item's word in ``d``'s sentences, or for
+    sentence tasks ``("log length", ...)``, the log number of words (both sentences of a pair)."""
+    if d.item_kind == "sentence":
+        lengths = [len(d.sentences[s]) + (len(d.second[s]) if d.second else 0) for s in d.items[:, 0]]
+        return "log length", np.log(lengths)
+    counts = Counter(w.lower() for sentence in d.sentences for w in sentence)
+    return "log frequency", np.log([counts[w] for w in item_words(d)])
+
+
+# ---------------------------------------------------------------------------------------------
+# Probes on enhanced representations
+# ---------------------------------------------------------------------------------------------
+
+
+def sentence_holdout(
+    items: np.ndarray, fraction: float = 0.2, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of ``items`` (column 0: the sentence) split by sentence into the rows a probe is
+    fitted on and the rows its L2 weight is chosen on: ``(fit, dev)``, ``fraction`` of the
+    sentences (at least one) held out, chosen with ``seed``. No sentence is on both sides."""
+    check(0 < fraction < 1, f"fraction must lie in (0, 1), got {fraction}")
+    sentences = np.unique(items[:, 0])
+    n_dev = max(1, int(round(fraction * len(sentences))))
+    dev = np.random.default_rng(seed).permutation(sentences)[:n_dev]
+    is_dev = np.isin(items[:, 0], dev)
+    return np.flatnonzero(~is_dev), np.flatnonzero(is_dev)
+
+
+def probe_accuracy(
+    train: np.ndarray,
+    test: np.ndarray,
+    y_train: np.ndarray,
+    y_test: np.ndarray,
+    fit: np.ndarray,
+    dev: np.ndarray,
+) -> float:
+    """Test accuracy of chapter 1's ridge probe fitted on ``train[fit]``, its L2 weight chosen
+    on ``train[dev]``; NaN when the fitting rows hold a single label (tiny smoke runs)."""
+    if len(np.unique(y_train[fit])) < 2:
+        return float("nan")
+    result = linear_probe_layers(
+        train[fit][None], y_train[fit], train[dev][None], y_train[dev], test[None], y_test
+    )
+    return float(result.test_accuracy[0])
+
+
+def enhancement_variants(
+    X_train: np.ndarray, X_test: np.ndarray, fit: np.ndarray, n_removed: int, n_clusters: int, seed: int = 0
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``{variant: (train, test)}`` for each of :data:`VARIANTS`; every transformation is
+    learned on ``X_train[fit]`` only and applied to both splits."""
+    out = {"none": (X_train, X_test)}
+    removers = {
+        "top D removed": isotropy.DirectionRemover(n_removed),
+        "random D removed": isotropy.DirectionRemover(n_removed, "random", random_state=seed),
+        "per cluster": isotropy.ClusterDirectionRemover(
+            n_removed, min(n_clusters, len(fit)), random_state=seed
+        ),
+    }
+    for name, remover in removers.items():
+        remover.fit(X_train[fit])
+        out[name] = (remover.transform(X_train), remover.transform(X_test))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# One layer
+# ---------------------------------------------------------------------------------------------
+
+
+def layer_isotropy(
+    X: np.ndarray, *, prop: np.ndarray, words: np.ndarray | None, n_clusters: int, n_top: int, seed: int = 0
+) -> tuple[dict[str, Any], dict[str, Any], np.ndarray]:
+    """Everything chapter 8 measures on one layer's representations ``X``.
+
+    Returns ``(measures, content, shares)``: the global isotropy measures, the isotropy
+    within ``n_clusters`` k-means clusters (``"cluster ..."``), the number of elongated
+    directions and of directions holding 50% and 90% of the variance; the correlation of
+    the top ``n_top`` directions with ``prop`` (``"|r| by direction"``, ``"max |r|"``) and
+    the share of their variance the word explains (``"word share ..."``, NaN without
+    ``words``); and the share of variance along every principal direction.
+    """
+    measures = isotropy.isotropy(X).as_dict()
+    clusters = isotropy.kmeans_clusters(X, min(n_clusters, len(X)), random_state=seed)
+    local = isotropy.cluster_isotropy(X, clusters, min_size=min(10, len(X) // n_clusters + 1))
+    shares = isotropy.explained_variance(X)
+    measures.update({f"cluster {k}": v for k, v in local.items()})
+    measures.update(
+        {
+            "elongated": isotropy.n_dominant_directions(shares),
+            "directions for 50%": isotropy.n_directions_for(shares, 0.5),
+            "directions for 90%": isotropy.n_directions_for(shares, 0.9),
+        }
+    )
+    top = min(n_top, X.shape[1] - 1, len(X) - 1)
+    r = np.abs(isotropy.direction_correlations(X, prop, top))
+    eta = isotropy.direction_group_share(X, words, top) if words is not None else np.full(top, np.nan)
+    content = {
+        "max |r|": np.nanmax(r) if np.isfinite(r).any() else np.nan,
+        "|r| by direction": r,
+        "word share": np.nanmean(eta) if words is not None else np.nan,
+        "word share by direction": eta,
+    }
+    return measures, content, shares
+
+
+# ---------------------------------------------------------------------------------------------
+# Chapter 8
+# ---------------------------------------------------------------------------------------------
+
+
+def _last(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows of each (task, state)'s last layer, indexed by (task, state)."""
+    return frame.loc[frame.groupby(["task", "state"])["layer"].idxmax()].set_index(["task", "state"])
+
+
+@dataclass(frozen=True)
+class IsotropyStudy:
+    """Chapter 8's results for a set of tasks.
+
+    measures : one row per (task, state, layer): :func:`layer_isotropy`'s measures
+    content : one row per (task, state, layer): what the top directions carry
+    shares : (task, state, layer) -> share of variance along each principal direction
+    probes : one row per (task, state, layer, variant): probe test accuracy and D
+    curves : one row per (task, state, D, variant) at the last layer (top or random removed)
+    properties : task -> the surface property tested ("log frequency" or "log length")
+    n_test : task -> test items
+    """
+
+    tasks: list[str]
+    measures: pd.DataFrame
+    content: pd.DataFrame
+    shares: dict[tuple[str, str, int], np.ndarray]
+    probes: pd.DataFrame
+    curves: pd.DataFrame
+    properties: dict[str, str]
+    n_test: dict[str, int]
+    settings: dict[str, Any]
+
+    def last_layer(self) -> pd.DataFrame:
+        """:attr:`measures` at each task's last layer, indexed by (task, state)."""
+        return _last(self.measures)
+
+    def last_content(self) -> pd.DataFrame:
+        return _last(self.content)
+
+    def probes_last(self) -> pd.DataFrame:
+        """:attr:`probes` at each task's last layer."""
+        p = self.probes
+        return p.loc[p["layer"] == p.groupby("task")["layer"].transform("max")]
+
+    def last_shares(self, task: str, state: str) -> np.ndarray:
+        layer = int(self.measures.loc[self.measures["task"] == task, "layer"].max())
+        return self.shares[task, state, layer]
+
+    def summary(self) -> pd.DataFrame:
+        """One row per task: the last layer's measures as ``<measure>_<state>`` columns,
+        ``probe_<state>_<variant>`` accuracies and D."""
+        last, content = self.last_layer(), self.last_content()
+        probe = self.probes_last().set_index(["task", "state", "variant"])["accuracy"]
+        rows = {}
+        for t in self.tasks:
+            row: dict[str, Any] = {"layer": int(last.loc[(t, "finetuned"), "layer"])}
+            for m in (
+                "partition",
+                "average_cosine",
+                "isoscore",
+                "cluster isoscore",
+                "elongated",
+                "directions for 90%",
+            ):
+                row.update({f"{m}_{s}": float(last.loc[(t, s), m]) for s in STATES})
+            row.update({f"max_r_{s}": float(content.loc[(t, s), "max |r|"]) for s in STATES})
+            row.update({f"word_share_{s}": float(content.loc[(t, s), "word share"]) for s in STATES})
+            row.update({f"probe_{s}_{v}": float(probe.loc[(t, s, v)]) for s in STATES for v in VARIANTS})
+            row["D"] = int(self.probes.loc[self.probes["task"] == t, "D"].iloc[0])
+            rows[t] = row
+        return pd.DataFrame(rows).T
+
+    def facts(self) -> dict[str, Any]:
+        """The figures the chapter's summary cites, by name (counts over tasks, means)."""
+        S = self.summary().astype(float)
+        n = len(self.tasks)
+
+        def fell(measure: str) -> int:
+            return int((S[f"{measure}_finetuned"] < S[f"{measure}_pretrained"]).sum())
+
+        def cost(state: str, variant: str) -> pd.Series:
+            return S[f"probe_{state}_none"] - S[f"probe_{state}_{variant}"]
+
+        gain_global = -cost("finetuned", "top D removed")
+        gain_cluster = -cost("finetuned", "per cluster")
+        helped = [t for t in self.tasks if max(gain_global[t], gain_cluster[t]) > 0.005]
+        word_tasks = S.index[S["word_share_pretrained"].notna()]
+        return {
+            "n_tasks": n,
+            "isoscore_down": fell("isoscore"),
+            "partition_down": fell("partition"),
+            "isoscore_pre_mean": f"{S['isoscore_pretrained'].mean():.3f}",
+            "isoscore_post_mean": f"{S['isoscore_finetuned'].mean():.3f}",
+            "cluster_pre_mean": f"{S['cluster isoscore_pretrained'].mean():.3f}",
+            "cluster_post_mean": f"{S['cluster isoscore_finetuned'].mean():.3f}",
+            "more_elongated": int((S["elongated_finetuned"] > S["elongated_pretrained"]).sum()),
+            "elongated_pre": f"{S['elongated_pretrained'].mean():.1f}",
+            "elongated_post": f"{S['elongated_finetuned'].mean():.1f}",
+            "top_matters": int(
+                (cost("finetuned", "top D removed") > cost("finetuned", "random D removed") + 0.005).sum()
+            ),
+            "cost_post": f"{cost('finetuned', 'top D removed').mean():.3f}",
+            "cost_pre": f"{cost('pretrained', 'top D removed').mean():.3f}",
+            "cost_random_post": f"{cost('finetuned', 'random D removed').mean():.3f}",
+            "helped": len(helped),
+            "helped_names": ", ".join(helped) or "none",
+            "enhance_global": f"{gain_global.mean():+.3f}",
+            "enhance_cluster": f"{gain_cluster.mean():+.3f}",
+            "n_word_tasks": len(word_tasks),
+            "word_share_down": int(
+                (S.loc[word_tasks, "word_share_finetuned"] < S.loc[word_tasks, "word_share_pretrained"]).sum()
+            ),
+            "freq_down": int((S["max_r_finetuned"] < S["max_r_pretrained"]).sum()),
+        }
+
+    def record(self, **header) -> results.IsotropyRecord:
+        """The chapter's results record; ``header`` as :func:`ftgeo.results.header` gives it."""
+        S = self.summary()
+
+        def per_state(task: str, key: str) -> dict[str, float | None]:
+            values = {s: S.loc[task, f"{key}_{s}"] for s in STATES}
+            return {s: None if pd.isna(v) else float(v) for s, v in values.items()}
+
+        tasks = {
+            t: results.IsotropyTask(
+                int(S.loc[t, "layer"]),
+                self.n_test[t],
+                per_state(t, "partition"),
+                per_state(t, "average_cosine"),
+                per_state(t, "isoscore"),
+                per_state(t, "cluster isoscore"),
+                per_state(t, "elongated"),
+                per_state(t, "directions for 90%"),
+                per_state(t, "max_r"),
+                self.properties[t],
+                per_state(t, "word_share"),
+                {s: {v: float(S.loc[t, f"probe_{s}_{v}"]) for v in VARIANTS} for s in STATES},
+                int(S.loc[t, "D"]),
+            )
+            for t in self.tasks
+        }
+        return results.IsotropyRecord(
+            **header, enhancement_evaluation="retrained probe", tasks=tasks, **self.settings
+        )
+
+
+def isotropy_study(
+    runs: Mapping[str, Any],
+    data: Mapping[str, Mapping[str, Any]],
+    tasks: Sequence[str],
+    *,
+    max_items: int | None = 5000,
+    n_removed: int | None = None,
+    n_clusters: int = 10,
+    n_top: int = 10,
+    removed_grid: Sequence[int] = (1, 2, 4, 8, 16, 32),
+    seed: int = 0,
+) -> IsotropyStudy:
+    """Chapter 8 on the pretrained (step 0) and fine-tuned (last step) states of each task's
+    run: isotropy and local structure per layer on up to ``max_items`` training items, probes
+    on the enhanced representations per layer (``n_removed`` directions, None: 1% of the
+    features), and removal curves over ``removed_grid`` at the last layer.
+
+    ``runs`` maps a task to its :class:`ftgeo.finetune.FinetunedRun`, ``data`` a task to its
+    ``{"train": TaskData, "test": TaskData}``.
+    """
+    missing = [t for t in tasks if t not in runs or t not in data]
+    check(not missing, f"no run or data for tasks {missing}; pass the runs of chapter_runs(...)")
+    check(n_clusters >= 1 and n_top >= 1, f"n_clusters and n_top must be >= 1, got {n_clusters}, {n_top}")
+    rows, content, shares, probe_rows, curve_rows, properties = [], [], {}, [], [], {}
+    for task in progress(list(tasks), desc="isotropy", unit="task"):
+        run, d_train, d_test = runs[task], data[task]["train"], data[task]["test"]
+        sample = d_train.sample_index(max_items, seed=seed)
+        properties[task], prop = surface_property(d_train)
+        words = item_words(d_train)
+        fit, dev = sentence_holdout(d_train.items, seed=seed)
+        for state, step in (("pretrained", 0), ("finetuned", run.final_step)):
+            X_train, X_test = run.representations(d_train, step), run.representations(d_test, step)
+            D = n_removed or isotropy.default_n_removed(X_train.shape[-1])
+            key = {"task": task, "state": state}
+            for layer, X_all in enumerate(X_train):
+                if spatial.is_degenerate(X_all):
+                    continue
+                variants = enhancement_variants(X_all, X_test[layer], fit, D, n_clusters, seed)
+                probe_rows += [
+                    {
+                        **key,
+                        "layer": layer,
+                        "variant": name,
+                        "D": D,
+                        "accuracy": probe_accuracy(A, B, d_train.y, d_test.y, fit, dev),
+                    }
+                    for name, (A, B) in variants.items()
+                ]
+                if spatial.is_degenerate(X_all[sample]):
+                    continue
+                m, c, s = layer_isotropy(
+                    X_all[sample],
+                    prop=prop[sample],
+                    words=None if words is None else words[sample],
+                    n_clusters=n_clusters,
+                    n_top=n_top,
+                    seed=seed,
+                )
+                rows.append({**key, "layer": layer, **m})
+                content.append({**key, "layer": layer, "property": properties[task], **c})
+                shares[task, state, layer] = s
+            A, B = X_train[-1], X_test[-1]
+            for D_ in [k for k in removed_grid if k < A.shape[1] and k < len(fit)]:
+                for name, remover in (
+                    ("top D removed", isotropy.DirectionRemover(D_)),
+                    ("random D removed", isotropy.DirectionRemover(D_, "random", random_state=seed)),
+                ):
+                    remover.fit(A[fit])
+                    curve_rows.append(
+                        {
+                            **key,
+                            "D": D_,
+                            "variant": name,
+                            "accuracy": probe_accuracy(
+                                remover.transform(A), remover.transform(B), d_train.y, d_test.y, fit, dev
+                            ),
+                        }
+                    )
+    return IsotropyStudy(
+        list(tasks),
+        pd.DataFrame(rows),
+        pd.DataFrame(content),
+        shares,
+        pd.DataFrame(probe_rows),
+        pd.DataFrame(curve_rows),
+        properties,
+        {t: data[t]["test"].n_items for t in tasks},
+        {"max_items": max_items, "n_clusters": n_clusters, "n_top": n_top},
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Chapter 9
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CKAStudy:
+    """Chapter 9's results for a set of tasks.
+
+    layers : task -> the layers kept (degenerate ones, such as a constant layer, left out)
+    matrices : task -> {"pretrained", "finetuned": CKA between layers; "across": pretrained
+        layer i against fine-tuned layer j}
+    blocks : (task, state) -> :class:`ftgeo.cka.BlockStructure` of the transformer layers
+    dropping : task x k, test accuracy with the top k layers dropped
+    """
+
+    tasks: list[str]
+    layers: dict[str, list[int]]
+    matrices: dict[str, dict[str, np.ndarray]]
+    blocks: dict[tuple[str, str], cka.BlockStructure]
+    dropping: pd.DataFrame
+    n_test: dict[str, int]
+    settings: dict[str, Any]
+
+    def same_layer(self) -> pd.DataFrame:
+        """CKA of each layer with itself before and after fine-tuning: task x layer."""
+        table = pd.DataFrame(
+            {t: pd.Series(np.diag(m["across"]), index=self.layers[t]) for t, m in self.matrices.items()}
+        ).T.rename_axis("task")
+        table.columns.name = "layer"
+        return table
+
+    def block_table(self) -> pd.DataFrame:
+        rows = [
+            {
+                "task": t,
+                "state": s,
+                "blocks": " | ".join(f"{a}-{b}" if a != b else f"{a}" for a, b in bs.blocks),
+                "within": bs.within,
+                "between": bs.between,
+                "score": bs.score,
+            }
+            for (t, s), bs in self.blocks.items()
+        ]
+        return pd.DataFrame(rows).set_index(["task", "state"])
+
+    def droppable(self, tolerance: float) -> dict[str, int]:
+        """Task -> top layers that can be dropped (:func:`ftgeo.cka.droppable_layers`)."""
+        return {t: cka.droppable_layers(self.dropping.loc[t].to_numpy(), tolerance) for t in self.tasks}
+
+    def summary(self, tolerance: float) -> pd.DataFrame:
+        full = self.dropping[0]
+        return pd.DataFrame(
+            {
+                "block score, pretrained": {t: self.blocks[t, "pretrained"].score for t in self.tasks},
+                "block score, fine-tuned": {t: self.blocks[t, "finetuned"].score for t in self.tasks},
+                "fine-tuned blocks": self.block_table().xs("finetuned", level="state")["blocks"],
+                "accuracy, all layers": full,
+                "loss, top layer dropped": full - self.dropping[1],
+                f"layers droppable (loss <= {tolerance})": self.droppable(tolerance),
+            }
+        )
+
+    def facts(self, tolerance: float) -> dict[str, Any]:
+        """The figures the chapter's summary cites, by name."""
+        score = {s: np.array([self.blocks[t, s].score for t in self.tasks]) for s in STATES}
+        last = [self.blocks[t, "finetuned"] for t in self.tasks]
+        same = self.same_layer()
+        droppable = self.droppable(tolerance)
+        return {
+            "n_tasks": len(self.tasks),
+            "sharper": int((score["finetuned"] > score["pretrained"]).sum()),
+            "score_pre": f"{score['pretrained'].mean():.3f}",
+            "score_post": f"{score['finetuned'].mean():.3f}",
+            "top_in_block": sum(b.n_blocks >= 2 and b.blocks[-1][1] > b.blocks[-1][0] for b in last),
+            "top_changed_most": int(
+                sum(int(same.loc[t].idxmin()) == int(same.columns[-1]) for t in self.tasks)
+            ),
+            "last_layer_mean": f"{same.iloc[:, -1].mean():.3f}",
+            "first_layer_mean": f"{same[1].mean():.3f}",
+            "loss_one_mean": f"{(self.dropping[0] - self.dropping[1]).mean():.3f}",
+            "n_droppable": sum(v >= 1 for v in droppable.values()),
+            "drop_tolerance": f"{tolerance}",
+            "droppable_list": ", ".join(f"{t} {k}" for t, k in droppable.items()),
+        }
+
+    def record(self, **header) -> results.CKARecord:
+        """The chapter's results record; ``header`` as :func:`ftgeo.results.header` gives it."""
+        tasks = {
+            t: results.CKATask(
+                self.layers[t],
+                self.matrices[t]["pretrained"].round(6).tolist(),
+                self.matrices[t]["finetuned"].round(6).tolist(),
+                [float(v) for v in np.diag(self.matrices[t]["across"])],
+                [float(v) for v in self.dropping.loc[t]],
+                self.n_test[t],
+            )
+            for t in self.tasks
+        }
+        return results.CKARecord(**header, tasks=tasks, **self.settings)
+
+
+def cka_study(
+    runs: Mapping[str, Any],
+    data: Mapping[str, Mapping[str, Any]],
+    tasks: Sequence[str],
+    *,
+    max_items: int | None = 10000,
+    debiased: bool = False,
+    seed: int = 0,
+) -> CKAStudy:
+    """Chapter 9 on each task's run: linear CKA between every pair of layers of the pretrained
+    (step 0) and of the fine-tuned (last step) state on up to ``max_items`` training items,
+    the block structure of each, and test accuracy with the top layers dropped."""
+    missing = [t for t in tasks if t not in runs or t not in data]
+    check(not missing, f"no run or data for tasks {missing}; pass the runs of chapter_runs(...)")
+    layers, matrices, blocks, dropping = {}, {}, {}, {}
+    for task in progress(list(tasks), desc="CKA", unit="task"):
+        run, d = runs[task], data[task]["train"]
+        sample = d.sample_index(max_items, seed=seed)
+        X0 = run.representations(d, 0)[:, sample]
+        X1 = run.representations(d, run.final_step)[:, sample]
+        keep = [
+            k for k in range(len(X0)) if not (spatial.is_degenerate(X0[k]) or spatial.is_degenerate(X1[k]))
+        ]
+        layers[task] = keep
+        matrices[task] = {
+            "pretrained": cka.cka_matrix(X0[keep], debiased=debiased),
+            "finetuned": cka.cka_matrix(X1[keep], debiased=debiased),
+            "across": cka.cka_matrix(X0[keep], X1[keep], debiased=debiased),
+        }
+        inner = [i for i, k in enumerate(keep) if k >= 1]  # transformer layers, not the embeddings
+        for state in STATES:
+            sub = matrices[task][state][np.ix_(inner, inner)]
+            blocks[task, state] = cka.block_structure(sub, offset=keep[inner[0]])
+        dropping[task] = run.evaluate_dropping(data[task]["test"])
+    table = pd.DataFrame(dropping).T
+    table.index.name, table.columns.name = "task", "layers dropped"
+    return CKAStudy(
+        list(tasks),
+        layers,
+        matrices,
+        blocks,
+        table,
+        {t: data[t]["test"].n_items for t in tasks},
+        {"debiased": debiased, "max_items": max_items},
+    )

@@ -1,0 +1,214 @@
+"""ftgeo.analyses: the isotropy and CKA chapters' computations, on hand-made data and runs
+whose answers are known by construction."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ftgeo import analyses, cka, claims, results
+from ftgeo.data import TaskData
+
+INFO = results.ModelInfo("toy", 3, 16)
+
+
+def word_task(n_sentences=40, words=4, seed=0, split="train"):
+    """Word items: sentence s holds words w0..w3; the label is the word's position."""
+    vocab = ["the", "cat", "sat", "on", "mat", "dog"]
+    rng = np.random.default_rng(seed)
+    sentences = tuple(tuple(vocab[i] for i in rng.integers(0, len(vocab), words)) for _ in range(n_sentences))
+    items = np.array([[s, w] for s in range(n_sentences) for w in range(words)])
+    return TaskData("toy", split, sentences, items, items[:, 1].copy(), ("p0", "p1", "p2", "p3"), "word")
+
+
+class FakeRun:
+    """A fine-tuned run whose states are given arrays: {step: (n_layers, n_items, d)} per split."""
+
+    def __init__(self, states, dropping=None):
+        self.states = states
+        self.steps = np.array(sorted(next(iter(states.values()))))
+        self.dropping = dropping
+
+    @property
+    def final_step(self):
+        return int(self.steps[-1])
+
+    def representations(self, d, step):
+        return self.states[d.split][step]
+
+    def evaluate_dropping(self, d):
+        return np.asarray(self.dropping, dtype=float)
+
+
+def layers_for(d, rng, n_layers=3, dim=16, stretch=1.0):
+    """Representations that separate the labels (one-hot of the label in the first
+    dimensions), plus noise; ``stretch`` scales one extra direction by that factor."""
+    X = rng.normal(size=(n_layers, d.n_items, dim)) * 0.3
+    X[:, np.arange(d.n_items), d.y] += 3.0
+    X[:, :, -1] *= stretch
+    return X
+
+
+@pytest.fixture(scope="module")
+def isotropy_setup():
+    rng = np.random.default_rng(0)
+    train, test = word_task(split="train"), word_task(20, seed=1, split="test")
+    states = {
+        s: {0: layers_for(d, rng), 5: layers_for(d, rng, stretch=40.0)}
+        for s, d in (("train", train), ("test", test))
+    }
+    runs = {"toy": FakeRun(states)}
+    data = {"toy": {"train": train, "test": test}}
+    study = analyses.isotropy_study(
+        runs, data, ["toy"], max_items=None, n_removed=1, n_clusters=2, n_top=3, removed_grid=[1, 2]
+    )
+    return study, runs, data
+
+
+# -- what each item stands for ------------------------------------------------------------------
+def test_item_words_and_frequency_count_the_training_sentences():
+    d = TaskData(
+        "t",
+        "train",
+        (("The", "cat"), ("the", "dog", "the")),
+        np.array([[0, 0], [0, 1], [1, 1]]),
+        np.array([0, 1, 1]),
+        ("a", "b"),
+        "word",
+    )
+    assert analyses.item_words(d).tolist() == ["the", "cat", "dog"]
+    name, values = analyses.surface_property(d)
+    assert name == "log frequency"
+    np.testing.assert_allclose(values, np.log([3, 1, 1]))  # "the" three times, case folded
+
+
+def test_pairs_stand_for_their_dependent_and_sentences_for_their_length():
+    pairs = TaskData("t", "train", (("a", "b", "c"),), np.array([[0, 0, 2]]), np.array([0]), ("x",), "pair")
+    assert analyses.item_words(pairs).tolist() == ["c"]
+    sents = TaskData(
+        "t",
+        "train",
+        (("a", "b"), ("c",)),
+        np.array([[0], [1]]),
+        np.array([0, 0]),
+        ("x",),
+        "sentence",
+        second=(("d",), ("e", "f", "g")),
+    )
+    assert analyses.item_words(sents) is None
+    name, values = analyses.surface_property(sents)
+    assert name == "log length"
+    np.testing.assert_allclose(values, np.log([3, 4]))  # both sentences of a pair
+
+
+def test_sentence_holdout_never_splits_a_sentence():
+    d = word_task(50)
+    fit, dev = analyses.sentence_holdout(d.items, 0.2, seed=3)
+    assert len(fit) + len(dev) == d.n_items and not set(fit) & set(dev)
+    assert not set(d.items[fit, 0]) & set(d.items[dev, 0])
+    assert len(np.unique(d.items[dev, 0])) == 10  # 20% of 50 sentences
+    with pytest.raises(ValueError, match="fraction"):
+        analyses.sentence_holdout(d.items, 1.5)
+
+
+def test_probe_accuracy_is_perfect_on_separable_data_and_nan_with_one_label():
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 40)
+    X = rng.normal(size=(80, 5)) + 4 * y[:, None]
+    fit, dev = np.arange(0, 80, 2), np.arange(1, 80, 2)
+    assert analyses.probe_accuracy(X, X, y, y, fit, dev) == 1.0
+    assert np.isnan(analyses.probe_accuracy(X, X, np.zeros(80, int), y, fit, dev))
+
+
+def test_enhancement_removes_the_dominant_direction_learned_on_the_fitting_rows():
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(200, 6))
+    X[:, 0] *= 50
+    out = analyses.enhancement_variants(X, X[:50], np.arange(100), n_removed=1, n_clusters=2)
+    assert set(out) == set(analyses.VARIANTS)
+    assert np.array_equal(out["none"][0], X)
+    assert out["top D removed"][0][:, 0].std() < 1.0 < out["random D removed"][0].std(axis=0).max()
+    assert out["top D removed"][1].shape == (50, 6)
+
+
+def test_layer_isotropy_counts_elongated_directions_and_follows_the_property():
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(400, 50))  # elongated: >= 10x the isotropic share 1/50
+    prop = rng.normal(size=400)
+    X[:, 3] = 30 * prop  # one direction holds most of the variance, and it is the property
+    words = np.array(["a", "b"])[rng.integers(0, 2, 400)]
+    m, content, shares = analyses.layer_isotropy(X, prop=prop, words=words, n_clusters=2, n_top=3)
+    assert m["elongated"] == 1 and m["directions for 50%"] == 1
+    assert content["max |r|"] > 0.999  # the top direction is the property
+    assert content["word share by direction"][0] < 0.05  # and not the word
+    assert shares.sum() == pytest.approx(1.0)
+    m0, c0, _ = analyses.layer_isotropy(
+        rng.normal(size=(400, 50)), prop=prop, words=None, n_clusters=2, n_top=3
+    )
+    assert m0["elongated"] == 0 and np.isnan(c0["word share"]) and c0["max |r|"] < 0.3
+
+
+# -- chapter 8 ------------------------------------------------------------------------------------
+def test_isotropy_study_sees_the_stretched_direction_of_the_finetuned_state(isotropy_setup):
+    study, _, _ = isotropy_setup
+    assert len(study.measures) == 6  # 2 states x 3 layers
+    S = study.summary().loc["toy"]
+    assert S["elongated_finetuned"] > S["elongated_pretrained"]
+    assert S["isoscore_finetuned"] < S["isoscore_pretrained"]
+    facts = study.facts()
+    assert facts["more_elongated"] == 1 and facts["isoscore_down"] == 1 and facts["n_word_tasks"] == 1
+    # the labels are separable in every variant but "top D removed" of the stretched state keeps them too
+    assert S["probe_pretrained_none"] == 1.0
+    assert set(study.curves["D"]) == {1, 2}
+
+
+def test_isotropy_record_validates_and_round_trips(isotropy_setup, tmp_path):
+    study, _, _ = isotropy_setup
+    record = study.record(model="toy", fingerprint="f", model_info=INFO, max_sentences=0, settings=None)
+    path = results.write_record(tmp_path, record)
+    again = results.read_record(path)
+    assert again == record
+    assert again.tasks["toy"].n_removed == 1 and again.tasks["toy"].property == "log frequency"
+    table = claims.for_chapter(record)  # the claims on chapter 8 alone, judged on this record
+    assert list(table.index) == [c.id for c in claims.CLAIMS if c.reads == ("08_isotropy",)]
+    assert table.loc["rp-elongated", "ours"].startswith(
+        "more elongated directions after fine-tuning on 1 of 1"
+    )
+
+
+def test_isotropy_study_names_a_task_without_a_run():
+    with pytest.raises(ValueError, match=r"\['pos'\]"):
+        analyses.isotropy_study({}, {}, ["pos"])
+
+
+# -- chapter 9 ------------------------------------------------------------------------------------
+def blocky(n_items, rng, groups):
+    """Layers 0..L-1: layers of one group share a representation, plus a little noise."""
+    base = {g: rng.normal(size=(n_items, 8)) for g in set(groups)}
+    return np.stack([base[g] + 0.05 * rng.normal(size=(n_items, 8)) for g in groups])
+
+
+def test_cka_study_finds_the_blocks_it_was_given_and_the_droppable_layers(tmp_path):
+    rng = np.random.default_rng(3)
+    train, test = word_task(), word_task(10, seed=1, split="test")
+    pre = blocky(train.n_items, rng, [0, 1, 2, 3, 4, 5, 6])
+    post = blocky(train.n_items, rng, [0, 1, 1, 1, 2, 2, 2])  # layers 1-3 and 4-6 alike
+    runs = {"toy": FakeRun({"train": {0: pre, 9: post}, "test": {}}, dropping=[0.9, 0.895, 0.8, 0.9])}
+    study = analyses.cka_study(runs, {"toy": {"train": train, "test": test}}, ["toy"], max_items=None)
+    assert study.blocks["toy", "finetuned"].blocks == ((1, 3), (4, 6))
+    assert study.layers["toy"] == list(range(7))
+    same = study.same_layer()
+    assert same.shape == (1, 7) and (same.to_numpy() < 0.5).all()  # nothing alike across states
+    assert study.droppable(0.01) == {"toy": 1}  # k = 3 within tolerance, but k = 2 is not
+    facts = study.facts(0.01)
+    assert facts["n_droppable"] == 1 and facts["sharper"] == 1 and facts["top_in_block"] == 1
+    record = study.record(model="toy", fingerprint="f", model_info=INFO)
+    assert results.read_record(results.write_record(tmp_path, record)) == record
+    assert isinstance(claims.for_chapter(record), pd.DataFrame)
+
+
+def test_droppable_layers_stops_at_the_first_layer_that_costs_too_much():
+    assert cka.droppable_layers([0.9, 0.9, 0.9], 0.0) == 2
+    assert cka.droppable_layers([0.9, 0.85, 0.9, 0.9], 0.01) == 0
+    assert cka.droppable_layers([0.9], 0.01) == 0
+    with pytest.raises(ValueError, match="missing"):
+        cka.droppable_layers([0.9, np.nan], 0.01)
