@@ -13,7 +13,7 @@ would make the ratio a coin toss. Then the run itself, with
 default settings in a temporary artifacts folder, gives tokens/s over its whole wall time:
 training, optimizer, snapshots (representations, dev accuracy, checkpoints) and saving.
 
-The step-0 snapshot is the untuned model, whose representations of the full probing sets
+The step-0 snapshot is the pretrained model, whose representations of the full probing sets
 chapter 1 has always cached before chapter 2 runs; the benchmark extracts them first, as
 chapter 1 would, and reports that time separately (``pretrained_extraction_s``). Every
 other snapshot is extracted during the run. With ``--keep`` the runs and their stored

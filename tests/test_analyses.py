@@ -2,7 +2,6 @@
 whose answers are known by construction."""
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from ftgeo import analyses, cka, claims, results
@@ -155,10 +154,62 @@ def test_isotropy_study_sees_the_stretched_direction_of_the_finetuned_state(isot
     assert S["elongated_finetuned"] > S["elongated_pretrained"]
     assert S["isoscore_finetuned"] < S["isoscore_pretrained"]
     facts = study.facts()
-    assert facts["more_elongated"] == 1 and facts["isoscore_down"] == 1 and facts["n_word_tasks"] == 1
-    # the labels are separable in every variant but "top D removed" of the stretched state keeps them too
-    assert S["probe_pretrained_none"] == 1.0
-    assert set(study.curves["D"]) == {1, 2}
+    assert facts["more_elongated"] == 1 and facts["isoscore_down"] == 1
+    # the stretched direction is noise: removing it costs the probe nothing, no more than a random one
+    assert S["probe_finetuned_none"] == S["probe_finetuned_top D removed"] == 1.0
+    assert facts["top_matters"] == 0 and facts["cost_post"] == "0.000"
+
+
+def test_top_directions_matter_when_they_carry_the_labels():
+    """The twin: the labels live on the dominant direction, so removing it costs accuracy and
+    removing a random direction does not."""
+    rng = np.random.default_rng(5)
+    train, test = word_task(split="train"), word_task(20, seed=1, split="test")
+
+    def labelled(d):
+        X = rng.normal(size=(2, d.n_items, 16)) * 0.3
+        X[:, :, 0] += 20.0 * (d.y % 2)  # the 4 labels at the corners of a square spanned by
+        X[:, :, 1] += 20.0 * (d.y // 2)  # the two dominant directions
+        return X
+
+    states = {s: {0: labelled(d), 5: labelled(d)} for s, d in (("train", train), ("test", test))}
+    study = analyses.isotropy_study(
+        {"toy": FakeRun(states)},
+        {"toy": {"train": train, "test": test}},
+        ["toy"],
+        max_items=None,
+        n_removed=2,
+        n_clusters=2,
+        n_top=3,
+        removed_grid=[2],
+    )
+    S = study.summary().loc["toy"]
+    assert S["probe_finetuned_none"] > 0.95 and S["probe_finetuned_top D removed"] < 0.6
+    assert S["probe_finetuned_random D removed"] > 0.9
+    assert study.facts()["top_matters"] == 1
+
+
+def test_a_degenerate_layer_and_a_one_sentence_split_give_gaps_not_errors():
+    rng = np.random.default_rng(6)
+    train = word_task(1, split="train")  # one sentence: no held-out sentence to choose a probe on
+    test = word_task(5, seed=1, split="test")
+    states = {
+        s: {0: layers_for(d, rng), 5: layers_for(d, rng)} for s, d in (("train", train), ("test", test))
+    }
+    states["train"][5][0] = 1.0  # the finetuned embedding layer is constant
+    study = analyses.isotropy_study(
+        {"toy": FakeRun(states)},
+        {"toy": {"train": train, "test": test}},
+        ["toy"],
+        max_items=None,
+        n_removed=1,
+        n_clusters=2,
+        n_top=2,
+        removed_grid=[1],
+    )
+    assert len(study.measures) == 5  # 3 pretrained layers + 2 finetuned ones
+    assert study.probes["accuracy"].isna().all() and study.curves.empty
+    assert np.isnan(study.summary().loc["toy", "probe_finetuned_none"])
 
 
 def test_isotropy_record_validates_and_round_trips(isotropy_setup, tmp_path):
@@ -203,7 +254,30 @@ def test_cka_study_finds_the_blocks_it_was_given_and_the_droppable_layers(tmp_pa
     assert facts["n_droppable"] == 1 and facts["sharper"] == 1 and facts["top_in_block"] == 1
     record = study.record(model="toy", fingerprint="f", model_info=INFO)
     assert results.read_record(results.write_record(tmp_path, record)) == record
-    assert isinstance(claims.for_chapter(record), pd.DataFrame)
+    assert "toy 1 (loss at 1: 0.005)" in claims.for_chapter(record).loc["plb-drop", "ours"]
+
+
+def test_cka_blocks_keep_their_layer_numbers_across_a_left_out_layer():
+    rng = np.random.default_rng(4)
+    train = word_task()
+    post = blocky(train.n_items, rng, [0, 1, 1, 1, 2, 2, 2])
+    post[2] = 1.0  # layer 2 is constant: left out of the matrices
+    runs = {"toy": FakeRun({"train": {0: post.copy(), 9: post}}, dropping=[0.9, 0.9])}
+    study = analyses.cka_study(runs, {"toy": {"train": train, "test": train}}, ["toy"], max_items=None)
+    assert study.layers["toy"] == [0, 1, 3, 4, 5, 6]
+    assert study.blocks["toy", "finetuned"].blocks == ((1, 3), (4, 6))
+    assert list(study.same_layer().columns) == [0, 1, 3, 4, 5, 6]
+
+
+def test_cka_study_refuses_a_model_with_no_varied_transformer_layer():
+    train = word_task()
+    X = np.ones((2, train.n_items, 4))
+    X[0] = np.random.default_rng(0).normal(size=(train.n_items, 4))
+    runs = {"toy": FakeRun({"train": {0: X, 9: X}}, dropping=[0.9, 0.9])}
+    with pytest.raises(ValueError, match="toy: every transformer layer is constant"):
+        analyses.cka_study(runs, {"toy": {"train": train, "test": train}}, ["toy"])
+    with pytest.raises(ValueError, match="tasks is empty"):
+        analyses.cka_study(runs, {}, [])
 
 
 def test_droppable_layers_stops_at_the_first_layer_that_costs_too_much():
@@ -212,3 +286,32 @@ def test_droppable_layers_stops_at_the_first_layer_that_costs_too_much():
     assert cka.droppable_layers([0.9], 0.01) == 0
     with pytest.raises(ValueError, match="missing"):
         cka.droppable_layers([0.9, np.nan], 0.01)
+
+
+def test_the_chapter_figures_draw_a_panel_per_task(isotropy_setup):
+    import matplotlib.pyplot as plt
+
+    from ftgeo import plotting
+
+    study, _, _ = isotropy_setup
+    assert len(plotting.isotropy_by_layer(study).axes) == 3  # 3 measures x 1 task
+    assert len(plotting.local_structure(study).axes) == 3
+    assert len(plotting.elongated_directions(study).axes) == 2
+    removal = plotting.removal_curves(study).axes[0].lines
+    assert len(removal) == 2 * 2 + 2  # states x (top, random), and each state's baseline
+    assert len(plotting.enhancement_by_layer(study).axes[0].lines) == 2 * 2 + 1
+    menu = plotting.variance_menu(study)
+    assert [t.name for t in menu.data] == ["pretrained", "finetuned"]
+    plt.close("all")
+
+
+def test_header_holds_what_every_record_shares():
+    from types import SimpleNamespace
+
+    config = SimpleNamespace(model_type="bert", num_hidden_layers=2, hidden_size=8)
+    loaded = SimpleNamespace(spec=SimpleNamespace(fingerprint="abc"), encoder=SimpleNamespace(config=config))
+    run = SimpleNamespace(settings=SimpleNamespace(as_dict=lambda: {"epochs": 3}))
+    h = results.header("tiny", loaded, 20, run)
+    assert h == {"model": "tiny", "fingerprint": "abc", "model_info": results.ModelInfo("bert", 2, 8),
+                 "max_sentences": 20, "settings": {"epochs": 3}}
+    assert results.header("tiny", loaded)["settings"] is None

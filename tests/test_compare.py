@@ -210,7 +210,7 @@ def test_a_record_that_does_not_fit_its_schema_is_skipped_with_a_warning(runs, c
             "schema": 1,
             "model": "minilm",
             "fingerprint": "fp-a",
-            "tasks": {"pos": {"mlp_untuned_mean": 0.8}},
+            "tasks": {"pos": {"mlp_pretrained_mean": 0.8}},
         },
     )
     table = compare.comparison_table(runs)

@@ -294,11 +294,11 @@ def test_comparison_chooses_the_best_layer_on_dev_and_the_summary_counts_gains()
     assert list(table.index) == ["pos", "dep"] and table.index.name == "task"
     pos = table.loc["pos"]
     # layer 1 is best on dev: its test accuracy (0.7) is the baseline, not the best on test (0.9)
-    assert pos["linear probe untuned, best layer, dev"] == 0.8
-    assert pos["linear probe untuned, best layer, test"] == 0.7
-    assert pos["linear probe untuned, last layer, test"] == 0.9
-    assert pos["linear probe fine-tuned, last layer, test"] == 0.95
-    assert pos["fine-tuned model, dev"] == 0.85 and pos["fine-tuned model, test"] == 0.75
+    assert pos["linear probe pretrained, best layer, dev"] == 0.8
+    assert pos["linear probe pretrained, best layer, test"] == 0.7
+    assert pos["linear probe pretrained, last layer, test"] == 0.9
+    assert pos["linear probe finetuned, last layer, test"] == 0.95
+    assert pos["finetuned model, dev"] == 0.85 and pos["finetuned model, test"] == 0.75
     s = gain_summary(table)
     # gains over the last layer: pos -0.15, dep +0.1; over the best layer: pos +0.05, dep -0.1
     assert (s["n_beats_last"], s["n_beats_best"]) == (1, 1)

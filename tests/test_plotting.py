@@ -23,11 +23,11 @@ def shown(fig, entry):
 
 
 def test_explorer_starts_with_every_label_and_follows_the_task():
-    views = {(state, task): view(labels) for state in ("untuned", "fine-tuned")
+    views = {(state, task): view(labels) for state in ("pretrained", "finetuned")
              for task, labels in (("pos", ["a", "b"] * 20), ("dep", ["x", "y", "z"] * 10))}
     box = plotting.explorer(views)
     (state, task), (layer, label) = box.children[0].children, box.children[1].children
-    assert (state.value, task.value, layer.value) == ("fine-tuned", "pos", 2)
+    assert (state.value, task.value, layer.value) == ("finetuned", "pos", 2)
     assert label.value == "(all)" and list(label.options) == ["(all)", "a", "b"]
     task.value = "dep"
     assert list(label.options) == ["(all)", "x", "y", "z"] and label.value == "(all)"
@@ -37,8 +37,8 @@ def test_explorer_starts_with_every_label_and_follows_the_task():
 
 
 def test_pca3d_menu_shows_one_view_at_a_time():
-    views = {"pos: untuned": view(["a", "b"] * 20, n_components=3),
-             "pos: fine-tuned": view(["a", "b", "c"] * 10, n_components=3, seed=1)}
+    views = {"pos: pretrained": view(["a", "b"] * 20, n_components=3),
+             "pos: finetuned": view(["a", "b", "c"] * 10, n_components=3, seed=1)}
     fig = plotting.pca3d_menu(views, title="clusters")
     assert [b.label for b in fig.layout.updatemenus[0].buttons] == list(views)
     assert shown(fig, 0) == ["a", "b"] and shown(fig, 1) == ["a", "b", "c"]
@@ -48,14 +48,17 @@ def test_pca3d_menu_shows_one_view_at_a_time():
 
 
 def test_menu_figure_panels_and_diagonal():
-    panels = {"pos": {"pretrained": ([1, 2], [0.5, 0.7]), "fine-tuned": ([1, 2], [0.9, 0.95])},
+    panels = {"pos": {"pretrained": ([1, 2], [0.5, 0.7]), "finetuned": ([1, 2], [0.9, 0.95])},
               "dep": {"labels": ([1.0, 3.0], [2.0, 1.0], ["nsubj", "obj"])}}
     fig = plotting.menu_figure(panels, diagonal=True, mode="markers")
-    assert shown(fig, 0) == ["pretrained", "fine-tuned", "no change"]
+    assert shown(fig, 0) == ["pretrained", "finetuned", "no change"]
     assert shown(fig, 1) == ["labels", "no change"]
     diagonal = [t for t in fig.data if t.name == "no change"][1]
     assert list(diagonal.x) == list(diagonal.y) == [1.0, 3.0]  # spans the panel's values
     assert list(fig.data[3].text) == ["nsubj", "obj"]
+    finetuned = plotting.STATE_STYLE["finetuned"]["color"]
+    assert fig.data[1].marker.color == fig.data[1].line.color == finetuned  # a state keeps its look
+    assert fig.data[3].marker.color is None  # other traces take plotly's colours
 
 
 def test_claims_figure_counts_verdicts_per_paper():
@@ -174,6 +177,36 @@ def test_state_bars_and_the_probe_figure_draw_a_bar_per_task_and_state():
     assert sum(isinstance(c, ErrorbarContainer) for c in bars.containers) == 2  # one per state
     assert len(lines.lines) == 3  # a line per state and the zero line
     plt.close("all")
+
+
+def test_a_state_and_a_task_look_the_same_in_every_figure():
+    from types import SimpleNamespace
+
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import to_hex
+
+    tasks = ["pos", "dep", "trec-50"]
+    colour = {state: style["color"] for state, style in plotting.STATE_STYLE.items()}
+    fig = plotting.layer_curves(_states(tasks, np.linspace(0, 1, 4)))
+    assert [(to_hex(line.get_color()), line.get_linestyle()) for line in fig.axes[0].lines] == [
+        (colour["pretrained"], "--"), (colour["finetuned"], "-")]
+    fig = plotting.state_bars(_states(tasks, 1.0))
+    assert {to_hex(bar.get_facecolor()) for bar in fig.axes[0].patches} == set(colour.values())
+    runs = {task: SimpleNamespace(steps=np.array([0, 10]), n_steps=10, settings=SimpleNamespace(epochs=1),
+                                  dev_accuracy=np.array([0.1, 0.7])) for task in tasks}
+    by_task = [plotting.task_colour(tasks, task) for task in tasks]
+    assert len(set(by_task)) == 3
+    fig = plotting.dev_accuracy_figure(runs)
+    assert [to_hex(line.get_color()) for line in fig.axes[0].lines] == by_task
+    motion = pd.DataFrame({"relative range": [0.1, 0.2], "relative mean motion": [0.05, 0.1]})
+    fig = plotting.motion_by_layer(dict.fromkeys(tasks, motion))
+    assert [to_hex(line.get_color()) for line in fig.axes[1].lines] == by_task
+    curves = plotting.training_curves({task: SimpleNamespace(**vars(run), losses=[1.0, 0.5])
+                                       for task, run in runs.items()})
+    assert [t.line.color for t in curves.data[::2]] == by_task  # the loss traces
+    plt.close("all")
+    with pytest.raises(ValueError, match="not among the tasks"):
+        plotting.task_colour(tasks, "sst-2")
 
 
 def test_distance_scatter_has_a_trace_per_task_and_state_with_a_point_per_shared_pair():

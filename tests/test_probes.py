@@ -178,10 +178,11 @@ def test_probing_table_and_summary_known_answers():
                   ("dep", "pretrained"): 0.4, ("dep", "finetuned"): 0.2}
     table = probing_table(MLP, similarity)
     assert list(table.index) == ["pos", "dep"] and table.index.name == "task"
-    assert list(table.columns) == ["MLP untuned", "sd untuned", "MLP fine-tuned", "sd fine-tuned", "change",
-                                   "similarity untuned", "similarity fine-tuned", "fine-tuning helps"]
-    assert table.loc["pos", "MLP untuned"] == pytest.approx(0.6)
-    assert table.loc["pos", "sd untuned"] == pytest.approx(np.std([0.5, 0.7], ddof=1))
+    assert list(table.columns) == ["MLP pretrained", "sd pretrained", "MLP finetuned", "sd finetuned",
+                                   "change", "similarity pretrained", "similarity finetuned",
+                                   "fine-tuning helps"]
+    assert table.loc["pos", "MLP pretrained"] == pytest.approx(0.6)
+    assert table.loc["pos", "sd pretrained"] == pytest.approx(np.std([0.5, 0.7], ddof=1))
     assert table["change"].tolist() == pytest.approx([0.2, -0.1])
     assert table["fine-tuning helps"].tolist() == ["yes", "no"]
     s = probing_summary(table)

@@ -117,6 +117,16 @@ def check(condition: bool, message: str) -> None:
         raise ValueError(message)
 
 
+def keyed_tasks(keyed: Iterable[tuple]) -> list[str]:
+    """The tasks of a {(task, state, ...): value} mapping (or of its keys), in order of first
+    appearance.
+
+    >>> keyed_tasks({("pos", "pretrained"): 0.8, ("pos", "finetuned"): 0.9, ("dep", "pretrained"): 0.7})
+    ['pos', 'dep']
+    """
+    return list(dict.fromkeys(key[0] for key in keyed))
+
+
 def check_Xy(X: np.ndarray, y: np.ndarray | None = None, *, name: str = "X") -> None:
     """Check a representation matrix (and labels): 2-D, finite, matching lengths."""
     X = np.asarray(X)

@@ -15,6 +15,7 @@ these and draw; the measures themselves are in :mod:`ftgeo.isotropy` and :mod:`f
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ import pandas as pd
 
 from . import cka, isotropy, results, spatial
 from ._util import check, progress
+from .finetune import state_steps
 from .probes import linear_probe_layers
 
 __all__ = [
@@ -42,11 +44,14 @@ __all__ = [
     "surface_property",
 ]
 
-STATES = ("pretrained", "finetuned")
+STATES = results.STATES
 #: The representations the enhancement probes compare: untouched, the top D principal
 #: directions removed (Mu & Viswanath 2018), D random directions removed (the control), and
 #: the top D removed within each k-means cluster (Rajaee & Pilehvar 2021b).
 VARIANTS = ("none", "top D removed", "random D removed", "per cluster")
+#: An accuracy difference the chapter's summary counts as a change: half a point, about one
+#: standard error of an accuracy near 0.9 on 3,600 test items (sqrt(0.9 * 0.1 / 3600) = 0.005).
+ACCURACY_MARGIN = 0.005
 
 
 # ---------------------------------------------------------------------------------------------
@@ -176,6 +181,12 @@ def layer_isotropy(
 # ---------------------------------------------------------------------------------------------
 
 
+def _check_tasks(runs: Mapping[str, Any], data: Mapping[str, Any], tasks: Sequence[str]) -> None:
+    check(len(tasks) >= 1, "tasks is empty; name at least one task")
+    missing = [t for t in tasks if t not in runs or t not in data]
+    check(not missing, f"no run or data for tasks {missing}; pass the runs of chapter_runs(...)")
+
+
 def _last(frame: pd.DataFrame) -> pd.DataFrame:
     """The rows of each (task, state)'s last layer, indexed by (task, state)."""
     return frame.loc[frame.groupby(["task", "state"])["layer"].idxmax()].set_index(["task", "state"])
@@ -209,15 +220,18 @@ class IsotropyStudy:
         return _last(self.measures)
 
     def last_content(self) -> pd.DataFrame:
+        """:attr:`content` at each task's last layer, indexed by (task, state)."""
         return _last(self.content)
 
     def probes_last(self) -> pd.DataFrame:
-        """:attr:`probes` at each task's last layer."""
+        """:attr:`probes` at each task's last layer (per state: a degenerate layer is skipped)."""
         p = self.probes
-        return p.loc[p["layer"] == p.groupby("task")["layer"].transform("max")]
+        return p.loc[p["layer"] == p.groupby(["task", "state"])["layer"].transform("max")]
 
     def last_shares(self, task: str, state: str) -> np.ndarray:
-        layer = int(self.measures.loc[self.measures["task"] == task, "layer"].max())
+        """The share of variance along each principal direction of the state's last layer."""
+        m = self.measures
+        layer = int(m.loc[(m["task"] == task) & (m["state"] == state), "layer"].max())
         return self.shares[task, state, layer]
 
     def summary(self) -> pd.DataFrame:
@@ -239,7 +253,9 @@ class IsotropyStudy:
                 row.update({f"{m}_{s}": float(last.loc[(t, s), m]) for s in STATES})
             row.update({f"max_r_{s}": float(content.loc[(t, s), "max |r|"]) for s in STATES})
             row.update({f"word_share_{s}": float(content.loc[(t, s), "word share"]) for s in STATES})
-            row.update({f"probe_{s}_{v}": float(probe.loc[(t, s, v)]) for s in STATES for v in VARIANTS})
+            row.update(
+                {f"probe_{s}_{v}": float(probe.get((t, s, v), np.nan)) for s in STATES for v in VARIANTS}
+            )
             row["D"] = int(self.probes.loc[self.probes["task"] == t, "D"].iloc[0])
             rows[t] = row
         return pd.DataFrame(rows).T
@@ -257,7 +273,7 @@ class IsotropyStudy:
 
         gain_global = -cost("finetuned", "top D removed")
         gain_cluster = -cost("finetuned", "per cluster")
-        helped = [t for t in self.tasks if max(gain_global[t], gain_cluster[t]) > 0.005]
+        helped = [t for t in self.tasks if max(gain_global[t], gain_cluster[t]) > ACCURACY_MARGIN]
         word_tasks = S.index[S["word_share_pretrained"].notna()]
         return {
             "n_tasks": n,
@@ -271,7 +287,10 @@ class IsotropyStudy:
             "elongated_pre": f"{S['elongated_pretrained'].mean():.1f}",
             "elongated_post": f"{S['elongated_finetuned'].mean():.1f}",
             "top_matters": int(
-                (cost("finetuned", "top D removed") > cost("finetuned", "random D removed") + 0.005).sum()
+                (
+                    cost("finetuned", "top D removed")
+                    > cost("finetuned", "random D removed") + ACCURACY_MARGIN
+                ).sum()
             ),
             "cost_post": f"{cost('finetuned', 'top D removed').mean():.3f}",
             "cost_pre": f"{cost('pretrained', 'top D removed').mean():.3f}",
@@ -338,8 +357,8 @@ def isotropy_study(
     ``runs`` maps a task to its :class:`ftgeo.finetune.FinetunedRun`, ``data`` a task to its
     ``{"train": TaskData, "test": TaskData}``.
     """
-    missing = [t for t in tasks if t not in runs or t not in data]
-    check(not missing, f"no run or data for tasks {missing}; pass the runs of chapter_runs(...)")
+    _check_tasks(runs, data, tasks)
+    check(n_removed is None or n_removed >= 1, f"n_removed must be >= 1 or None, got {n_removed}")
     check(n_clusters >= 1 and n_top >= 1, f"n_clusters and n_top must be >= 1, got {n_clusters}, {n_top}")
     rows, content, shares, probe_rows, curve_rows, properties = [], [], {}, [], [], {}
     for task in progress(list(tasks), desc="isotropy", unit="task"):
@@ -348,21 +367,28 @@ def isotropy_study(
         properties[task], prop = surface_property(d_train)
         words = item_words(d_train)
         fit, dev = sentence_holdout(d_train.items, seed=seed)
-        for state, step in (("pretrained", 0), ("finetuned", run.final_step)):
+        enhance = len(fit) >= 2 and len(dev) >= 1  # a split with one sentence: no probe to fit
+        for state, step in state_steps(run).items():
             X_train, X_test = run.representations(d_train, step), run.representations(d_test, step)
-            D = n_removed or isotropy.default_n_removed(X_train.shape[-1])
+            D = n_removed if n_removed is not None else isotropy.default_n_removed(X_train.shape[-1])
+            check(D < X_train.shape[-1], f"n_removed={D} must be below the {X_train.shape[-1]} features")
             key = {"task": task, "state": state}
             for layer, X_all in enumerate(X_train):
                 if spatial.is_degenerate(X_all):
                     continue
-                variants = enhancement_variants(X_all, X_test[layer], fit, D, n_clusters, seed)
+                variants = (
+                    enhancement_variants(X_all, X_test[layer], fit, D, n_clusters, seed) if enhance else {}
+                )
+                variants = variants or dict.fromkeys(VARIANTS, (None, None))
                 probe_rows += [
                     {
                         **key,
                         "layer": layer,
                         "variant": name,
                         "D": D,
-                        "accuracy": probe_accuracy(A, B, d_train.y, d_test.y, fit, dev),
+                        "accuracy": probe_accuracy(A, B, d_train.y, d_test.y, fit, dev)
+                        if enhance
+                        else np.nan,
                     }
                     for name, (A, B) in variants.items()
                 ]
@@ -380,7 +406,7 @@ def isotropy_study(
                 content.append({**key, "layer": layer, "property": properties[task], **c})
                 shares[task, state, layer] = s
             A, B = X_train[-1], X_test[-1]
-            for D_ in [k for k in removed_grid if k < A.shape[1] and k < len(fit)]:
+            for D_ in [k for k in removed_grid if k < A.shape[1] and k < len(fit) and enhance]:
                 for name, remover in (
                     ("top D removed", isotropy.DirectionRemover(D_)),
                     ("random D removed", isotropy.DirectionRemover(D_, "random", random_state=seed)),
@@ -442,6 +468,7 @@ class CKAStudy:
         return table
 
     def block_table(self) -> pd.DataFrame:
+        """One row per (task, state): the blocks found, mean CKA within and between, score."""
         rows = [
             {
                 "task": t,
@@ -460,12 +487,14 @@ class CKAStudy:
         return {t: cka.droppable_layers(self.dropping.loc[t].to_numpy(), tolerance) for t in self.tasks}
 
     def summary(self, tolerance: float) -> pd.DataFrame:
+        """One row per task: block scores, the finetuned blocks, accuracy with all layers and
+        its loss with the top layer dropped, and the layers droppable within ``tolerance``."""
         full = self.dropping[0]
         return pd.DataFrame(
             {
                 "block score, pretrained": {t: self.blocks[t, "pretrained"].score for t in self.tasks},
-                "block score, fine-tuned": {t: self.blocks[t, "finetuned"].score for t in self.tasks},
-                "fine-tuned blocks": self.block_table().xs("finetuned", level="state")["blocks"],
+                "block score, finetuned": {t: self.blocks[t, "finetuned"].score for t in self.tasks},
+                "finetuned blocks": self.block_table().xs("finetuned", level="state")["blocks"],
                 "accuracy, all layers": full,
                 "loss, top layer dropped": full - self.dropping[1],
                 f"layers droppable (loss <= {tolerance})": self.droppable(tolerance),
@@ -488,7 +517,7 @@ class CKAStudy:
                 sum(int(same.loc[t].idxmin()) == int(same.columns[-1]) for t in self.tasks)
             ),
             "last_layer_mean": f"{same.iloc[:, -1].mean():.3f}",
-            "first_layer_mean": f"{same[1].mean():.3f}",
+            "first_layer_mean": f"{same[[k for k in same.columns if k >= 1][0]].mean():.3f}",
             "loss_one_mean": f"{(self.dropping[0] - self.dropping[1]).mean():.3f}",
             "n_droppable": sum(v >= 1 for v in droppable.values()),
             "drop_tolerance": f"{tolerance}",
@@ -523,14 +552,14 @@ def cka_study(
     """Chapter 9 on each task's run: linear CKA between every pair of layers of the pretrained
     (step 0) and of the fine-tuned (last step) state on up to ``max_items`` training items,
     the block structure of each, and test accuracy with the top layers dropped."""
-    missing = [t for t in tasks if t not in runs or t not in data]
-    check(not missing, f"no run or data for tasks {missing}; pass the runs of chapter_runs(...)")
+    _check_tasks(runs, data, tasks)
     layers, matrices, blocks, dropping = {}, {}, {}, {}
     for task in progress(list(tasks), desc="CKA", unit="task"):
         run, d = runs[task], data[task]["train"]
         sample = d.sample_index(max_items, seed=seed)
-        X0 = run.representations(d, 0)[:, sample]
-        X1 = run.representations(d, run.final_step)[:, sample]
+        steps = state_steps(run)
+        X0 = run.representations(d, steps["pretrained"])[:, sample]
+        X1 = run.representations(d, steps["finetuned"])[:, sample]
         keep = [
             k for k in range(len(X0)) if not (spatial.is_degenerate(X0[k]) or spatial.is_degenerate(X1[k]))
         ]
@@ -541,9 +570,12 @@ def cka_study(
             "across": cka.cka_matrix(X0[keep], X1[keep], debiased=debiased),
         }
         inner = [i for i, k in enumerate(keep) if k >= 1]  # transformer layers, not the embeddings
+        check(inner, f"{task}: every transformer layer is constant over the items; nothing to compare")
         for state in STATES:
-            sub = matrices[task][state][np.ix_(inner, inner)]
-            blocks[task, state] = cka.block_structure(sub, offset=keep[inner[0]])
+            found = cka.block_structure(matrices[task][state][np.ix_(inner, inner)])
+            # positions in the matrix -> layer numbers (a degenerate layer left out leaves a gap)
+            named = tuple((keep[inner[a]], keep[inner[b]]) for a, b in found.blocks)
+            blocks[task, state] = dataclasses.replace(found, blocks=named)
         dropping[task] = run.evaluate_dropping(data[task]["test"])
     table = pd.DataFrame(dropping).T
     table.index.name, table.columns.name = "task", "layers dropped"

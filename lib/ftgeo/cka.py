@@ -329,7 +329,8 @@ def blocks_beyond_banded(similarity: np.ndarray, offset: int = 0) -> BlockStruct
 
 def droppable_layers(accuracy: Sequence[float], tolerance: float) -> int:
     """How many top layers can be dropped: the largest k such that dropping each of 1 .. k
-    top layers loses at most ``tolerance`` of the full model's accuracy (Phang, Liu & Bowman
+    top layers loses at most ``tolerance`` accuracy (an absolute difference: 0.01 is one
+    point) against the full model (Phang, Liu & Bowman
     2021, Section 5); the first k that loses more ends the count.
 
     accuracy : accuracy with the top k layers dropped, k = 0, 1, ... (``accuracy[0]``: none)

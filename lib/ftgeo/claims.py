@@ -33,7 +33,7 @@ from scipy import stats
 from . import cka
 from .results import ModelInfo, Record
 
-__all__ = ["CLAIMS", "Claim", "Outcome", "Untestable", "evaluate", "scorecard"]
+__all__ = ["CLAIMS", "Claim", "Outcome", "Untestable", "evaluate", "for_chapter", "scorecard"]
 
 HOLDS, FAILS, UNTESTABLE = "holds", "does not hold", "not testable here"
 VERDICTS = (HOLDS, FAILS, UNTESTABLE)

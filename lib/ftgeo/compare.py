@@ -8,7 +8,7 @@ book per model set-up (a model's weights and the data size of its runs) and task
 ==============================  ===========================================  ======================
 measure                         before / after fine-tuning                   chapter (record field)
 ==============================  ===========================================  ======================
-fine-tuned dev accuracy         after only                                   02 (finetuned_dev_accuracy)
+finetuned dev accuracy          after only                                   02 (finetuned_dev_accuracy)
 MLP probe accuracy              pretrained / finetuned, mean over seeds      03 (mlp_*)
 DirectProbe clusters per label  pretrained / finetuned                       04 (clusters_*, n_labels)
 similarity to pretrained        spatial similarity of the last layer to its  07 (final_similarity)
@@ -47,7 +47,7 @@ def _block_contrast(matrix) -> float:
 
 # (measure, chapter, function of one task's record -> (before, after)); NaN where absent
 MEASURES: dict[str, tuple[str, Any]] = {
-    "fine-tuned dev accuracy": ("02_finetuning", lambda t: (np.nan, t.finetuned_dev_accuracy)),
+    "finetuned dev accuracy": ("02_finetuning", lambda t: (np.nan, t.finetuned_dev_accuracy)),
     "MLP probe accuracy": (
         "03_probing_performance", lambda t: (np.mean(t.mlp_pretrained), np.mean(t.mlp_finetuned))),
     "DirectProbe clusters per label": (

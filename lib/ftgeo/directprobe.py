@@ -39,7 +39,7 @@ import numpy as np
 from scipy.cluster.hierarchy import linkage
 from scipy.optimize import linprog
 
-from ._util import check, check_Xy, progress_bar
+from ._util import check, check_Xy, keyed_tasks, progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -699,27 +699,23 @@ def shared_label_pairs(a: Sequence[int], b: Sequence[int]) -> int:
     return n * (n - 1) // 2
 
 
-def _tasks(keyed: Mapping) -> list[str]:
-    return list(dict.fromkeys(key[0] for key in keyed))
-
-
 def _yes_no(flag: bool) -> str:
     return "yes" if flag else "no"
 
 
 def cluster_counts(clusters: Mapping):
-    """Labels and clusters before ("untuned") and after ("fine-tuned") fine-tuning, and
+    """Labels and clusters before ("pretrained") and after ("finetuned") fine-tuning, and
     whether each state is linearly separable ("yes" / "no"): a pandas DataFrame, one row
     per task, index ``task``."""
     import pandas as pd
 
     rows = {}
-    for task in _tasks(clusters):
+    for task in keyed_tasks(clusters):
         before, after = clusters[task, "pretrained"], clusters[task, "finetuned"]
-        rows[task] = {"labels": before.n_labels, "clusters untuned": before.n_clusters,
-                      "clusters fine-tuned": after.n_clusters,
-                      "linear untuned": _yes_no(before.linearly_separable),
-                      "linear fine-tuned": _yes_no(after.linearly_separable)}
+        rows[task] = {"labels": before.n_labels, "clusters pretrained": before.n_clusters,
+                      "clusters finetuned": after.n_clusters,
+                      "linear pretrained": _yes_no(before.linearly_separable),
+                      "linear finetuned": _yes_no(after.linearly_separable)}
     return pd.DataFrame(rows).T.rename_axis("task")
 
 
@@ -754,7 +750,7 @@ def linearity_summary(clusters: Mapping) -> dict[str, object]:
     """What chapter 4's summary cites: "n_linear_before" and "n_linear_after", the tasks
     linearly separable before and after fine-tuning; "n_fewer", those with fewer clusters
     after; "nonlinear_after", the tasks not separable after, comma-separated, or "none"."""
-    tasks = _tasks(clusters)
+    tasks = keyed_tasks(clusters)
     before = [t for t in tasks if clusters[t, "pretrained"].linearly_separable]
     after = [t for t in tasks if clusters[t, "finetuned"].linearly_separable]
     fewer = [t for t in tasks if clusters[t, "finetuned"].n_clusters < clusters[t, "pretrained"].n_clusters]
@@ -772,4 +768,4 @@ def linearity_tasks(clusters: Mapping, layer_counts: Mapping[tuple[str, str], li
     return {t: LinearityTask(clusters[t, "pretrained"].n_labels, clusters[t, "pretrained"].n_clusters,
                              clusters[t, "finetuned"].n_clusters, layer_counts.get((t, "pretrained")),
                              layer_counts.get((t, "finetuned")))
-            for t in _tasks(clusters)}
+            for t in keyed_tasks(clusters)}

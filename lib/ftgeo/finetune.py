@@ -826,15 +826,15 @@ def comparison_table(model_accuracy: Mapping[str, Mapping[str, float]], probe: M
     rows = {}
     for task, acc in model_accuracy.items():
         before, after = probe[task, "pretrained"], probe[task, "finetuned"]
-        best = int(np.argmax(before.dev_accuracy))
+        best = int(np.nanargmax(before.dev_accuracy))
         rows[task] = {
-            "fine-tuned model, dev": acc["dev"],
-            "linear probe untuned, last layer, dev": before.dev_accuracy[-1],
-            "linear probe untuned, best layer, dev": before.dev_accuracy[best],
-            "fine-tuned model, test": acc["test"],
-            "linear probe untuned, last layer, test": before.test_accuracy[-1],
-            "linear probe untuned, best layer, test": before.test_accuracy[best],
-            "linear probe fine-tuned, last layer, test": after.test_accuracy[-1],
+            "finetuned model, dev": acc["dev"],
+            "linear probe pretrained, last layer, dev": before.dev_accuracy[-1],
+            "linear probe pretrained, best layer, dev": before.dev_accuracy[best],
+            "finetuned model, test": acc["test"],
+            "linear probe pretrained, last layer, test": before.test_accuracy[-1],
+            "linear probe pretrained, best layer, test": before.test_accuracy[best],
+            "linear probe finetuned, last layer, test": after.test_accuracy[-1],
         }
     return pd.DataFrame(rows).T.rename_axis("task")
 
@@ -852,9 +852,9 @@ def gain_summary(comparison) -> dict[str, Any]:
     layer; "not_helped": the tasks with no gain over the best layer, comma-separated, or
     "none".
     """
-    model = comparison["fine-tuned model, test"]
-    gain_last = model - comparison["linear probe untuned, last layer, test"]
-    gain_best = model - comparison["linear probe untuned, best layer, test"]
+    model = comparison["finetuned model, test"]
+    gain_last = model - comparison["linear probe pretrained, last layer, test"]
+    gain_best = model - comparison["linear probe pretrained, best layer, test"]
     not_helped = [task for task in comparison.index if gain_best[task] <= 0]
     return {"n_beats_last": int((gain_last > 0).sum()), "n_beats_best": int((gain_best > 0).sum()),
             "mean_gain_last": float(gain_last.mean()), "mean_gain_best": float(gain_best.mean()),

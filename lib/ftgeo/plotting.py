@@ -13,10 +13,46 @@ from pathlib import Path
 
 import numpy as np
 
-from ._util import check
+from ._util import check, keyed_tasks
 
 OTHER = "other"
 GREY = "#c8c8c8"
+
+#: The one look of each model state in every figure: ``color`` (hex, so plotly takes it too),
+#: ``ls`` (matplotlib line style), ``marker`` and ``light``, a paler shade of the same colour
+#: where a figure needs two shades of one state (e.g. global and within-cluster bars).
+STATE_STYLE = {"pretrained": {"color": "#8c8c8c", "light": "#bfbfbf", "ls": "--", "marker": "s"},
+               "finetuned": {"color": "#0173b2", "light": "#a6cee3", "ls": "-", "marker": "o"}}
+
+#: plotly's names for the matplotlib line styles in :data:`STATE_STYLE`.
+_PLOTLY_DASH = {"--": "dash", "-": "solid", ":": "dot"}
+
+
+def state_line(state: str, **kwargs) -> dict:
+    """Matplotlib keyword arguments that draw ``state`` in its :data:`STATE_STYLE` (colour, line
+    style, marker), updated by ``kwargs``; a state with no style gets only ``kwargs``.
+
+    >>> state_line("finetuned", ms=3)
+    {'color': '#0173b2', 'ls': '-', 'marker': 'o', 'ms': 3}
+    """
+    style = STATE_STYLE.get(state, {})
+    return {**{k: style[k] for k in ("color", "ls", "marker") if k in style}, **kwargs}
+
+
+def task_colour(tasks: Sequence[str], task: str) -> str:
+    """The colour of ``task`` in every per-task figure: matplotlib's tab10 by its position in
+    ``tasks`` (hex, so plotly takes it too), the same in every chapter that lists the tasks in
+    the same order.
+
+    >>> task_colour(["pos", "dep"], "dep")
+    '#ff7f0e'
+    """
+    from matplotlib import colormaps
+    from matplotlib.colors import to_hex
+
+    tasks = list(tasks)
+    check(task in tasks, f"task {task!r} is not among the tasks {tasks}")
+    return to_hex(colormaps["tab10"](tasks.index(task) % 10))
 
 
 def use_offline_plotly() -> None:
@@ -223,9 +259,10 @@ def accuracy_by_layer(table, *, title: str = "Linear-probe test accuracy per lay
     long = table.reset_index().melt(id_vars=table.index.name or "index", var_name="layer",
                                     value_name="accuracy")
     long = long.rename(columns={table.index.name or "index": "task"})
+    tasks = list(dict.fromkeys(long["task"]))
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
     sns.lineplot(data=long, x="layer", y="accuracy", hue="task", marker="o", ax=ax,
-                 palette="colorblind")
+                 palette={task: task_colour(tasks, task) for task in tasks})
     ax.set_xlabel("layer (0 = embeddings)")
     ax.set_ylabel("test accuracy")
     ax.set_title(title)
@@ -280,7 +317,7 @@ def training_curves(runs: Mapping[str, object], *, smooth: int = 10):
     check(smooth >= 1, f"smooth must be >= 1, got {smooth}")
     fig = make_subplots(rows=1, cols=2, subplot_titles=(
         f"training loss (mean of {smooth} steps)", "dev accuracy at each snapshot"))
-    palette = label_colors(list(runs))
+    palette = {name: task_colour(list(runs), name) for name in runs}
     for name, run in runs.items():
         per_epoch = run.n_steps / run.settings.epochs
         loss = np.asarray(run.losses, dtype=float)
@@ -343,7 +380,7 @@ def comparison_figure(table, *, title: str = "Models side by side"):
 
 def comparison_grid(table):
     """Static version of :func:`comparison_figure` for print: one panel per measure, bars
-    after fine-tuning per task and model, a black tick at the value before."""
+    after fine-tuning per task and model, a black tick at the value before ("pretrained")."""
     import matplotlib.pyplot as plt
 
     check(len(table) > 0, "table is empty: no chapter has run for any model")
@@ -366,7 +403,7 @@ def comparison_grid(table):
             pos = xs - 0.4 + (k + 0.5) * width
             ax.bar(pos, sub["after"], width, color=colours(k), label=model)
             ax.scatter(pos, sub["before"], marker="_", s=120, color="k", zorder=3,
-                       label="before fine-tuning" if k == first_before else None)
+                       label="pretrained" if k == first_before else None)
         ax.set_xticks(xs, tasks, rotation=30, fontsize=8)
         ax.set_title(measure, fontsize=9)
     for ax in axes.flat[len(measures):]:
@@ -385,7 +422,7 @@ def comparison_grid(table):
 
 def pca3d_menu(views: Mapping[str, PCAView], *, layer: int = -1, title: str = ""):
     """Label clusters in 3-D: a plotly scatter of one layer of each :class:`PCAView` (made
-    with ``n_components=3``), one menu entry per view (e.g. "pos: untuned"). Drag to turn,
+    with ``n_components=3``), one menu entry per view (e.g. "pos: pretrained"). Drag to turn,
     hover for the label, click the legend to hide a label; works with no kernel."""
     import plotly.graph_objects as go
 
@@ -418,7 +455,8 @@ def menu_figure(panels: Mapping[str, Mapping[str, tuple]], *, title: str = "",
                 log_y: bool = False, diagonal: bool = False):
     """Named traces grouped into panels, one menu entry per panel; values on hover.
 
-    panels : {panel name: {trace name: (x, y) or (x, y, hover texts)}}
+    panels : {panel name: {trace name: (x, y) or (x, y, hover texts)}}; a trace named after a
+        model state ("pretrained", "finetuned") is drawn in its :data:`STATE_STYLE`
     diagonal : draw y = x in every panel (for before/after scatters)
     """
     import plotly.graph_objects as go
@@ -430,8 +468,12 @@ def menu_figure(panels: Mapping[str, Mapping[str, tuple]], *, title: str = "",
         for trace, values in panels[name].items():
             x, y = np.asarray(values[0]), np.asarray(values[1], dtype=float)
             text = values[2] if len(values) > 2 else None
+            style = STATE_STYLE.get(trace)
+            look = {} if style is None else {
+                "line": {"color": style["color"], "dash": _PLOTLY_DASH[style["ls"]]},
+                "marker": {"color": style["color"]}}
             fig.add_trace(go.Scatter(
-                x=x, y=y, mode=mode, name=trace, text=text, visible=i == 0,
+                x=x, y=y, mode=mode, name=trace, text=text, visible=i == 0, **look,
                 hovertemplate=(("%{text}<br>" if text is not None else "")
                                + f"{xaxis_title or 'x'} %{{x}}<br>{yaxis_title or 'y'} %{{y:.3f}}"
                                + f"<extra>{trace}</extra>")))
@@ -548,20 +590,9 @@ def explorer(views: Mapping[tuple[str, str], PCAView], *, title: str = ""):
 # Chapters 8 (isotropy) and 9 (CKA): figures of an ftgeo.analyses study
 # ---------------------------------------------------------------------------------------------
 
-_STATE_STYLE = {"pretrained": {"color": "0.55", "ls": "--", "marker": "."},
-                "finetuned": {"color": "#0173b2", "marker": "o", "ms": 3}}
-_STATE_COLOUR = {"pretrained": "0.5", "finetuned": "#0173b2"}
-
-
-def _task_colour(tasks: Sequence[str], task: str):
-    import matplotlib.pyplot as plt
-
-    return plt.get_cmap("tab10")(list(tasks).index(task) % 10)
-
-
 def isotropy_by_layer(study):
     """I(W), average cosine and IsoScore per layer (rows) and task (columns), pretrained
-    dashed, fine-tuned solid; ``study``: an :class:`ftgeo.analyses.IsotropyStudy`."""
+    dashed, finetuned solid; ``study``: an :class:`ftgeo.analyses.IsotropyStudy`."""
     import matplotlib.pyplot as plt
 
     tasks, m = study.tasks, study.measures
@@ -571,9 +602,9 @@ def isotropy_by_layer(study):
                              squeeze=False)
     for row, (column, label, log) in enumerate(panels):
         for ax, task in zip(axes[row], tasks):
-            for state, style in _STATE_STYLE.items():
+            for state in STATE_STYLE:
                 part = m[(m["task"] == task) & (m["state"] == state)]
-                ax.plot(part["layer"], part[column], label=state, **style)
+                ax.plot(part["layer"], part[column], label=state, **state_line(state, ms=3))
             if log:
                 ax.set_yscale("log")
             ax.set_title(task if row == 0 else "")
@@ -594,8 +625,8 @@ def local_structure(study):
     tasks, last, content = study.tasks, study.last_layer(), study.last_content()
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
     width, x = 0.2, np.arange(len(tasks))
-    bars = [("pretrained", "isoscore", "0.75"), ("pretrained", "cluster isoscore", "0.45"),
-            ("finetuned", "isoscore", "#a6cee3"), ("finetuned", "cluster isoscore", "#0173b2")]
+    bars = [(state, column, STATE_STYLE[state][shade]) for state in ("pretrained", "finetuned")
+            for column, shade in (("isoscore", "light"), ("cluster isoscore", "color"))]
     for i, (state, column, colour) in enumerate(bars):
         axes[0].bar(x + (i - 1.5) * width, [last.loc[(t, state), column] for t in tasks], width, color=colour,
                     label=f"{state}, {'within clusters' if 'cluster' in column else 'global'}")
@@ -605,29 +636,30 @@ def local_structure(study):
     for ax, column, title in ((axes[1], "|r| by direction", "Top directions vs. frequency or length"),
                               (axes[2], "word share by direction", "Top directions vs. word identity")):
         for task in tasks:
-            for state, ls in (("pretrained", "--"), ("finetuned", "-")):
+            for state in STATE_STYLE:
                 v = np.asarray(content.loc[(task, state), column], dtype=float)
                 if np.isfinite(v).any():
-                    ax.plot(np.arange(1, len(v) + 1), v, ls=ls, marker=".", color=_task_colour(tasks, task),
-                            label=task if state == "finetuned" else None)
+                    ax.plot(np.arange(1, len(v) + 1), v, ls=STATE_STYLE[state]["ls"], marker=".",
+                            color=task_colour(tasks, task), label=task if state == "finetuned" else None)
         ax.set(xlabel="principal direction (last layer)", title=title)
     axes[1].set_ylabel("|Pearson r| with the property")
     axes[2].set_ylabel("variance share explained by the word (eta²)")
-    axes[2].legend(frameon=False, fontsize=7, title="solid: fine-tuned, dashed: pretrained", title_fontsize=7)
+    axes[2].legend(frameon=False, fontsize=7, title="solid: finetuned, dashed: pretrained", title_fontsize=7)
     fig.tight_layout()
     return fig
 
 
 def elongated_directions(study, top: int = 50):
     """The cumulative share of variance of the last layer's top ``top`` directions, and the
-    number of elongated directions per layer; pretrained dashed, fine-tuned solid."""
+    number of elongated directions per layer; pretrained dashed, finetuned solid."""
     import matplotlib.pyplot as plt
 
     tasks, m = study.tasks, study.measures
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.4))
     for task in tasks:
-        colour = _task_colour(tasks, task)
-        for state, ls in (("pretrained", "--"), ("finetuned", "-")):
+        colour = task_colour(tasks, task)
+        for state in STATE_STYLE:
+            ls = STATE_STYLE[state]["ls"]
             s = study.last_shares(task, state)
             n = min(top, len(s))
             axes[0].plot(np.arange(1, n + 1), np.cumsum(s)[:n], ls=ls, color=colour,
@@ -637,7 +669,7 @@ def elongated_directions(study, top: int = 50):
     axes[0].set(xlabel="top principal directions (last layer)", ylabel="cumulative share of variance",
                 title="Variance held by the top directions")
     axes[1].set(xlabel="layer", ylabel="elongated directions", title="Directions with at least 10x an isotropic share")
-    axes[0].legend(frameon=False, fontsize=7, title="solid: fine-tuned, dashed: pretrained", title_fontsize=7)
+    axes[0].legend(frameon=False, fontsize=7, title="solid: finetuned, dashed: pretrained", title_fontsize=7)
     fig.tight_layout()
     return fig
 
@@ -647,7 +679,7 @@ def variance_menu(study, top: int = 50):
     panels = {}
     for task in study.tasks:
         panels[task] = {}
-        for state in ("pretrained", "finetuned"):
+        for state in STATE_STYLE:
             s = study.last_shares(task, state)
             n = min(top, len(s))
             panels[task][state] = (np.arange(1, n + 1), np.cumsum(s)[:n])
@@ -663,7 +695,8 @@ def removal_curves(study):
     tasks, curves, base = study.tasks, study.curves, study.probes_last()
     fig, axes = plt.subplots(1, len(tasks), figsize=(2.4 * len(tasks), 2.9), sharex=True, squeeze=False)
     for ax, task in zip(axes[0], tasks):
-        for state, colour in _STATE_COLOUR.items():
+        for state in STATE_STYLE:
+            colour = STATE_STYLE[state]["color"]
             for name, ls in (("top D removed", "-"), ("random D removed", ":")):
                 part = curves[(curves["task"] == task) & (curves["state"] == state) & (curves["variant"] == name)]
                 ax.plot(part["D"], part["accuracy"], ls=ls, marker=".", color=colour, label=f"{state}, {name.split()[0]}")
@@ -685,7 +718,8 @@ def enhancement_by_layer(study):
     gain = study.probes.pivot_table(index=["task", "state", "layer"], columns="variant", values="accuracy")
     fig, axes = plt.subplots(1, len(tasks), figsize=(2.4 * len(tasks), 2.9), sharey=True, squeeze=False)
     for ax, task in zip(axes[0], tasks):
-        for state, colour in _STATE_COLOUR.items():
+        for state in STATE_STYLE:
+            colour = STATE_STYLE[state]["color"]
             part = gain.loc[(task, state)]
             ax.plot(part.index, part["top D removed"] - part["none"], color=colour, marker=".", label=f"{state}, global")
             ax.plot(part.index, part["per cluster"] - part["none"], color=colour, marker="x", ls="--",
@@ -699,7 +733,7 @@ def enhancement_by_layer(study):
 
 
 def cka_heatmaps(study):
-    """CKA between layers per task (columns): pretrained, fine-tuned (blocks found outlined)
+    """CKA between layers per task (columns): pretrained, finetuned (blocks found outlined)
     and their difference (rows); ``study``: an :class:`ftgeo.analyses.CKAStudy`."""
     import matplotlib.pyplot as plt
 
@@ -709,7 +743,7 @@ def cka_heatmaps(study):
     for col, task in enumerate(tasks):
         m, ids = study.matrices[task], study.layers[task]
         panels = [("pretrained", m["pretrained"], "viridis", (0, 1)), ("finetuned", m["finetuned"], "viridis", (0, 1)),
-                  ("fine-tuned - pretrained", m["finetuned"] - m["pretrained"], "RdBu_r", (-0.5, 0.5))]
+                  ("finetuned - pretrained", m["finetuned"] - m["pretrained"], "RdBu_r", (-0.5, 0.5))]
         for row, (name, M, cmap, (lo, hi)) in enumerate(panels):
             ax = axes[row, col]
             images[row] = ax.imshow(M, cmap=cmap, vmin=lo, vmax=hi)
@@ -735,10 +769,10 @@ def layers_and_dropping(study):
     same, dropping = study.same_layer(), study.dropping
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.5))
     for task in study.tasks:
-        colour = _task_colour(study.tasks, task)
+        colour = task_colour(study.tasks, task)
         axes[0].plot(same.columns, same.loc[task], marker="o", ms=3, color=colour, label=task)
         axes[1].plot(dropping.columns, dropping.loc[task], marker="o", ms=3, color=colour, label=task)
-    axes[0].set(xlabel="layer", ylabel="CKA, pretrained vs. fine-tuned", title="How much each layer changed",
+    axes[0].set(xlabel="layer", ylabel="CKA, pretrained vs. finetuned", title="How much each layer changed",
                 ylim=(0, 1.02))
     axes[1].set(xlabel="top layers dropped (no further tuning)", ylabel="test accuracy", title="Dropping the top layers")
     axes[1].legend(frameon=False, fontsize=7)
@@ -863,7 +897,7 @@ def displacement_menu(points: Mapping[str, np.ndarray], labels: Mapping[str, Seq
 
 def similarity_by_layer(similarity: Mapping[str, object], n_steps: Mapping[str, int], *,
                         threshold: float = 0.5):
-    """One panel per task: each layer's spatial similarity to the untuned model against the
+    """One panel per task: each layer's spatial similarity to the pretrained model against the
     fraction of training (a dotted line at ``threshold``); layers with a missing value are
     left out.
 
@@ -883,7 +917,7 @@ def similarity_by_layer(similarity: Mapping[str, object], n_steps: Mapping[str, 
                     color=cmap(k / max(len(s) - 1, 1)), marker=".", label=f"layer {k}")
         ax.axhline(threshold, color="k", lw=0.6, ls=":")
         ax.set(title=task, xlabel="fraction of training")
-    axes[0, 0].set(ylabel="spatial similarity to untuned")
+    axes[0, 0].set(ylabel="spatial similarity to pretrained")
     axes[0, -1].legend(frameon=False, fontsize=6, loc="lower left")
     fig.tight_layout()
     return fig
@@ -900,9 +934,11 @@ def motion_by_layer(motion: Mapping[str, object]):
 
     check(len(motion) >= 1, "motion is empty")
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    tasks = list(motion)
     for task, m in motion.items():
-        axes[0].plot(m.index, m["relative range"], marker=".", label=task)
-        axes[1].plot(m.index, m["relative mean motion"], marker=".", label=task)
+        colour = task_colour(tasks, task)
+        axes[0].plot(m.index, m["relative range"], marker=".", color=colour, label=task)
+        axes[1].plot(m.index, m["relative mean motion"], marker=".", color=colour, label=task)
     axes[0].set(xlabel="layer", ylabel="(max - min) / mean centroid distance",
                 title="Relative range of motion")
     axes[1].set(xlabel="layer", ylabel="mean displacement / mean centroid distance",
@@ -913,14 +949,6 @@ def motion_by_layer(motion: Mapping[str, object]):
 
 
 # -- chapters 02, 03 and 04: before and after fine-tuning, per task -------------------------
-_BEFORE_AFTER_COLOURS = {"pretrained": "#999999", "finetuned": "#0173b2"}
-
-
-def _keyed_tasks(keyed: Mapping) -> list[str]:
-    """The tasks of a {(task, state, ...): value} mapping, in order of first appearance."""
-    return list(dict.fromkeys(key[0] for key in keyed))
-
-
 def dev_accuracy_figure(runs: Mapping[str, object]):
     """The dev accuracy of fine-tuning runs at each snapshot against epochs, one line per run
     (matplotlib); ``runs`` maps a name to a :class:`ftgeo.finetune.FinetuneRun`."""
@@ -930,7 +958,7 @@ def dev_accuracy_figure(runs: Mapping[str, object]):
     fig, ax = plt.subplots(figsize=(6, 3.2))
     for name, run in runs.items():
         ax.plot(np.asarray(run.steps) / (run.n_steps / run.settings.epochs), run.dev_accuracy,
-                marker="o", label=name)
+                marker="o", color=task_colour(list(runs), name), label=name)
     ax.set(xlabel="epoch", ylabel="dev accuracy", ylim=(0, 1), title="Dev accuracy at each snapshot")
     ax.legend(frameon=False, fontsize=8)
     return fig
@@ -943,13 +971,13 @@ def layer_curves(curves: Mapping[tuple[str, str], Sequence[float]], *, ylabel: s
 
     curves : {(task, state): values at layers first_layer, first_layer + 1, ...}
     reference : draw a dotted horizontal line at this value in every panel
-    styles : matplotlib format string per state (default: pretrained "s--", finetuned "o-")
+    styles : matplotlib format string per state, in place of its :data:`STATE_STYLE`
     """
     import matplotlib.pyplot as plt
 
     check(len(curves) >= 1, "curves is empty")
-    styles = {"pretrained": "s--", "finetuned": "o-"} if styles is None else styles
-    tasks = _keyed_tasks(curves)
+    styles = {} if styles is None else styles
+    tasks = keyed_tasks(curves)
     fig, axes = plt.subplots(1, len(tasks), figsize=(3 * len(tasks), 2.8), sharey=sharey,
                              squeeze=False)
     for ax, task in zip(axes[0], tasks, strict=True):
@@ -957,7 +985,10 @@ def layer_curves(curves: Mapping[tuple[str, str], Sequence[float]], *, ylabel: s
         for (t, state), values in curves.items():
             if t == task:
                 layers = np.arange(first_layer, first_layer + len(values))
-                ax.plot(layers, values, styles.get(state, "-"), label=state)
+                if state in styles:
+                    ax.plot(layers, values, styles[state], label=state)
+                else:
+                    ax.plot(layers, values, label=state, **state_line(state))
         if reference is not None:
             ax.axhline(reference, color="k", lw=0.8, ls=":")
         ax.set(title=task, xlabel="layer", xticks=layers)
@@ -971,7 +1002,7 @@ def state_bars(values: Mapping[tuple[str, str], float], *,
                errors: Mapping[tuple[str, str], float] | None = None, ylabel: str = "",
                title: str = "", ylim: tuple[float, float] | None = None,
                reference: float | None = None, ax=None):
-    """Bars per task, one per model state (pretrained grey, fine-tuned blue), with error bars
+    """Bars per task, one per model state in its :data:`STATE_STYLE` colour, with error bars
     from ``errors`` and a dashed line at ``reference`` if given; draws into ``ax`` if given
     (matplotlib) and returns the figure.
 
@@ -981,14 +1012,14 @@ def state_bars(values: Mapping[tuple[str, str], float], *,
 
     check(len(values) >= 1, "values is empty")
     fig, ax = plt.subplots(figsize=(6, 3.2)) if ax is None else (ax.figure, ax)
-    tasks = _keyed_tasks(values)
+    tasks = keyed_tasks(values)
     xs = np.arange(len(tasks))
-    states = [s for s in _BEFORE_AFTER_COLOURS if any(k[1] == s for k in values)]
+    states = [s for s in STATE_STYLE if any(k[1] == s for k in values)]
     for k, state in enumerate(states):
         yerr = None if errors is None else [errors[t, state] for t in tasks]
         ax.bar(xs + (k - (len(states) - 1) / 2) * 0.4, [values[t, state] for t in tasks], 0.4,
                yerr=yerr, capsize=3 if yerr is not None else 0,
-               color=_BEFORE_AFTER_COLOURS[state], label=state)
+               color=STATE_STYLE[state]["color"], label=state)
     if reference is not None:
         ax.axhline(reference, color="k", lw=0.8, ls="--")
     ax.set(xticks=xs, xticklabels=tasks, ylabel=ylabel, title=title)
@@ -1014,11 +1045,10 @@ def probe_similarity_figure(mlp: Mapping[tuple[str, str], object],
     state_bars({k: r.mean for k, r in mlp.items()}, errors={k: r.sd for k, r in mlp.items()},
                ylabel="MLP-probe test accuracy", ylim=(0, 1),
                title="Probe accuracy (mean and sd over seeds)", ax=ax1)
-    tasks = _keyed_tasks(mlp)
+    tasks = keyed_tasks(mlp)
     xs = np.arange(len(tasks))
-    for state, style in (("pretrained", "s--"), ("finetuned", "o-")):
-        ax2.plot(xs, [similarity[t, state] for t in tasks], style,
-                 color=_BEFORE_AFTER_COLOURS[state], label=state)
+    for state in STATE_STYLE:
+        ax2.plot(xs, [similarity[t, state] for t in tasks], label=state, **state_line(state))
     ax2.set(xticks=xs, xticklabels=tasks, ylabel="Pearson r", title="Train-test spatial similarity")
     ax2.axhline(0, color="k", lw=0.5)
     ax2.legend(frameon=False, fontsize=8)
@@ -1041,11 +1071,12 @@ def distance_scatter(clusters: Mapping[tuple[str, str, str], object],
     from plotly.subplots import make_subplots
 
     check(len(clusters) >= 1, "clusters is empty")
-    tasks = _keyed_tasks(clusters)
+    tasks = keyed_tasks(clusters)
     fig = make_subplots(rows=1, cols=len(tasks), subplot_titles=tasks, horizontal_spacing=0.04)
     for col, task in enumerate(tasks, start=1):
         names = np.asarray(labels[task])
-        for state, colour in _BEFORE_AFTER_COLOURS.items():
+        for state, style in STATE_STYLE.items():
+            colour = style["color"]
             if (task, state, "train") not in clusters:
                 continue
             tr, te = clusters[task, state, "train"], clusters[task, state, "test"]

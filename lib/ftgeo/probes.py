@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._util import check, check_Xy, progress
+from ._util import check, check_Xy, keyed_tasks, progress
 
 
 def _standardize(X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -491,18 +491,13 @@ def probe_states(X: Mapping | Iterable, data: Mapping, probe: Callable = linear_
     return fitted
 
 
-def _tasks(keyed: Mapping) -> list[str]:
-    """The tasks of a {(task, state, ...): value} mapping, in order of first appearance."""
-    return list(dict.fromkeys(key[0] for key in keyed))
-
-
 def probing_table(mlp: Mapping[tuple[str, str], ProbeGridResult],
                   similarity: Mapping[tuple[str, str], float]):
     """Chapter 3's result table (pandas DataFrame, one row per task, index ``task``).
 
-    Columns: the MLP probe's mean and sd test accuracy over seeds before ("untuned") and
-    after fine-tuning, their difference ("change"), the train-test spatial similarity
-    before and after, and "fine-tuning helps" ("yes" where the change is > 0).
+    Columns: the MLP probe's mean and sd test accuracy over seeds before ("pretrained") and
+    after ("finetuned") fine-tuning, their difference ("change"), the train-test spatial
+    similarity before and after, and "fine-tuning helps" ("yes" where the change is > 0).
 
     Parameters
     ----------
@@ -512,12 +507,12 @@ def probing_table(mlp: Mapping[tuple[str, str], ProbeGridResult],
     import pandas as pd
 
     rows = {}
-    for task in _tasks(mlp):
+    for task in keyed_tasks(mlp):
         a, b = mlp[task, "pretrained"], mlp[task, "finetuned"]
-        rows[task] = {"MLP untuned": a.mean, "sd untuned": a.sd, "MLP fine-tuned": b.mean,
-                      "sd fine-tuned": b.sd, "change": b.mean - a.mean,
-                      "similarity untuned": similarity[task, "pretrained"],
-                      "similarity fine-tuned": similarity[task, "finetuned"]}
+        rows[task] = {"MLP pretrained": a.mean, "sd pretrained": a.sd, "MLP finetuned": b.mean,
+                      "sd finetuned": b.sd, "change": b.mean - a.mean,
+                      "similarity pretrained": similarity[task, "pretrained"],
+                      "similarity finetuned": similarity[task, "finetuned"]}
     table = pd.DataFrame(rows).T.rename_axis("task")
     table["fine-tuning helps"] = np.where(table["change"] > 0, "yes", "no")
     return table
@@ -544,20 +539,24 @@ def probing_summary(table) -> dict[str, object]:
     "lowest_is_unhelped": "is" if that task is one fine-tuning did not help, else "is not".
 
     >>> import pandas as pd
-    >>> table = pd.DataFrame({"change": [0.1, -0.2], "similarity untuned": [0.9, 0.5],
-    ...                       "similarity fine-tuned": [0.8, 0.1]}, index=["pos", "dep"])
+    >>> table = pd.DataFrame({"change": [0.1, -0.2], "similarity pretrained": [0.9, 0.5],
+    ...                       "similarity finetuned": [0.8, 0.1]}, index=["pos", "dep"])
     >>> s = probing_summary(table)
     >>> s["n_helped"], s["not_helped"], s["n_sim_drop"], s["lowest_sim_task"], s["lowest_is_unhelped"]
     (1, 'dep', 2, 'dep', 'is')
+    >>> probing_summary(table.assign(**{"similarity finetuned": np.nan}))["lowest_sim_task"]
+    'none'
     """
     tasks = list(table.index)
     helped = [t for t in tasks if table.loc[t, "change"] > 0]
     not_helped = [t for t in tasks if t not in helped]
-    dropped = [t for t in tasks if table.loc[t, "similarity fine-tuned"] < table.loc[t, "similarity untuned"]]
-    lowest = table["similarity fine-tuned"].idxmin()
+    dropped = [t for t in tasks
+               if table.loc[t, "similarity finetuned"] < table.loc[t, "similarity pretrained"]]
+    similarity = table["similarity finetuned"].dropna()  # NaN: not separable, or < 3 labels
+    lowest = similarity.idxmin() if len(similarity) else "none"
     return {"n_helped": len(helped), "not_helped": ", ".join(not_helped) if not_helped else "none",
             "mean_change": float(table["change"].mean()), "n_sim_drop": len(dropped),
-            "lowest_sim_task": lowest, "lowest_sim": float(table.loc[lowest, "similarity fine-tuned"]),
+            "lowest_sim_task": lowest, "lowest_sim": float(similarity.get(lowest, np.nan)),
             "lowest_is_unhelped": "is" if lowest in not_helped else "is not"}
 
 
@@ -588,4 +587,4 @@ def probing_tasks(mlp: Mapping[tuple[str, str], ProbeGridResult],
                            similarity[t, "pretrained"], similarity[t, "finetuned"],
                            pairs(t, "pretrained"), pairs(t, "finetuned"),
                            separable(t, "pretrained"), separable(t, "finetuned"))
-            for t in _tasks(mlp)}
+            for t in keyed_tasks(mlp)}

@@ -467,8 +467,10 @@ class CentroidMotion:
 
     def pca(self, n_components: int = 2) -> np.ndarray:
         """(n_layers, n_labels, n_components): the displacements projected on the principal
-        axes of all layers' displacements together, so every layer shares the axes. The
-        vectors themselves are projected, not centred: the origin is "did not move"."""
+        axes of all layers' displacements together, so every layer shares the axes. The axes
+        are those of the centred displacements (how labels move relative to one another: a
+        drift shared by every label does not pick them), but the vectors themselves are
+        projected uncentred, so the origin still means "did not move"."""
         flat = self.displacement.reshape(-1, self.displacement.shape[-1])
         axes = _principal_axes(flat - flat.mean(axis=0), n_components)
         return np.stack([d @ axes.T for d in self.displacement])
