@@ -265,3 +265,16 @@ def test_task_table_and_the_layers_record():
     assert task.steps == [0, 30] and task.n_labels == 4
     assert task.similarity == [[1.0, 0.9], [1.0, 0.7]] and task.final_similarity == [0.9, 0.7]
     assert task.range_of_motion == motion.table()["range of motion"].tolist()
+
+
+def test_clusters_alone_match_the_full_fit_and_are_cached_apart(store):
+    X, y = _segments([0.0, 3.0, 6.0])
+    y = np.where(y == 2, 0, y)  # 3 clusters for 2 labels
+    full = directprobe_summary(X, y, store=store)
+    alone = directprobe_summary(X, y, store=store, distances=False)
+    assert alone.n_clusters == full.n_clusters == 3
+    np.testing.assert_array_equal(alone.assignments, full.assignments)
+    assert np.isnan(alone.distances).all() and not np.isnan(full.distances[0, 2])  # labels 0, 1
+    # a second full call is a hit on the full entry, not the clusters-only one
+    again = directprobe_summary(X, y, store=store)
+    np.testing.assert_array_equal(again.distances, full.distances)

@@ -152,8 +152,8 @@ def _digest(*arrays: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def directprobe_summary(X: np.ndarray, y: np.ndarray, *, store=None,
-                        tol: float = 1e-9) -> ClusterSummary:
+def directprobe_summary(X: np.ndarray, y: np.ndarray, *, store=None, tol: float = 1e-9,
+                        distances: bool = True) -> ClusterSummary:
     """Fit DirectProbe on (X, y) and compute the cluster distances, cached in the store.
 
     Parameters
@@ -161,6 +161,9 @@ def directprobe_summary(X: np.ndarray, y: np.ndarray, *, store=None,
     X : ndarray of shape (n_points, n_features)
     y : ndarray of shape (n_points,), integer label codes
     store : the artifact cache (default ``Store()``); ``False`` computes without caching
+    distances : False for the clusters alone (their number, who is in which), with every
+        distance NaN: the hull distances between clusters of different labels (one SVM per
+        pair) are most of a fit's time when a representation needs many clusters
     """
     from .store import Store
 
@@ -172,7 +175,8 @@ def directprobe_summary(X: np.ndarray, y: np.ndarray, *, store=None,
           "layer): DirectProbe has nothing to separate; skip this representation")
 
     def build():
-        what = f"DirectProbe on {len(X)} points x {X.shape[1]} features, {len(np.unique(y))} labels"
+        what = (f"DirectProbe on {len(X)} points x {X.shape[1]} features, {len(np.unique(y))} labels"
+                + ("" if distances else " (clusters only)"))
         log.info(what)
         report_status(what, force=True)
         probe = DirectProbe(tol=tol).fit(X, y)
@@ -180,7 +184,8 @@ def directprobe_summary(X: np.ndarray, y: np.ndarray, *, store=None,
                   "cluster_labels": probe.cluster_labels_.astype(np.int64),
                   "assignments": probe.labels_,
                   # same-label distances are never used
-                  "distances": probe.distances(same_label=False)}
+                  "distances": (probe.distances(same_label=False) if distances
+                                else np.full((probe.n_clusters_,) * 2, np.nan))}
         return arrays, {"n_points": len(X), "n_clusters": int(probe.n_clusters_),
                         "n_lp_tests": int(probe.n_lp_tests_)}
 
@@ -190,6 +195,8 @@ def directprobe_summary(X: np.ndarray, y: np.ndarray, *, store=None,
         store = Store() if store is None else store
         parts = {"what": "directprobe", "version": SPATIAL_VERSION, "tol": tol,
                  "data": _digest(X, y)}
+        if not distances:  # the full fit's key stays as it was: its cached entries still count
+            parts["distances"] = False
         entry, _ = store.get_or_build("directprobe", parts, build)
         arrays = {k: np.asarray(entry[k]) for k in
                   ("classes", "cluster_labels", "assignments", "distances")}
