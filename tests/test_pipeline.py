@@ -13,6 +13,7 @@ import yaml
 
 from conftest import needs_data, toy_notebook
 from ftgeo import pipeline
+from ftgeo.finetune import ChapterFinetuning
 from ftgeo.pipeline import PipelineError, load_config, run_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -140,6 +141,11 @@ def test_a_config_can_list_models_with_their_own_parameters(tmp_path):
     epochs = {m: {r.parameters["finetune"]["epochs"] for r in rs if r.name == "02_finetuning"}
               for m, rs in by_model.items()}
     assert epochs["bert-base-uncased"] == {3} and epochs["google/bert_uncased_L-2_H-128_A-2"] == {10}
+    # the paper's fine-tuning: Adam without weight decay, learning rate 3e-4, for every model
+    settings = [ChapterFinetuning.from_mapping(r.parameters["finetune"]).settings
+                for r in runs if r.name == "02_finetuning"]
+    assert {(s.learning_rate, s.weight_decay, s.warmup, s.batch_size)
+            for s in settings} == {(3e-4, 0.0, 0.1, 32)}
     assert not any("finetune" in r.parameters for r in runs if r.name == "01_tasks_and_representations")
     assert len({r.folder for r in runs}) == 10 and not any(r.book for r in runs)
     # --model overrides the list
