@@ -47,6 +47,14 @@ def layers_for(d, rng, n_layers=3, dim=16, stretch=1.0):
     return X
 
 
+def toy_study(train, test, states, **settings):
+    """Chapter 8 on one task "toy" whose run holds ``states`` ({split: {step: X}})."""
+    data = {"toy": {"train": train, "test": test}}
+    return analyses.isotropy_study(
+        {"toy": FakeRun(states)}, data, ["toy"], max_items=None, n_clusters=2, **settings
+    )
+
+
 @pytest.fixture(scope="module")
 def isotropy_setup():
     rng = np.random.default_rng(0)
@@ -55,12 +63,7 @@ def isotropy_setup():
         s: {0: layers_for(d, rng), 5: layers_for(d, rng, stretch=40.0)}
         for s, d in (("train", train), ("test", test))
     }
-    runs = {"toy": FakeRun(states)}
-    data = {"toy": {"train": train, "test": test}}
-    study = analyses.isotropy_study(
-        runs, data, ["toy"], max_items=None, n_removed=1, n_clusters=2, n_top=3, removed_grid=[1, 2]
-    )
-    return study, runs, data
+    return toy_study(train, test, states, n_removed=1, n_top=3, removed_grid=[1, 2])
 
 
 # -- what each item stands for ------------------------------------------------------------------
@@ -148,7 +151,7 @@ def test_layer_isotropy_counts_elongated_directions_and_follows_the_property():
 
 # -- chapter 8 ------------------------------------------------------------------------------------
 def test_isotropy_study_sees_the_stretched_direction_of_the_finetuned_state(isotropy_setup):
-    study, _, _ = isotropy_setup
+    study = isotropy_setup
     assert len(study.measures) == 6  # 2 states x 3 layers
     S = study.summary().loc["toy"]
     assert S["elongated_finetuned"] > S["elongated_pretrained"]
@@ -173,16 +176,7 @@ def test_top_directions_matter_when_they_carry_the_labels():
         return X
 
     states = {s: {0: labelled(d), 5: labelled(d)} for s, d in (("train", train), ("test", test))}
-    study = analyses.isotropy_study(
-        {"toy": FakeRun(states)},
-        {"toy": {"train": train, "test": test}},
-        ["toy"],
-        max_items=None,
-        n_removed=2,
-        n_clusters=2,
-        n_top=3,
-        removed_grid=[2],
-    )
+    study = toy_study(train, test, states, n_removed=2, n_top=3, removed_grid=[2])
     S = study.summary().loc["toy"]
     assert S["probe_finetuned_none"] > 0.95 and S["probe_finetuned_top D removed"] < 0.6
     assert S["probe_finetuned_random D removed"] > 0.9
@@ -197,23 +191,14 @@ def test_a_degenerate_layer_and_a_one_sentence_split_give_gaps_not_errors():
         s: {0: layers_for(d, rng), 5: layers_for(d, rng)} for s, d in (("train", train), ("test", test))
     }
     states["train"][5][0] = 1.0  # the finetuned embedding layer is constant
-    study = analyses.isotropy_study(
-        {"toy": FakeRun(states)},
-        {"toy": {"train": train, "test": test}},
-        ["toy"],
-        max_items=None,
-        n_removed=1,
-        n_clusters=2,
-        n_top=2,
-        removed_grid=[1],
-    )
+    study = toy_study(train, test, states, n_removed=1, n_top=2, removed_grid=[1])
     assert len(study.measures) == 5  # 3 pretrained layers + 2 finetuned ones
     assert study.probes["accuracy"].isna().all() and study.curves.empty
     assert np.isnan(study.summary().loc["toy", "probe_finetuned_none"])
 
 
 def test_isotropy_record_validates_and_round_trips(isotropy_setup, tmp_path):
-    study, _, _ = isotropy_setup
+    study = isotropy_setup
     record = study.record(model="toy", fingerprint="f", model_info=INFO, max_sentences=0, settings=None)
     path = results.write_record(tmp_path, record)
     again = results.read_record(path)
@@ -293,7 +278,7 @@ def test_the_chapter_figures_draw_a_panel_per_task(isotropy_setup):
 
     from ftgeo import plotting
 
-    study, _, _ = isotropy_setup
+    study = isotropy_setup
     assert len(plotting.isotropy_by_layer(study).axes) == 3  # 3 measures x 1 task
     assert len(plotting.local_structure(study).axes) == 3
     assert len(plotting.elongated_directions(study).axes) == 2
@@ -310,8 +295,13 @@ def test_header_holds_what_every_record_shares():
 
     config = SimpleNamespace(model_type="bert", num_hidden_layers=2, hidden_size=8)
     loaded = SimpleNamespace(spec=SimpleNamespace(fingerprint="abc"), encoder=SimpleNamespace(config=config))
-    run = SimpleNamespace(settings=SimpleNamespace(as_dict=lambda: {"epochs": 3}))
-    h = results.header("tiny", loaded, 20, run)
-    assert h == {"model": "tiny", "fingerprint": "abc", "model_info": results.ModelInfo("bert", 2, 8),
-                 "max_sentences": 20, "settings": {"epochs": 3}}
+    settings = SimpleNamespace(as_dict=lambda: {"epochs": 3})
+    h = results.header("tiny", loaded, 20, settings)
+    assert h == {
+        "model": "tiny",
+        "fingerprint": "abc",
+        "model_info": results.ModelInfo("bert", 2, 8),
+        "max_sentences": 20,
+        "settings": {"epochs": 3},
+    }
     assert results.header("tiny", loaded)["settings"] is None

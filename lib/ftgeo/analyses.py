@@ -461,11 +461,10 @@ class CKAStudy:
 
     def same_layer(self) -> pd.DataFrame:
         """CKA of each layer with itself before and after fine-tuning: task x layer."""
-        table = pd.DataFrame(
-            {t: pd.Series(np.diag(m["across"]), index=self.layers[t]) for t, m in self.matrices.items()}
-        ).T.rename_axis("task")
-        table.columns.name = "layer"
-        return table
+        return spatial.task_table(
+            {t: pd.Series(np.diag(m["across"]), index=self.layers[t]) for t, m in self.matrices.items()},
+            name="layer",
+        )
 
     def block_table(self) -> pd.DataFrame:
         """One row per (task, state): the blocks found, mean CKA within and between, score."""

@@ -81,12 +81,12 @@ def model_info(loaded) -> ModelInfo:
     return ModelInfo(str(config.model_type), int(config.num_hidden_layers), int(config.hidden_size))
 
 
-def header(model: str, loaded, max_sentences: int = 0, run=None) -> dict[str, Any]:
+def header(model: str, loaded, max_sentences: int = 0, settings=None) -> dict[str, Any]:
     """The fields every chapter's record shares, for a chapter that read ``loaded`` (a
-    :class:`ftgeo.LoadedModel` named ``model``) and, where it read fine-tuned runs, the
-    settings of ``run`` (any of them: a chapter's runs share their settings)."""
+    :class:`ftgeo.LoadedModel` named ``model``) and, where it read fine-tuned runs, their
+    ``settings`` (a :class:`ftgeo.finetune.FinetuneSettings`: a chapter's runs share them)."""
     return {"model": model, "fingerprint": loaded.spec.fingerprint, "model_info": model_info(loaded),
-            "max_sentences": max_sentences, "settings": None if run is None else run.settings.as_dict()}
+            "max_sentences": max_sentences, "settings": None if settings is None else settings.as_dict()}
 
 
 @dataclass(frozen=True, kw_only=True)
