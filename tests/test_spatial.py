@@ -32,13 +32,54 @@ def test_label_distances_and_minimum_distances_have_the_analytic_values():
     np.testing.assert_allclose([md[0], md[1], md[2]], [2.0, 2.0, 6.0], atol=2e-3)
 
 
-def test_a_label_split_in_two_counts_two_clusters_and_uses_the_closest_one():
-    # label 0 on both sides of label 1: not linearly separable, 3 clusters for 2 labels
-    X, y = _segments([0.0, 3.0, 6.0])
+def test_a_label_split_in_two_counts_two_clusters_and_averages_over_them():
+    # label 0 on both sides of label 1, at hull distances 2 and 4: not linearly separable,
+    # 3 clusters for 2 labels; the reference averages over cluster pairs (3), not the min (2)
+    X, y = _segments([0.0, 3.0, 8.0])
     y = np.where(y == 2, 0, y)
     s = directprobe_summary(X, y, store=False)
     assert s.n_clusters == 3 and s.n_labels == 2 and not s.linearly_separable
-    np.testing.assert_allclose(s.label_distances()[0, 1], 2.0, atol=2e-3)
+    np.testing.assert_allclose(s.label_distances()[0, 1], 3.0, atol=2e-3)
+    np.testing.assert_allclose(s.label_distances(reduce="min")[0, 1], 2.0, atol=2e-3)
+
+
+def test_label_distances_follow_the_reference_on_a_hand_made_case_with_small_clusters():
+    # clusters: A1 (10 points), A2 (5 points: dropped), B1 (8), B2 (6), C1 (3: dropped)
+    cluster_labels = np.array([0, 0, 1, 1, 2])
+    assignments = np.repeat(np.arange(5), [10, 5, 8, 6, 3])
+    D = np.array([[0., 0, 1, 3, 7],
+                  [0, 0, 0.5, 9, 2],
+                  [1, 0.5, 0, 0, 4],
+                  [3, 9, 0, 0, 6],
+                  [7, 2, 4, 6, 0]])
+    s = spatial.ClusterSummary(np.array([0, 1, 2]), cluster_labels, assignments, D)
+    L = s.label_distances()
+    assert L[0, 1] == L[1, 0] == 2.0  # mean of A1-B1 (1) and A1-B2 (3); A2 is too small
+    assert np.isnan(L[0, 2]) and np.isnan(L[1, 2])  # C's only cluster has 3 points
+    assert s.min_distances() == {0: 2.0, 1: 2.0, 2: pytest.approx(np.nan, nan_ok=True)}
+    np.testing.assert_array_equal(np.diag(L), 0.0)
+    # keeping every cluster: A-B averages 4 pairs, A-C 2, B-C 2
+    every = s.label_distances(min_size=1)
+    assert every[0, 1] == pytest.approx((1 + 3 + 0.5 + 9) / 4)
+    assert every[0, 2] == pytest.approx((7 + 2) / 2) and every[1, 2] == pytest.approx(5.0)
+    assert s.label_distances(min_size=1, reduce="min")[0, 1] == 0.5
+    with pytest.raises(ValueError, match="reduce"):
+        s.label_distances(reduce="median")
+    with pytest.raises(ValueError, match="min_size"):
+        s.label_distances(min_size=0)
+
+
+def test_similarity_is_blank_for_a_representation_that_is_not_linearly_separable():
+    X, y = _segments([0.0, 3.0, 8.0, 12.0, 20.0])
+    separable = directprobe_summary(X, y, store=False)
+    assert separable.linearly_separable
+    assert similarity(separable, separable) == pytest.approx(1.0)
+    mixed = np.where(y == 4, 0, y)  # label 0 on both ends: two clusters
+    split = directprobe_summary(X, mixed, store=False)
+    assert not split.linearly_separable
+    assert np.isnan(similarity(separable, split)) and np.isnan(similarity(split, separable))
+    # the variant correlates the cluster-pair means anyway
+    assert np.isfinite(similarity(separable, split, separable_only=False))
 
 
 def test_similarity_is_one_under_rotation_and_scaling_and_ignores_missing_labels():
@@ -53,8 +94,9 @@ def test_similarity_is_one_under_rotation_and_scaling_and_ignores_missing_labels
     keep = y != 5  # the second representation lacks a label: compared on the shared ones
     c = directprobe_summary(X[keep], y[keep], store=False)
     assert similarity(a, c) == pytest.approx(1.0, abs=1e-6)
-    shuffled = directprobe_summary(X, rng.permutation(y), store=False)
-    assert similarity(a, shuffled) < 0.9
+    # the same clusters with the labels swapped among them: still separable, other distances
+    swapped = directprobe_summary(X, np.array([2, 0, 5, 1, 4, 3])[y], store=False)
+    assert swapped.linearly_separable and similarity(a, swapped) < 0.9
     two = directprobe_summary(X[y < 2], y[y < 2], store=False)  # 1 pair: no correlation
     assert np.isnan(similarity(a, two))
 

@@ -5,12 +5,14 @@ The measures of Zhou & Srikumar (2022), section 3, on top of :class:`ftgeo.Direc
 * the **clusters** of a representation: DirectProbe's partition of the labelled points
   into clusters of one label each whose convex hulls do not overlap. A representation
   is *linearly separable* for the task iff every label is one cluster;
-* the **distance between two labels**: the smallest distance between the convex hulls of
-  a cluster of one and a cluster of the other (twice the max-margin SVM's margin). With
-  one cluster per label this is the distance between the labels' hulls;
+* the **distance between two labels**: as the authors' code computes it, the mean over
+  pairs of clusters (one of each label) of the distance between their convex hulls (twice
+  the max-margin SVM's margin), after dropping clusters of 5 points or fewer. With one
+  cluster per label this is the distance between the labels' hulls;
 * a label's **minimum distance**: its distance to the nearest other label;
-* the **spatial similarity** of two representations of the same labels: the Pearson
-  correlation of their label-pair distance vectors, over the labels both contain.
+* the **spatial similarity** of two linearly separable representations of the same labels:
+  the Pearson correlation of their label-pair distance vectors, over the labels both
+  contain (blank, NaN, where either is not separable, as in the paper's Table 7).
 
 A DirectProbe fit is the costly step, so :func:`directprobe_summary` caches its outcome
 in the store, keyed by the exact points and labels: the chapters that share a
@@ -32,6 +34,8 @@ from .directprobe import DirectProbe, spatial_similarity
 log = logging.getLogger(__name__)
 
 SPATIAL_VERSION = 1
+#: the reference code drops clusters of 5 points or fewer before measuring distances
+MIN_CLUSTER_SIZE = 6
 
 
 @dataclass(frozen=True)
@@ -63,37 +67,65 @@ class ClusterSummary:
         """Every label is one cluster: a linear classifier separates all labels pairwise."""
         return self.n_clusters == self.n_labels
 
-    def label_distances(self) -> np.ndarray:
-        """(n_labels, n_labels): the smallest hull distance between clusters of two labels
-        (0 on the diagonal), in ``classes`` order.
+    def cluster_sizes(self) -> np.ndarray:
+        """(n_clusters,): the number of points in each cluster."""
+        return np.bincount(self.assignments, minlength=self.n_clusters)
 
-        >>> s = ClusterSummary(np.array([0, 1]), np.array([0, 0, 1]), np.zeros(3, int),
-        ...                    np.array([[0., 1, 4], [1, 0, 3], [4, 3, 0]]))
-        >>> s.label_distances().tolist()
-        [[0.0, 3.0], [3.0, 0.0]]
+    def label_distances(self, *, min_size: int = MIN_CLUSTER_SIZE, reduce: str = "mean"
+                        ) -> np.ndarray:
+        """(n_labels, n_labels): the distance between two labels, in ``classes`` order.
+
+        As the reference code computes it (Zhou & Srikumar 2022): clusters of fewer than
+        ``min_size`` points are dropped (default 6: "5 or fewer" go), and the distance of two
+        labels is the **mean** hull distance over the pairs of their remaining clusters. With
+        one cluster per label (a linearly separable representation) the mean and the minimum
+        agree. A pair of labels with no cluster left is NaN (the reference writes 0); the
+        diagonal is 0.
+
+        min_size : clusters with fewer points are left out (1 keeps every cluster)
+        reduce : ``"mean"`` (the reference) or ``"min"`` (the closest pair of clusters)
+
+        >>> s = ClusterSummary(np.array([0, 1]), np.array([0, 0, 1]), np.repeat([0, 1, 2], 6),
+        ...                    np.array([[0., 1, 4], [1, 0, 2], [4, 2, 0]]))
+        >>> s.label_distances().tolist(), s.label_distances(reduce="min").tolist()
+        ([[0.0, 3.0], [3.0, 0.0]], [[0.0, 2.0], [2.0, 0.0]])
         """
+        check(int(min_size) == min_size and min_size >= 1,
+              f"min_size must be an integer >= 1, got {min_size!r}")
+        check(reduce in ("mean", "min"), f"reduce must be 'mean' or 'min', got {reduce!r}")
         codes = np.searchsorted(self.classes, self.cluster_labels)
-        L = np.full((self.n_labels, self.n_labels), np.inf)
-        for i in range(self.n_clusters):
-            for j in range(self.n_clusters):
+        keep = np.flatnonzero(self.cluster_sizes() >= min_size)
+        total = np.zeros((self.n_labels, self.n_labels))
+        count = np.zeros((self.n_labels, self.n_labels))
+        low = np.full((self.n_labels, self.n_labels), np.inf)
+        for i in keep:
+            for j in keep:
                 if codes[i] != codes[j]:
-                    L[codes[i], codes[j]] = min(L[codes[i], codes[j]], self.distances[i, j])
+                    total[codes[i], codes[j]] += self.distances[i, j]
+                    count[codes[i], codes[j]] += 1
+                    low[codes[i], codes[j]] = min(low[codes[i], codes[j]], self.distances[i, j])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            L = total / count if reduce == "mean" else np.where(count > 0, low, np.nan)
         np.fill_diagonal(L, 0.0)
         return L
 
-    def min_distances(self) -> dict[int, float]:
-        """Each label's distance to its nearest other label."""
-        L = self.label_distances()
-        np.fill_diagonal(L, np.inf)
-        return dict(zip(self.classes.tolist(), L.min(axis=1).tolist(), strict=True))
+    def min_distances(self, **how) -> dict[int, float]:
+        """Each label's distance to its nearest other label (:meth:`label_distances`, with
+        its keyword arguments); NaN for a label with no cluster left or no other label."""
+        L = self.label_distances(**how)
+        np.fill_diagonal(L, np.nan)
+        with np.errstate(all="ignore"):
+            low = [float(np.nanmin(r)) if np.isfinite(r).any() else float("nan") for r in L]
+        return dict(zip(self.classes.tolist(), low, strict=True))
 
-    def distance_vector(self, labels: np.ndarray | None = None) -> np.ndarray:
-        """Label-pair distances (i < j) over ``labels`` (default: all of ``classes``)."""
+    def distance_vector(self, labels: np.ndarray | None = None, **how) -> np.ndarray:
+        """Label-pair distances (i < j) over ``labels`` (default: all of ``classes``);
+        keyword arguments as for :meth:`label_distances`."""
         labels = self.classes if labels is None else np.asarray(labels)
         missing = np.setdiff1d(labels, self.classes)
         check(len(missing) == 0, f"labels {missing.tolist()} are not in this representation")
         idx = np.searchsorted(self.classes, labels)
-        L = self.label_distances()[np.ix_(idx, idx)]
+        L = self.label_distances(**how)[np.ix_(idx, idx)]
         return L[np.triu_indices(len(idx), 1)]
 
     def centroids(self, X: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -102,16 +134,32 @@ class ClusterSummary:
         return np.stack([X[y == c].mean(axis=0) for c in self.classes])
 
 
-def similarity(a: ClusterSummary, b: ClusterSummary) -> float:
+def similarity(a: ClusterSummary, b: ClusterSummary, *, separable_only: bool = True) -> float:
     """Spatial similarity of two representations: the Pearson correlation of their
-    label-pair distance vectors over the labels both contain. NaN, with a warning, where a
-    correlation is undefined: fewer than 3 shared labels (fewer than 3 pairs), or a
-    constant vector (e.g. every label at the same distance)."""
+    label-pair distance vectors over the labels both contain.
+
+    The paper defines it for linearly separable representations only (Zhou & Srikumar 2022,
+    section 3; its Table 7 leaves the other cells blank): with ``separable_only`` (the
+    default) it is NaN unless both are. NaN too, with a warning, where a correlation is
+    undefined: fewer than 3 shared labels (fewer than 3 pairs), a pair with no distance
+    (its labels' clusters all dropped as too small), or a constant vector.
+
+    separable_only : False also correlates the distances of non-separable representations
+        (mean over cluster pairs, :meth:`ClusterSummary.label_distances`): not the paper's
+    """
+    if separable_only and not (a.linearly_separable and b.linearly_separable):
+        log.info("spatial similarity left blank: a representation is not linearly separable")
+        return float("nan")
     common = np.intersect1d(a.classes, b.classes)
     if len(common) < 3:
         log.warning("spatial similarity undefined: only %d shared labels", len(common))
         return float("nan")
     va, vb = a.distance_vector(common), b.distance_vector(common)
+    both = np.isfinite(va) & np.isfinite(vb)
+    if both.sum() < 3:
+        log.warning("spatial similarity undefined: fewer than 3 label pairs with a distance")
+        return float("nan")
+    va, vb = va[both], vb[both]
     if va.std() == 0 or vb.std() == 0:
         log.warning("spatial similarity undefined: a distance vector is constant")
         return float("nan")
