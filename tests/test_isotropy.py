@@ -179,3 +179,44 @@ def test_dominant_directions_are_counted():
     for n_dominant in (1, 3, 5):
         shares = iso.explained_variance(dominant(5000, 256, n_dominant=n_dominant))
         assert iso.n_dominant_directions(shares) == n_dominant
+
+
+@pytest.mark.parametrize("flip", [0, 1, 7, 15])
+def test_partition_isotropy_is_unchanged_when_one_eigenvectors_sign_is_flipped(monkeypatch, flip):
+    # a common offset along the first axis, which is then XᵀX's top eigenvector: Z(c) and
+    # Z(-c) differ there by orders of magnitude
+    X = np.random.default_rng(0).normal(size=(2000, 16)) + 3.0 * np.eye(16)[0]
+    before = iso.partition_isotropy(X)
+    one_sign = iso.partition_isotropy(X, both_signs=False)
+    original = iso._eigh_descending
+
+    def flipped(S):
+        values, vectors = original(S)
+        vectors = vectors.copy()
+        vectors[:, flip] *= -1
+        return values, vectors
+
+    monkeypatch.setattr(iso, "_eigh_descending", flipped)
+    assert iso.partition_isotropy(X) == pytest.approx(before, rel=1e-9)
+    # the authors' form, one sign per eigenvector, is not: it changes with some flip
+    if flip == 0:
+        assert iso.partition_isotropy(X, both_signs=False) != pytest.approx(one_sign, rel=1e-3)
+
+
+@pytest.mark.parametrize("shape", [(40, 96), (96, 96), (400, 96)])
+def test_the_fast_paths_agree_with_full_eigendecompositions(shape):
+    """Fewer rows than features (thin SVD), and few directions of many features (Lanczos),
+    give what the full d x d eigendecomposition gives."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=shape) * np.linspace(4, 0.1, shape[1]) + 0.3
+    n, d = X.shape
+    centered = X - X.mean(0)
+    values, vectors = np.linalg.eigh(centered.T @ centered / (n - 1))
+    values, vectors = np.clip(values[::-1], 0, None), vectors[:, ::-1]
+    np.testing.assert_allclose(iso._variances(X), values, atol=1e-9)
+    for k in (1, 4, 20):
+        _, top = iso.principal_directions(X, k)
+        np.testing.assert_allclose(np.abs(np.sum(top * vectors[:, :k].T, axis=1)), 1, atol=1e-8)
+    second, basis = np.linalg.eigh(X.T @ X)
+    log_z = np.log(np.exp(np.c_[X @ basis, -X @ basis]).sum(0))
+    assert iso.partition_isotropy(X) == pytest.approx(np.exp(log_z.min() - log_z.max()), rel=1e-6)

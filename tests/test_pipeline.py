@@ -170,7 +170,7 @@ def test_cli_reports_errors_without_a_traceback(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
-SMALL_MLP = {"probe_hidden_sizes": [8], "probe_l2": [1e-3], "probe_seeds": 2}
+SMALL_MLP = {"probe_hidden_sizes": [8], "probe_alpha": [1e-3], "probe_seeds": 2}
 TINY = {"tasks": ["pos", "dep"], "max_sentences": 4}
 
 

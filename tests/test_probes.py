@@ -76,7 +76,7 @@ def _xor(seed, n=400):
 def test_mlp_probe_learns_what_a_linear_probe_cannot():
     X, y = _xor(0)
     Xd, yd = _xor(1)
-    mlp = MLPProbe(hidden=(32, 32), l2=1e-4, random_state=0).fit(X, y, X_dev=Xd, y_dev=yd)
+    mlp = MLPProbe(hidden=(32, 32), alpha=1e-2, random_state=0).fit(X, y, X_dev=Xd, y_dev=yd)
     assert mlp.score(Xd, yd) > 0.9
     assert LinearProbe().fit(X, y).score(Xd, yd) < 0.7
     assert 1 <= mlp.n_iter_ <= mlp.max_iter
@@ -93,7 +93,7 @@ def test_probe_grid_searches_every_setting_and_retrains_with_seeds():
     X, y = _xor(0)
     Xd, yd = _xor(1)
     Xt, yt = _xor(2)
-    res = probe_grid(X, y, Xd, yd, Xt, yt, hidden_sizes=(8, 32), l2_grid=(1e-4, 1e-2),
+    res = probe_grid(X, y, Xd, yd, Xt, yt, hidden_sizes=(8, 32), alpha_grid=(1e-4, 1e-2),
                      n_seeds=3, max_iter=60)
     assert len(res.dev) == 2 * 2 * 2
     assert res.test_accuracy.shape == (3,) and res.mean > 0.85 and res.sd >= 0
@@ -220,3 +220,36 @@ def test_probing_tasks_count_shared_label_pairs_and_separability():
     assert tasks["pos"] == results.ProbingTask([0.5, 0.7], [0.8, 0.8], 0.5, 0.5, 3, 6, True, False)
     assert (tasks["dep"].label_pairs_pretrained, tasks["dep"].separable_finetuned) == (6, True)
     results.from_dict(results.ProbingTask, dataclasses.asdict(tasks["pos"]))  # fits the schema
+
+
+def test_the_mlp_regulariser_means_what_scikit_learns_alpha_means():
+    """At scikit-learn's converged MLPClassifier (full batch, L-BFGS), our network with the
+    same weights and the same alpha has the same objective, and its gradient vanishes: the
+    two minimise one function. A penalty scaled otherwise (e.g. not divided by the batch
+    size) would leave a gradient of the order of alpha * W."""
+    import torch
+    from sklearn.neural_network import MLPClassifier
+
+    from ftgeo.probes import _MLPBatch
+
+    rng = np.random.default_rng(0)
+    centers = np.array([[2.0, 0.0], [-1.0, 1.7], [-1.0, -1.7]])
+    y = np.repeat(np.arange(3), 60)
+    X = centers[y] + rng.normal(scale=0.8, size=(180, 2))
+    alpha = 3.0
+    sk = MLPClassifier(hidden_layer_sizes=(8, 6), alpha=alpha, solver="lbfgs", max_iter=20000,
+                       tol=1e-12, random_state=0).fit(X, y)
+    net = _MLPBatch(2, (8, 6), 3, [alpha], [0])
+    net.set_parameters([torch.tensor(W[None], dtype=torch.float64, requires_grad=True)
+                        for W in sk.coefs_]
+                       + [torch.tensor(b[None, None], dtype=torch.float64, requires_grad=True)
+                          for b in sk.intercepts_])
+    net.alpha = net.alpha.double()
+    loss = net.loss(torch.from_numpy(X), torch.from_numpy(y))
+    assert loss.item() == pytest.approx(sk.loss_, rel=1e-6)
+    grads = torch.autograd.grad(loss, net.parameters())
+    assert max(g.abs().max().item() for g in grads) < 2e-3
+    # the same weights under a penalty not divided by the batch size are far from optimal
+    net.alpha = net.alpha * len(X)
+    loss = net.loss(torch.from_numpy(X), torch.from_numpy(y))
+    assert max(g.abs().max().item() for g in torch.autograd.grad(loss, net.parameters())) > 0.1

@@ -33,17 +33,22 @@ Local structure
       directions carry a per-row quantity (a word's log frequency) or a grouping (the word
       itself).
 
-Everything is computed in float64 from the ``n_features x n_features`` second-moment matrix,
-never from an ``n_samples x n_samples`` one, so 20,000 rows of 768 features take about a second.
+Everything is computed in float64, from the ``n_features x n_features`` second-moment matrix
+where there are more rows than features (20,000 rows of 768 features take about a second) and
+from the thin SVD of the data where there are fewer; where only the top few directions are
+needed (enhancement), they are computed alone.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
 
 from ._util import check, check_Xy
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "ClusterDirectionRemover", "DirectionRemover", "IsotropyMeasures", "average_cosine",
@@ -62,10 +67,16 @@ def _as_float64(X: np.ndarray, min_rows: int = 2) -> np.ndarray:
     return X
 
 
-def _covariance(X: np.ndarray) -> np.ndarray:
-    """Sample covariance (ddof 1) of the columns of X, shape (n_features, n_features)."""
+def _variances(X: np.ndarray) -> np.ndarray:
+    """The covariance's eigenvalues (ddof 1), largest first, shape (n_features,): from the
+    thin SVD of the centred data when there are no more rows than features, else from the
+    covariance's eigenvalues alone (no eigenvectors)."""
+    n, d = X.shape
     centered = X - X.mean(axis=0)
-    return centered.T @ centered / (X.shape[0] - 1)
+    if n <= d:
+        s = np.linalg.svd(centered, compute_uv=False)
+        return np.r_[s ** 2 / (n - 1), np.zeros(d - len(s))]
+    return np.clip(np.linalg.eigvalsh(centered.T @ centered / (n - 1))[::-1], 0.0, None)
 
 
 def _eigh_descending(S: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -77,7 +88,7 @@ def _eigh_descending(S: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 # Measures
 # ---------------------------------------------------------------------------------------------
 
-def partition_isotropy(X: np.ndarray) -> float:
+def partition_isotropy(X: np.ndarray, *, both_signs: bool = True) -> float:
     """Partition-function isotropy I(X) in (0, 1] (Mu & Viswanath 2018).
 
     ``Z(c) = sum_i exp(c . x_i)`` is evaluated at every unit eigenvector ``c`` of ``XᵀX``
@@ -88,6 +99,8 @@ def partition_isotropy(X: np.ndarray) -> float:
 
     X : ndarray of shape (n_samples, n_features); rows are not centered (the common mean
     direction is part of what the measure detects).
+    both_signs : False evaluates Z at each eigenvector with whatever sign the eigensolver
+        returned, as Rajaee & Pilehvar's code does: the value then depends on those signs
 
     >>> rng = np.random.default_rng(0)
     >>> round(partition_isotropy(rng.normal(size=(20000, 10))), 1)
@@ -96,14 +109,25 @@ def partition_isotropy(X: np.ndarray) -> float:
     True
     """
     X = _as_float64(X, 1)
-    return _partition_from(X, X.T @ X)
+    return _partition_from(X, both_signs=both_signs)
 
 
-def _partition_from(X: np.ndarray, second_moment: np.ndarray) -> float:
-    """I(X) given X's second-moment matrix XᵀX."""
-    _, vectors = _eigh_descending(second_moment)
-    projections = X @ vectors  # (n_samples, n_features): c . x_i for every eigenvector c
-    log_z = np.concatenate([_logsumexp_columns(projections), _logsumexp_columns(-projections)])
+def _partition_from(X: np.ndarray, *, both_signs: bool = True) -> float:
+    """I(X) from the eigenvectors of XᵀX: those of its eigendecomposition, or, with fewer
+    rows than features, X's right singular vectors and the null space, where every
+    projection is 0 and so Z = n."""
+    n, d = X.shape
+    if n < d:
+        _, _, vt = np.linalg.svd(X, full_matrices=False)
+        projections = X @ vt.T
+        null = [np.log(n)]  # rank <= n < d: the null space is never empty
+    else:
+        _, vectors = _eigh_descending(X.T @ X)
+        projections, null = X @ vectors, []  # c . x_i for every eigenvector c
+    log_z = _logsumexp_columns(projections)
+    if both_signs:
+        log_z = np.concatenate([log_z, _logsumexp_columns(-projections)])
+    log_z = np.concatenate([log_z, null])
     return float(np.exp(log_z.min() - log_z.max()))
 
 
@@ -172,8 +196,7 @@ def isoscore(X: np.ndarray) -> float:
     """
     X = _as_float64(X)
     check(X.shape[1] >= 2, f"IsoScore needs at least 2 features, got {X.shape[1]}")
-    variances, _ = _eigh_descending(_covariance(X))
-    return _isoscore_from_variances(variances)
+    return _isoscore_from_variances(_variances(X))
 
 
 @dataclass(frozen=True)
@@ -199,14 +222,8 @@ def isotropy(X: np.ndarray) -> IsotropyMeasures:
     """
     X = _as_float64(X)
     check(X.shape[1] >= 2, f"isotropy needs at least 2 features, got {X.shape[1]}")
-    n = X.shape[0]
-    second_moment = X.T @ X
-    mean = X.mean(axis=0)
-    covariance = (second_moment - n * np.outer(mean, mean)) / (n - 1)
-    variances, _ = _eigh_descending(covariance)
-    return IsotropyMeasures(partition=_partition_from(X, second_moment),
-                            average_cosine=average_cosine(X),
-                            isoscore=_isoscore_from_variances(variances))
+    return IsotropyMeasures(partition=_partition_from(X), average_cosine=average_cosine(X),
+                            isoscore=_isoscore_from_variances(_variances(X)))
 
 
 def explained_variance(X: np.ndarray) -> np.ndarray:
@@ -219,7 +236,7 @@ def explained_variance(X: np.ndarray) -> np.ndarray:
     array([0.8, 0.2])
     """
     X = _as_float64(X)
-    variances, _ = _eigh_descending(_covariance(X))
+    variances = _variances(X)
     total = variances.sum()
     check(total > 0, "X has zero variance: all rows are equal")
     return variances[: min(X.shape)] / total
@@ -278,8 +295,35 @@ def principal_directions(X: np.ndarray, n_directions: int) -> tuple[np.ndarray, 
     mean = X.mean(axis=0)
     if len(X) == 1:
         return mean, np.eye(X.shape[1])[:n_directions]
-    _, vectors = _eigh_descending(_covariance(X))
-    return mean, vectors[:, :n_directions].T
+    return mean, _top_directions(X - mean, n_directions)
+
+
+def _top_directions(centered: np.ndarray, k: int) -> np.ndarray:
+    """The top ``k`` eigenvectors of ``centeredᵀ centered`` as rows, largest first.
+
+    Only the top few are needed, so the full d x d eigendecomposition is avoided where it
+    can be: with no more rows than features, the thin SVD of the data itself (its rank is at
+    most n); with few directions of many features, Lanczos iteration (ARPACK) on the
+    covariance, which needs matrix-vector products only. Both agree with the full
+    decomposition to rounding (up to each vector's sign, which removal does not see).
+    """
+    n, d = centered.shape
+    if k == 0:
+        return np.empty((0, d))
+    if n <= d:
+        _, _, vt = np.linalg.svd(centered, full_matrices=False)
+        return vt[:k]
+    scatter = centered.T @ centered
+    if 4 * k <= d and d >= 64:
+        from scipy.sparse.linalg import ArpackNoConvergence, eigsh
+
+        try:
+            values, vectors = eigsh(scatter, k=k, which="LA", v0=np.ones(d))
+            return vectors[:, np.argsort(-values)].T
+        except ArpackNoConvergence:  # pragma: no cover - then the full decomposition
+            log.info("ARPACK did not converge for the top %d directions; using eigh", k)
+    _, vectors = _eigh_descending(scatter)
+    return vectors[:, :k].T
 
 
 def _check_n_removed(n: int, n_features: int, *, name: str = "n_removed") -> None:

@@ -105,7 +105,8 @@ class LinearProbe:
 
 
 HIDDEN_SIZES = (32, 64, 128, 256)
-MLP_L2_GRID = (1e-5, 1e-4, 1e-3, 1e-2)
+#: Zhou & Srikumar (2022): the regulariser from 1e-7 to 1 on a log grid (scikit-learn's alpha)
+MLP_ALPHA_GRID = tuple(10.0 ** -k for k in range(7, -1, -1))
 
 
 def _torch_standardize(X: np.ndarray, mean: np.ndarray, scale: np.ndarray):
@@ -126,15 +127,17 @@ def _class_codes(y: np.ndarray, classes: np.ndarray):
 class _MLPBatch:
     """M two-hidden-layer ReLU networks of one shape, trained together as batched tensors.
 
-    Each network has its own weights, L2 weight and random initialization; Adam is
-    elementwise, so training them together is the same as training them one by one.
+    Each network has its own weights, regulariser and random initialization; Adam is
+    elementwise, so training them together is the same as training them one by one. The
+    loss of each is scikit-learn's ``MLPClassifier`` objective on a mini-batch of B points:
+    the mean cross-entropy plus ``alpha / (2 B) * sum ||W||^2`` (biases excluded).
     """
 
     def __init__(self, n_features: int, hidden: tuple[int, int], n_classes: int,
-                 l2: Sequence[float], seeds: Sequence[int]):
+                 alpha: Sequence[float], seeds: Sequence[int]):
         import torch
 
-        self.l2 = self.l2_all = torch.tensor(list(l2), dtype=torch.float32)[:, None, None]
+        self.alpha = self.alpha_all = torch.tensor(list(alpha), dtype=torch.float32)[:, None, None]
         sizes = [n_features, *hidden, n_classes]
         self.weights, self.biases = [], []
         for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True):
@@ -161,7 +164,7 @@ class _MLPBatch:
         old = self.parameters()
         new = [p.detach()[keep].clone().requires_grad_() for p in old]
         self.set_parameters(new)
-        self.l2 = self.l2[keep]
+        self.alpha = self.alpha[keep]
         new_opt = torch.optim.Adam(new, lr=learning_rate)
         for p, q in zip(old, new, strict=True):
             state = opt.state.get(p)
@@ -187,7 +190,7 @@ class _MLPBatch:
         M, B, C = logits.shape
         ce = torch.nn.functional.cross_entropy(logits.reshape(M * B, C), t.repeat(M),
                                                reduction="sum") / B
-        penalty = sum((self.l2 * W * W).sum() for W in self.weights) / 2
+        penalty = sum((self.alpha * W * W).sum() for W in self.weights) / (2 * B)
         return ce + penalty
 
     def state(self):
@@ -241,12 +244,12 @@ def _train_batch(net: _MLPBatch, X, t, X_dev, t_dev, *, max_iter: int, batch_siz
             opt = net.select(torch.from_numpy(keep), opt, learning_rate)
             active = active[keep]
     net.set_parameters([s.clone().requires_grad_() for s in best_state])
-    net.l2 = net.l2_all
+    net.alpha = net.alpha_all
     return best, best_epoch
 
 
 class MLPProbe:
-    """Two hidden ReLU layers, Adam, L2 weight, early stopping on a dev split.
+    """Two hidden ReLU layers, Adam, L2 regulariser, early stopping on a dev split.
 
     Follows the scikit-learn estimator contract; ``fit(X, y, X_dev=..., y_dev=...)`` takes
     the dev split used for early stopping (without one, a seeded tenth of the training
@@ -255,7 +258,9 @@ class MLPProbe:
     Parameters
     ----------
     hidden : sizes of the two hidden layers
-    l2 : weight of ``l2/2 * sum ||W||^2`` (biases excluded) added to the mean cross-entropy
+    alpha : the L2 regulariser as scikit-learn's ``MLPClassifier(alpha=...)`` means it:
+        ``alpha / (2 B) * sum ||W||^2`` (biases excluded) added to the mean cross-entropy of
+        a mini-batch of B points
     max_iter : epochs at most; patience : epochs without dev improvement before stopping
     batch_size, learning_rate : Adam's mini-batches and step size
     random_state : seed of the initialization and of the mini-batch order
@@ -263,16 +268,16 @@ class MLPProbe:
     >>> rng = np.random.default_rng(0)
     >>> X = rng.normal(size=(400, 2))
     >>> y = (X[:, 0] * X[:, 1] > 0).astype(int)       # XOR: not linearly separable
-    >>> probe = MLPProbe(hidden=(32, 32), l2=1e-4, random_state=0).fit(X, y, X_dev=X, y_dev=y)
+    >>> probe = MLPProbe(hidden=(32, 32), alpha=1e-2, random_state=0).fit(X, y, X_dev=X, y_dev=y)
     >>> probe.score(X, y) > 0.95
     True
     """
 
-    def __init__(self, hidden: tuple[int, int] = (128, 128), l2: float = 1e-4, *,
+    def __init__(self, hidden: tuple[int, int] = (128, 128), alpha: float = 1e-4, *,
                  max_iter: int = 1000, patience: int = 10, batch_size: int = 256,
                  learning_rate: float = 1e-3, random_state: int = 0):
         self.hidden = hidden
-        self.l2 = l2
+        self.alpha = alpha
         self.max_iter = max_iter
         self.patience = patience
         self.batch_size = batch_size
@@ -283,7 +288,7 @@ class MLPProbe:
             y_dev: np.ndarray | None = None) -> MLPProbe:
         import torch
 
-        _check_mlp_settings(self.hidden, [self.l2], self.max_iter, self.patience,
+        _check_mlp_settings(self.hidden, [self.alpha], self.max_iter, self.patience,
                             self.batch_size, self.learning_rate)
         check_Xy(X, y)
         if X_dev is None:
@@ -298,7 +303,7 @@ class MLPProbe:
         Xd = _torch_standardize(X_dev, self.mean_, self.scale_)
         t, td = _class_codes(y, self.classes_), _class_codes(y_dev, self.classes_)
         torch.manual_seed(self.random_state)
-        self.net_ = _MLPBatch(X.shape[1], tuple(self.hidden), len(self.classes_), [self.l2],
+        self.net_ = _MLPBatch(X.shape[1], tuple(self.hidden), len(self.classes_), [self.alpha],
                               [self.random_state])
         best, epoch = _train_batch(self.net_, Xt, t, Xd, td, max_iter=self.max_iter,
                                    batch_size=self.batch_size, learning_rate=self.learning_rate,
@@ -319,10 +324,11 @@ class MLPProbe:
         return float(np.mean(self.predict(X) == np.asarray(y)))
 
 
-def _check_mlp_settings(hidden, l2_grid, max_iter, patience, batch_size, learning_rate) -> None:
+def _check_mlp_settings(hidden, alpha_grid, max_iter, patience, batch_size, learning_rate) -> None:
     check(len(hidden) == 2 and all(int(h) >= 1 for h in hidden),
           f"hidden must be two layer sizes >= 1, got {hidden}")
-    check(len(l2_grid) >= 1 and all(v >= 0 for v in l2_grid), f"l2 must be >= 0, got {l2_grid}")
+    check(len(alpha_grid) >= 1 and all(v >= 0 for v in alpha_grid),
+          f"alpha must be >= 0, got {list(alpha_grid)}")
     check(max_iter >= 1, f"max_iter must be >= 1, got {max_iter}")
     check(patience >= 1, f"patience must be >= 1, got {patience}")
     check(batch_size >= 1, f"batch_size must be >= 1, got {batch_size}")
@@ -333,12 +339,12 @@ def _check_mlp_settings(hidden, l2_grid, max_iter, patience, batch_size, learnin
 class ProbeGridResult:
     """The MLP-probe grid search: the chosen setting and its test accuracy over seeds.
 
-    dev : one row per candidate (hidden1, hidden2, l2, dev accuracy, epochs), a pandas table
+    dev : one row per candidate (hidden1, hidden2, alpha, dev accuracy, epochs), a pandas table
     test_accuracy : ndarray of shape (n_seeds,), the chosen setting retrained with each seed
     """
 
     hidden: tuple[int, int]
-    l2: float
+    alpha: float
     dev_accuracy: float
     test_accuracy: np.ndarray
     dev: object
@@ -354,12 +360,15 @@ class ProbeGridResult:
 
 def probe_grid(X_train: np.ndarray, y_train: np.ndarray, X_dev: np.ndarray, y_dev: np.ndarray,
                X_test: np.ndarray, y_test: np.ndarray, *,
-               hidden_sizes: Sequence[int] = HIDDEN_SIZES, l2_grid: Sequence[float] = MLP_L2_GRID,
+               hidden_sizes: Sequence[int] = HIDDEN_SIZES,
+               alpha_grid: Sequence[float] = MLP_ALPHA_GRID,
                n_seeds: int = 5, max_iter: int = 1000, patience: int = 10, batch_size: int = 256,
                learning_rate: float = 1e-3, random_state: int = 0) -> ProbeGridResult:
     """Grid search of the MLP probe, chosen on dev, then retrained with ``n_seeds`` seeds.
 
-    Every (hidden1, hidden2) shape trains its L2 variants together as one batched network;
+    The defaults are Zhou & Srikumar's (2022) grid: hidden sizes {32, 64, 128, 256}^2 and
+    alpha 1e-7 .. 1 (8 values). Every (hidden1, hidden2) shape trains its alpha variants
+    together as one batched network;
     the chosen setting's seeds are trained together too.
 
     Parameters
@@ -367,12 +376,12 @@ def probe_grid(X_train: np.ndarray, y_train: np.ndarray, X_dev: np.ndarray, y_de
     X_train, X_dev, X_test : ndarray of shape (n_samples, n_features)
     y_train, y_dev, y_test : ndarray of shape (n_samples,)
     hidden_sizes : candidate sizes of each hidden layer (all pairs are tried)
-    l2_grid : candidate L2 weights
+    alpha_grid : candidate regularisers (scikit-learn's ``alpha``, see :class:`MLPProbe`)
     """
     import pandas as pd
     import torch
 
-    _check_mlp_settings((1, 1), l2_grid, max_iter, patience, batch_size, learning_rate)
+    _check_mlp_settings((1, 1), alpha_grid, max_iter, patience, batch_size, learning_rate)
     check(n_seeds >= 1, f"n_seeds must be >= 1, got {n_seeds}")
     check(len(hidden_sizes) >= 1 and all(int(h) >= 1 for h in hidden_sizes),
           f"hidden_sizes must be sizes >= 1, got {hidden_sizes}")
@@ -388,23 +397,23 @@ def probe_grid(X_train: np.ndarray, y_train: np.ndarray, X_dev: np.ndarray, y_de
     rows = []
     shapes = [(h1, h2) for h1 in hidden_sizes for h2 in hidden_sizes]
     for hidden in progress(shapes, desc="MLP grid", unit="shape"):
-        net = _MLPBatch(X_train.shape[1], hidden, len(classes), l2_grid,
-                        [random_state] * len(l2_grid))
+        net = _MLPBatch(X_train.shape[1], hidden, len(classes), alpha_grid,
+                        [random_state] * len(alpha_grid))
         best, epochs = _train_batch(net, Xt, t, Xd, td, max_iter=max_iter, batch_size=batch_size,
                                     learning_rate=learning_rate, patience=patience,
                                     seed=random_state)
-        rows += [{"hidden1": hidden[0], "hidden2": hidden[1], "l2": l2, "dev_accuracy": acc,
-                  "epochs": int(ep)} for l2, acc, ep in zip(l2_grid, best, epochs, strict=True)]
+        rows += [{"hidden1": hidden[0], "hidden2": hidden[1], "alpha": a, "dev_accuracy": acc,
+                  "epochs": int(ep)} for a, acc, ep in zip(alpha_grid, best, epochs, strict=True)]
     dev = pd.DataFrame(rows)
     top = dev.sort_values("dev_accuracy", ascending=False, kind="stable").iloc[0]
-    hidden, l2 = (int(top.hidden1), int(top.hidden2)), float(top.l2)
+    hidden, alpha = (int(top.hidden1), int(top.hidden2)), float(top.alpha)
     seeds = [random_state + 1 + k for k in range(n_seeds)]
-    net = _MLPBatch(X_train.shape[1], hidden, len(classes), [l2] * n_seeds, seeds)
+    net = _MLPBatch(X_train.shape[1], hidden, len(classes), [alpha] * n_seeds, seeds)
     _train_batch(net, Xt, t, Xd, td, max_iter=max_iter, batch_size=batch_size,
                  learning_rate=learning_rate, patience=patience, seed=random_state + 1)
     with torch.no_grad():
         test = (net.logits(Xs).argmax(-1) == ts).float().mean(-1).numpy().astype(float)
-    return ProbeGridResult(hidden, l2, float(top.dev_accuracy), test, dev)
+    return ProbeGridResult(hidden, alpha, float(top.dev_accuracy), test, dev)
 
 
 @dataclass(frozen=True)
@@ -520,10 +529,10 @@ def probing_table(mlp: Mapping[tuple[str, str], ProbeGridResult],
 
 def grid_choices(mlp: Mapping[tuple[str, str], ProbeGridResult]):
     """The setting :func:`probe_grid` chose for each (task, state) (pandas DataFrame, rows
-    "task / state"): hidden sizes, L2 weight, and its dev accuracy rounded to 4 places."""
+    "task / state"): hidden sizes, alpha, and its dev accuracy rounded to 4 places."""
     import pandas as pd
 
-    return pd.DataFrame({f"{task} / {state}": {"hidden": r.hidden, "l2": r.l2,
+    return pd.DataFrame({f"{task} / {state}": {"hidden": r.hidden, "alpha": r.alpha,
                                                "dev accuracy": round(r.dev_accuracy, 4)}
                          for (task, state), r in mlp.items()}).T
 

@@ -32,10 +32,10 @@ SMOKE = {
         "output_dir": "_out/02",
     },
     "03_probing_performance": {"max_sentences": 20, "probe_hidden_sizes": [16],
-                               "probe_l2": [1e-3], "probe_seeds": 2, "output_dir": "_out/03"},
+                               "probe_alpha": [1e-3], "probe_seeds": 2, "output_dir": "_out/03"},
     "04_linearity": {"max_sentences": 20, "output_dir": "_out/04"},
     "05_spatial_structure": {"max_sentences": 20, "output_dir": "_out/05"},
-    "06_cross_task": {"max_sentences": 20, "probe_hidden_sizes": [16], "probe_l2": [1e-3],
+    "06_cross_task": {"max_sentences": 20, "probe_hidden_sizes": [16], "probe_alpha": [1e-3],
                       "probe_seeds": 2, "output_dir": "_out/06"},
     "07_layers": {"max_sentences": 20, "output_dir": "_out/07"},
     # glue_epochs 10: 20 sentences are one batch, and 10 snapshots need at least 9 steps
