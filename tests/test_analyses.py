@@ -51,7 +51,8 @@ def toy_study(train, test, states, **settings):
     """Chapter 8 on one task "toy" whose run holds ``states`` ({split: {step: X}})."""
     data = {"toy": {"train": train, "test": test}}
     return analyses.isotropy_study(
-        {"toy": FakeRun(states)}, data, ["toy"], max_items=None, n_clusters=2, **settings
+        {"toy": FakeRun(states)}, data, ["toy"], vectors="items", max_items=None, n_clusters=2,
+        **settings
     )
 
 
@@ -305,3 +306,51 @@ def test_header_holds_what_every_record_shares():
         "settings": {"epochs": 3},
     }
     assert results.header("tiny", loaded)["settings"] is None
+
+
+# -- isotropy on every token (Rajaee & Pilehvar 2021) ----------------------------------------
+def test_token_sentences_keep_whole_sentences_within_the_budget(minilm):
+    d = word_task(30)
+    every, counts = analyses.token_sentences(minilm.tokenizer, d, None)
+    assert every.tolist() == list(range(30))
+    n_tokens = sum(counts.values())
+    assert n_tokens == sum(len(minilm.tokenizer(list(s), is_split_into_words=True,
+                                                add_special_tokens=False)["input_ids"])
+                           for s in d.sentences)
+    some, same_counts = analyses.token_sentences(minilm.tokenizer, d, n_tokens // 2, seed=1)
+    assert same_counts == counts  # the frequency corpus is every sentence either way
+    assert 0 < len(some) < 30 and np.all(np.diff(some) > 0)
+    lengths = [len(minilm.tokenizer(list(d.sentences[i]), is_split_into_words=True,
+                                    add_special_tokens=False)["input_ids"]) for i in some]
+    assert sum(lengths) <= n_tokens // 2
+    with pytest.raises(ValueError, match="max_tokens"):
+        analyses.token_sentences(minilm.tokenizer, d, 0)
+
+
+def test_isotropy_study_reads_every_token_of_the_training_sentences(minilm, store):
+    """Token mode: the measures read one vector per subword token of the training text
+    (special tokens left out), for both states; the probes still read the items."""
+    rng = np.random.default_rng(0)
+    train, test = word_task(12, seed=0), word_task(6, seed=1, split="test")
+    states = {s: {0: layers_for(d, rng), 5: layers_for(d, rng)} for s, d in (("train", train), ("test", test))}
+
+    class TokenRun(FakeRun):
+        def load_model(self):
+            return minilm  # the "fine-tuned" state is the same model: the same measures
+
+    study = analyses.isotropy_study({"toy": TokenRun(states)}, {"toy": {"train": train, "test": test}},
+                                    ["toy"], model=minilm, n_clusters=2, n_top=2, removed_grid=[1],
+                                    store=store)
+    expected = sum(len(minilm.tokenizer(list(s), is_split_into_words=True, add_special_tokens=False)["input_ids"])
+                   for s in train.sentences)
+    assert study.n_vectors == {"toy": expected}
+    assert study.properties == {"toy": "log token frequency"}
+    m = study.measures.set_index(["state", "layer"])
+    assert sorted(set(m.index.get_level_values("layer"))) == list(range(minilm.n_layers))
+    pd_cols = ["partition", "average_cosine", "isoscore"]
+    np.testing.assert_allclose(m.loc["pretrained", pd_cols].to_numpy(), m.loc["finetuned", pd_cols].to_numpy())
+    assert set(study.probes["layer"]) == {0, 1, 2}  # the items' three toy layers
+    record = study.record(model="toy", fingerprint="f", model_info=INFO, max_sentences=0, settings=None)
+    assert record.vectors == "tokens" and record.tasks["toy"].n_vectors == expected
+    with pytest.raises(ValueError, match="needs the pretrained model"):
+        analyses.isotropy_study({"toy": TokenRun(states)}, {"toy": {"train": train, "test": test}}, ["toy"])

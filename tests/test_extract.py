@@ -112,3 +112,30 @@ def test_too_long_sentence_is_refused_by_name(minilm):
 def test_positions_outside_the_sentence_are_refused(minilm):
     with pytest.raises(ValueError, match=r"outside their sentences"):
         word_vectors(minilm, [("two", "words")], np.array([[0, 5]]))
+
+
+def test_token_vectors_are_every_content_token_counted_against_the_tokenizer(minilm, store):
+    """Isotropy's vectors: one per subword token of the text, [CLS] and [SEP] left out,
+    each equal to the encoder's own hidden state at that position."""
+    second = [("A", "second", "sentence"), ("b",), ("c", "d"), ("Why", "?")]
+    for pairs in (None, second):
+        X, ids, sentence = extract.token_representations(minilm, SENTENCES, pairs, store=store,
+                                                         batch_size=3)
+        tokenizer = minilm.tokenizer
+        expected = []
+        for k, words in enumerate(SENTENCES):
+            expected += tokenizer(list(words), is_split_into_words=True,
+                                  add_special_tokens=False)["input_ids"]
+            if pairs is not None:
+                expected += tokenizer(list(pairs[k]), is_split_into_words=True,
+                                      add_special_tokens=False)["input_ids"]
+        assert ids.tolist() == expected
+        assert X.shape == (minilm.n_layers, len(expected), minilm.n_features)
+        assert not set(ids.tolist()) & {tokenizer.cls_token_id, tokenizer.sep_token_id,
+                                        tokenizer.pad_token_id}
+        H, _ = _hidden(minilm, SENTENCES[0]) if pairs is None else (None, None)
+        if pairs is None:  # the first sentence's tokens are its hidden states without [CLS]/[SEP]
+            n = int((sentence == 0).sum())
+            np.testing.assert_allclose(X[:, :n], H[:, 1:-1], rtol=1e-4, atol=1e-4)
+        again = extract.token_representations(minilm, SENTENCES, pairs, store=store)
+        np.testing.assert_array_equal(again[0], X)

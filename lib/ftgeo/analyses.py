@@ -42,6 +42,7 @@ __all__ = [
     "probe_accuracy",
     "sentence_holdout",
     "surface_property",
+    "token_sentences",
 ]
 
 STATES = results.STATES
@@ -153,6 +154,8 @@ def layer_isotropy(
     ``words``); and the share of variance along every principal direction.
     """
     measures = isotropy.isotropy(X).as_dict()
+    # the authors' form: Z at each eigenvector with the sign the solver returned
+    measures["partition one sign"] = isotropy.partition_isotropy(X, both_signs=False)
     clusters = isotropy.kmeans_clusters(X, min(n_clusters, len(X)), random_state=seed)
     local = isotropy.cluster_isotropy(X, clusters, min_size=min(10, len(X) // n_clusters + 1))
     shares = isotropy.explained_variance(X)
@@ -201,8 +204,12 @@ class IsotropyStudy:
     shares : (task, state, layer) -> share of variance along each principal direction
     probes : one row per (task, state, layer, variant): probe test accuracy and D
     curves : one row per (task, state, D, variant) at the last layer (top or random removed)
-    properties : task -> the surface property tested ("log frequency" or "log length")
+    properties : task -> the surface property tested ("log token frequency", "log
+        frequency" of the item's word, or a sentence's "log length")
     n_test : task -> test items
+    settings : what the measures read (``vectors``, ``max_tokens`` or ``max_items``) and
+        the clustering and direction settings
+    n_vectors : task -> the number of vectors the isotropy measures read (the last state's)
     """
 
     tasks: list[str]
@@ -214,6 +221,7 @@ class IsotropyStudy:
     properties: dict[str, str]
     n_test: dict[str, int]
     settings: dict[str, Any]
+    n_vectors: dict[str, int] = dataclasses.field(default_factory=dict)
 
     def last_layer(self) -> pd.DataFrame:
         """:attr:`measures` at each task's last layer, indexed by (task, state)."""
@@ -244,6 +252,7 @@ class IsotropyStudy:
             row: dict[str, Any] = {"layer": int(last.loc[(t, "finetuned"), "layer"])}
             for m in (
                 "partition",
+                "partition one sign",
                 "average_cosine",
                 "isoscore",
                 "cluster isoscore",
@@ -275,8 +284,16 @@ class IsotropyStudy:
         gain_cluster = -cost("finetuned", "per cluster")
         helped = [t for t in self.tasks if max(gain_global[t], gain_cluster[t]) > ACCURACY_MARGIN]
         word_tasks = S.index[S["word_share_pretrained"].notna()]
+        one_sign = np.log10(
+            S[[f"partition one sign_{s}" for s in STATES]].to_numpy()
+            / S[[f"partition_{s}" for s in STATES]].to_numpy()
+        )
         return {
             "n_tasks": n,
+            "n_vectors": f"{sum(self.n_vectors.values()):,}",
+            # how far the authors' one-sign I(W) lies above ours, in orders of magnitude
+            "one_sign_median_log10": f"{np.nanmedian(one_sign):.2f}",
+            "one_sign_max_log10": f"{np.nanmax(one_sign):.2f}",
             "isoscore_down": fell("isoscore"),
             "partition_down": fell("partition"),
             "isoscore_pre_mean": f"{S['isoscore_pretrained'].mean():.3f}",
@@ -329,6 +346,7 @@ class IsotropyStudy:
                 per_state(t, "word_share"),
                 {s: {v: float(S.loc[t, f"probe_{s}_{v}"]) for v in VARIANTS} for s in STATES},
                 int(S.loc[t, "D"]),
+                self.n_vectors.get(t),
             )
             for t in self.tasks
         }
@@ -337,35 +355,91 @@ class IsotropyStudy:
         )
 
 
+def token_sentences(
+    tokenizer, d, max_tokens: int | None, seed: int = 0
+) -> tuple[np.ndarray, Counter]:
+    """The sentences of ``d`` (a :class:`ftgeo.TaskData`) whose tokens the isotropy measures
+    read, and the token counts of all of ``d``'s sentences (the frequency corpus).
+
+    Every sentence when their tokens (special tokens left out) number at most
+    ``max_tokens`` (None: no limit); otherwise whole sentences in a seeded random order
+    until the next would pass the limit. Returns (sorted sentence indices, Counter of ids).
+    """
+    check(max_tokens is None or max_tokens >= 1, f"max_tokens must be >= 1 or None, got {max_tokens}")
+    kw = {"is_split_into_words": True, "add_special_tokens": False}
+    ids = tokenizer([list(x) for x in d.sentences], **kw)["input_ids"]
+    if d.second is not None:
+        ids = [a + b for a, b in zip(ids, tokenizer([list(x) for x in d.second], **kw)["input_ids"], strict=True)]
+    counts = Counter(t for sentence in ids for t in sentence)
+    lengths = np.array([len(x) for x in ids])
+    if max_tokens is None or lengths.sum() <= max_tokens:
+        return np.arange(len(ids)), counts
+    order = np.random.default_rng(seed).permutation(len(ids))
+    chosen = order[np.cumsum(lengths[order]) <= max_tokens]
+    return np.sort(chosen if len(chosen) else order[:1]), counts
+
+
+def _token_measures(model, d, chosen: np.ndarray, counts: Counter, store=None):
+    """Token vectors of the ``chosen`` sentences of ``d`` under ``model``, each token's log
+    frequency in ``counts``, and the token ids (the grouping of the word-share measure)."""
+    from .extract import token_representations
+
+    sentences = [d.sentences[i] for i in chosen]
+    second = None if d.second is None else [d.second[i] for i in chosen]
+    X, ids, _ = token_representations(model, sentences, second, store=store)
+    return X, np.log([counts[int(t)] for t in ids]), ids
+
+
 def isotropy_study(
     runs: Mapping[str, Any],
     data: Mapping[str, Mapping[str, Any]],
     tasks: Sequence[str],
     *,
+    model=None,
+    vectors: str = "tokens",
+    max_tokens: int | None = 50000,
     max_items: int | None = 5000,
     n_removed: int | None = None,
     n_clusters: int = 10,
     n_top: int = 10,
     removed_grid: Sequence[int] = (1, 2, 4, 8, 16, 32),
     seed: int = 0,
+    store=None,
 ) -> IsotropyStudy:
     """Chapter 8 on the pretrained (step 0) and fine-tuned (last step) states of each task's
-    run: isotropy and local structure per layer on up to ``max_items`` training items, probes
-    on the enhanced representations per layer (``n_removed`` directions, None: 1% of the
-    features), and removal curves over ``removed_grid`` at the last layer.
+    run: isotropy and local structure per layer, probes on the enhanced representations per
+    layer (``n_removed`` directions, None: 1% of the features), and removal curves over
+    ``removed_grid`` at the last layer.
 
-    ``runs`` maps a task to its :class:`ftgeo.finetune.FinetunedRun`, ``data`` a task to its
-    ``{"train": TaskData, "test": TaskData}``.
+    ``runs`` maps a task to its :class:`ftgeo.finetune.FinetuneRun`, ``data`` a task to its
+    ``{"train": TaskData, "test": TaskData}``; ``model`` is the pretrained model the runs
+    started from (:func:`ftgeo.finetune.chapter_runs` returns all three).
+
+    vectors : what the isotropy measures read. ``"tokens"`` (Rajaee & Pilehvar 2021): the
+        contextual vector of every token of the task's training sentences, special tokens
+        and padding left out, up to ``max_tokens`` tokens (whole sentences, seeded); what the
+        top directions carry is tested against each token's log frequency, counted over all
+        the task's training sentences, and against the token's identity. ``"items"``: the
+        probed items' vectors (a word, a head-dependent pair, a [CLS]), up to ``max_items``,
+        against the word's log frequency (sentence tasks: the log length).
+        The enhancement probes always read the items, which carry the labels.
     """
     _check_tasks(runs, data, tasks)
+    check(vectors in ("tokens", "items"), f"vectors must be 'tokens' or 'items', got {vectors!r}")
+    check(vectors == "items" or model is not None,
+          "vectors='tokens' needs the pretrained model: pass model=... (chapter_runs returns it)")
     check(n_removed is None or n_removed >= 1, f"n_removed must be >= 1 or None, got {n_removed}")
     check(n_clusters >= 1 and n_top >= 1, f"n_clusters and n_top must be >= 1, got {n_clusters}, {n_top}")
-    rows, content, shares, probe_rows, curve_rows, properties = [], [], {}, [], [], {}
+    rows, content, shares, probe_rows, curve_rows, properties, n_vectors = [], [], {}, [], [], {}, {}
     for task in progress(list(tasks), desc="isotropy", unit="task"):
         run, d_train, d_test = runs[task], data[task]["train"], data[task]["test"]
-        sample = d_train.sample_index(max_items, seed=seed)
-        properties[task], prop = surface_property(d_train)
-        words = item_words(d_train)
+        if vectors == "tokens":
+            chosen, counts = token_sentences(model.tokenizer, d_train, max_tokens, seed)
+            properties[task] = "log token frequency"
+        else:
+            sample = d_train.sample_index(max_items, seed=seed)
+            properties[task], prop = surface_property(d_train)
+            words = item_words(d_train)
         fit, dev = sentence_holdout(d_train.items, seed=seed)
         enhance = len(fit) >= 2 and len(dev) >= 1  # a split with one sentence: no probe to fit
         for state, step in state_steps(run).items():
@@ -392,16 +466,18 @@ def isotropy_study(
                     }
                     for name, (A, B) in variants.items()
                 ]
-                if spatial.is_degenerate(X_all[sample]):
+            if vectors == "tokens":
+                state_model = model if state == "pretrained" else run.load_model()
+                V, prop_v, groups = _token_measures(state_model, d_train, chosen, counts, store)
+            else:
+                V, prop_v = X_train[:, sample], prop[sample]
+                groups = None if words is None else words[sample]
+            n_vectors[task] = V.shape[1]
+            for layer, X in enumerate(V):
+                if spatial.is_degenerate(X) or len(X) < 2:
                     continue
-                m, c, s = layer_isotropy(
-                    X_all[sample],
-                    prop=prop[sample],
-                    words=None if words is None else words[sample],
-                    n_clusters=n_clusters,
-                    n_top=n_top,
-                    seed=seed,
-                )
+                m, c, s = layer_isotropy(X, prop=prop_v, words=groups, n_clusters=n_clusters,
+                                         n_top=n_top, seed=seed)
                 rows.append({**key, "layer": layer, **m})
                 content.append({**key, "layer": layer, "property": properties[task], **c})
                 shares[task, state, layer] = s
@@ -431,7 +507,10 @@ def isotropy_study(
         pd.DataFrame(curve_rows),
         properties,
         {t: data[t]["test"].n_items for t in tasks},
-        {"max_items": max_items, "n_clusters": n_clusters, "n_top": n_top},
+        {"vectors": vectors, "max_tokens": max_tokens if vectors == "tokens" else None,
+         "max_items": max_items if vectors == "items" else None,
+         "n_clusters": n_clusters, "n_top": n_top},
+        n_vectors,
     )
 
 

@@ -208,6 +208,63 @@ def cls_vectors(model: LoadedModel, sentences: Sequence[Sequence[str]],
     return out.numpy()
 
 
+def _content_mask(tokenizer, input_ids: Sequence[int]) -> np.ndarray:
+    """True for the tokens that stand for text: not [CLS], [SEP], <s>, </s>, padding or a
+    mask token (the unknown token stands for text and is kept)."""
+    special = set(tokenizer.all_special_ids) - {tokenizer.unk_token_id}
+    return np.fromiter((t not in special for t in input_ids), dtype=bool, count=len(input_ids))
+
+
+def token_vectors(model: LoadedModel, sentences: Sequence[Sequence[str]],
+                  second: Sequence[Sequence[str]] | None = None, *, batch_size: int = 32
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The contextual vector of every token of every sentence (or sentence pair), at every
+    layer, with the special tokens and padding left out: the vectors Rajaee & Pilehvar
+    (2021) measure isotropy on.
+
+    Returns ``(X, token_ids, sentence)``: ndarray of shape (n_layers, n_tokens, n_features),
+    float32, in sentence order then token order; the id of each token; and the sentence it
+    comes from.
+    """
+    encoded = encode(model.tokenizer, sentences, second,
+                     max_length=model.encoder.config.max_position_embeddings)
+    keep = [_content_mask(model.tokenizer, e.input_ids) for e in encoded]
+    offsets = np.cumsum([0] + [int(k.sum()) for k in keep])
+    out = torch.zeros((model.n_layers, int(offsets[-1]), model.n_features), dtype=torch.float32)
+    for index, H in forward_batches(model, encoded, batch_size=batch_size, desc="tokens"):
+        for r, i in enumerate(index):
+            k = torch.from_numpy(keep[i])
+            out[:, offsets[i]:offsets[i + 1]] = H[:, r, :len(k)][:, k].float()
+    ids = np.concatenate([np.asarray(e.input_ids, dtype=np.int64)[k]
+                          for e, k in zip(encoded, keep, strict=True)])
+    sentence = np.repeat(np.arange(len(encoded)), np.diff(offsets))
+    return out.numpy(), ids, sentence
+
+
+def token_representations(model: LoadedModel, sentences: Sequence[Sequence[str]],
+                          second: Sequence[Sequence[str]] | None = None, *,
+                          store: Store | None | bool = None, batch_size: int = 32
+                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`token_vectors`, cached in the store by the model's fingerprint and the text."""
+    if store is None:
+        store = Store()
+    if store is False:
+        return token_vectors(model, sentences, second, batch_size=batch_size)
+    parts = {"what": "tokens", "version": EXTRACT_VERSION, "model": model.spec.fingerprint,
+             "text": sha256_text(canonical_json([[list(s) for s in sentences],
+                                                 None if second is None else
+                                                 [list(s) for s in second]]))}
+
+    def build():
+        log.info("token vectors (%s): forward pass over %d sentences", model.spec.name,
+                 len(sentences))
+        X, ids, sentence = token_vectors(model, sentences, second, batch_size=batch_size)
+        return {"X": X, "token_ids": ids, "sentence": sentence}, {"model": model.spec.name}
+
+    entry, _ = store.get_or_build("tokens", parts, build)
+    return tuple(np.asarray(entry[k]) for k in ("X", "token_ids", "sentence"))
+
+
 def representations(model: LoadedModel, data: TaskData, *, store: Store | None | bool = None,
                     batch_size: int = 32) -> np.ndarray:
     """The representation of every item of ``data`` at every layer.

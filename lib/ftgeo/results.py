@@ -253,6 +253,7 @@ class IsotropyTask:
     word_share: dict[str, float | None]
     probe: dict[str, dict[str, float | None]]  # state -> variant -> test accuracy
     n_removed: int
+    n_vectors: int | None = None  # vectors the isotropy measures read (tokens or items)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -263,6 +264,8 @@ class IsotropyRecord(Record):
     n_clusters: int
     n_top: int
     tasks: dict[str, IsotropyTask]
+    vectors: str = "items"  # what the measures read: "tokens" (every token) or "items"
+    max_tokens: int | None = None
 
 
 # -- chapter 09 -------------------------------------------------------------------------
