@@ -66,6 +66,7 @@ def test_same_seed_gives_bit_identical_weights(tiny_bert_dir, tmp_path, store):
     ("learning_rate", -1e-5, "learning_rate must be > 0"),
     ("epochs", 0, "epochs must be a whole number >= 1"),
     ("warmup", 1.0, r"warmup must be in \[0, 1\)"),
+    ("max_grad_norm", 0.0, "max_grad_norm must be > 0 or None"),
 ])
 def test_bad_settings_are_refused_by_name(field, value, message):
     with pytest.raises(ValueError, match=message):
@@ -187,6 +188,27 @@ def test_interrupted_run_resumes_to_the_same_final_weights(tiny_bert_dir, tmp_pa
     a = load_file(str(whole.folder / "final" / "model.safetensors"))
     b = load_file(str(resumed.folder / "final" / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_the_defaults_are_the_papers_and_clip_only_when_asked(tiny_bert_dir, tmp_path, store,
+                                                              monkeypatch):
+    """Zhou & Srikumar (2022): Adam without weight decay, 3e-4, 10% warm-up, batch 32, 10
+    epochs, no clipping; clipping happens once per step when max_grad_norm is set."""
+    d = FinetuneSettings()
+    assert (d.learning_rate, d.weight_decay, d.warmup, d.batch_size, d.epochs, d.max_grad_norm) == \
+        (3e-4, 0.0, 0.1, 32, 10, None)
+    norms = []
+    original = torch.nn.utils.clip_grad_norm_
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_",
+                        lambda params, max_norm, **kw: norms.append(max_norm) or original(params, max_norm, **kw))
+    splits = _splits("sentence")
+    finetune(load_model(str(tiny_bert_dir)), splits, FinetuneSettings(epochs=1, batch_size=8, n_snapshots=2),
+             store=store, root=tmp_path)
+    assert norms == []
+    run = finetune(load_model(str(tiny_bert_dir)), splits,
+                   FinetuneSettings(epochs=1, batch_size=8, n_snapshots=2, max_grad_norm=0.5),
+                   store=store, root=tmp_path)
+    assert norms and set(norms) == {0.5} and len(norms) == run.final_step
 
 
 def test_changing_a_setting_makes_a_new_run(tiny_bert_dir, tmp_path, store):

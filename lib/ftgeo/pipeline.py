@@ -749,6 +749,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_ft.add_argument("--epochs", type=int, default=None)
     p_ft.add_argument("--learning-rate", type=float, default=None)
     p_ft.add_argument("--batch-size", type=int, default=None)
+    p_ft.add_argument("--weight-decay", type=float, default=None, help="AdamW's (default 0: Adam)")
+    p_ft.add_argument("--max-grad-norm", type=float, default=None,
+                      help="clip gradients to this norm (default: no clipping, as the paper)")
     p_ft.add_argument("--snapshots", type=int, default=None, help="snapshot count (with step 0)")
     p_ft.add_argument("--trajectory-items", type=int, default=1000,
                       help="items of each probing set stored at every snapshot (0: all)")
@@ -789,7 +792,8 @@ def _finetune_command(args: argparse.Namespace) -> None:
     set_progress(True)
     settings = FinetuneSettings(seed=args.seed)
     overrides = {"epochs": args.epochs, "learning_rate": args.learning_rate,
-                 "batch_size": args.batch_size, "n_snapshots": args.snapshots}
+                 "batch_size": args.batch_size, "n_snapshots": args.snapshots,
+                 "weight_decay": args.weight_decay, "max_grad_norm": args.max_grad_norm}
     settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
     settings.validate()
     with artifacts_lock():
