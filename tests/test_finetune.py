@@ -45,6 +45,17 @@ def test_small_bert_memorizes_a_synthetic_task(tiny_bert_dir, kind, tmp_path, st
     assert run.losses[-5:].mean() < run.losses[:5].mean()
 
 
+def test_bf16_autocast_trains_too_and_is_its_own_run(tiny_bert_dir, tmp_path, store):
+    train = _synthetic("word")
+    runs = {a: finetune(load_model(str(tiny_bert_dir)), {"train": train, "dev": train},
+                        FinetuneSettings(epochs=40, learning_rate=3e-3, batch_size=8, n_snapshots=2,
+                                         autocast=a), store=store, probe_splits=(), root=tmp_path)
+            for a in (None, "bf16")}
+    assert runs["bf16"].dev_accuracy[-1] == 1.0
+    assert runs["bf16"].key != runs[None].key
+    assert not np.array_equal(runs["bf16"].losses, runs[None].losses)  # bf16 arithmetic differs
+
+
 def test_same_seed_gives_bit_identical_weights(tiny_bert_dir, tmp_path, store):
     from safetensors.torch import load_file
 
@@ -67,6 +78,7 @@ def test_same_seed_gives_bit_identical_weights(tiny_bert_dir, tmp_path, store):
     ("epochs", 0, "epochs must be a whole number >= 1"),
     ("warmup", 1.0, r"warmup must be in \[0, 1\)"),
     ("max_grad_norm", 0.0, "max_grad_norm must be > 0 or None"),
+    ("autocast", "fp8", "autocast must be None"),
 ])
 def test_bad_settings_are_refused_by_name(field, value, message):
     with pytest.raises(ValueError, match=message):

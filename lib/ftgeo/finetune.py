@@ -50,6 +50,10 @@ class FinetuneSettings:
 
     weight_decay : AdamW's decoupled weight decay (0: Adam)
     max_grad_norm : clip the gradient's norm to this (None: no clipping, as the paper)
+    autocast : None (float32 throughout, the default) or ``"bf16"``: the training steps'
+        forward and backward passes in bfloat16 autocast, about 1.7x faster on a CPU with
+        AVX-512 BF16 (weights, optimizer and the stored representations stay float32). It
+        changes the weights a run ends with, so it is part of the run's key
     """
 
     epochs: int = 10
@@ -60,6 +64,7 @@ class FinetuneSettings:
     seed: int = 0
     n_snapshots: int = 10
     max_grad_norm: float | None = None
+    autocast: str | None = None
 
     def validate(self, n_steps: int | None = None) -> None:
         """Refuse a bad setting with a message naming it."""
@@ -71,6 +76,8 @@ class FinetuneSettings:
         check(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
         check(self.max_grad_norm is None or self.max_grad_norm > 0,
               f"max_grad_norm must be > 0 or None (no clipping), got {self.max_grad_norm}")
+        check(self.autocast in (None, "bf16"),
+              f"autocast must be None (float32) or 'bf16', got {self.autocast!r}")
         check(self.n_snapshots >= 2, f"n_snapshots must be >= 2 (step 0 and the last), "
               f"got {self.n_snapshots}")
         if n_steps is not None:
@@ -582,7 +589,9 @@ def finetune(model: LoadedModel, splits: dict[str, TaskData],
         for batch in batches[in_epoch:]:
             t = time.perf_counter()
             opt.zero_grad()
-            loss = torch.nn.functional.cross_entropy(_logits(task_model, batch), batch.y)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=settings.autocast == "bf16"):
+                logits = _logits(task_model, batch)
+            loss = torch.nn.functional.cross_entropy(logits.float(), batch.y)
             loss.backward()
             if settings.max_grad_norm is not None:
                 torch.nn.utils.clip_grad_norm_(task_model.parameters(), settings.max_grad_norm)
