@@ -65,7 +65,7 @@ def linearity(before=(25, 17), after=(17, 17), trec_after=60, info=MINILM):
     }
 
 
-def spatial(factor_grow=1.3, scale=(1.0, 1.0), n_labels=12):
+def spatial(factor_grow=1.3, scale=(1.0, 1.0), n_labels=12, separable=None):
     rng = np.random.default_rng(1)
     tasks = {}
     for k in TASKS:
@@ -78,6 +78,7 @@ def spatial(factor_grow=1.3, scale=(1.0, 1.0), n_labels=12):
             ["l0", "l1", "l2"],
             list(first[:3]),
             list(last[:3]),
+            separable,
         )
     return {"05_spatial_structure": SpatialRecord(**HEAD, layer=-1, tasks=tasks)}
 
@@ -231,6 +232,13 @@ def test_claims_holds_case(claim_id):
 def test_claims_fails_case(claim_id):
     outcome = CLAIM[claim_id].evaluate(CASES[claim_id][1])
     assert outcome.verdict == FAILS, outcome.ours
+
+
+@pytest.mark.parametrize("claim_id", ["zs-apart", "zs-closest-apart"])
+def test_label_distance_claims_need_separable_first_and_last_states(claim_id):
+    assert CLAIM[claim_id].evaluate(spatial(1.3, separable=[True, True])).verdict == HOLDS
+    outcome = CLAIM[claim_id].evaluate(spatial(1.3, separable=[False, True]))
+    assert outcome.verdict == UNTESTABLE and "separable" in outcome.ours
 
 
 def test_claims_bert_tiny_claim_does_not_apply_to_a_sentence_encoder():

@@ -320,3 +320,20 @@ def test_clusters_alone_match_the_full_fit_and_are_cached_apart(store):
     # a second full call is a hit on the full entry, not the clusters-only one
     again = directprobe_summary(X, y, store=store)
     np.testing.assert_array_equal(again.distances, full.distances)
+
+
+def test_a_trajectory_measures_distances_only_where_the_labels_are_separable():
+    """The reference's protocol: a step whose labels are not linearly separable has no label
+    distances (NaN; the reference writes 0); the per-step refit variant keeps them."""
+    X, y = _segments([0.0, 3.0, 8.0, 12.0])
+    mixed = X.copy()
+    mixed[y == 3] -= [11.5, 0]  # label 3 now overlaps label 0: not separable
+    traj = spatial.trajectory([X, mixed, X], y, [0, 5, 10], ["a", "b", "c", "d"], store=False)
+    assert traj.separable.tolist() == [True, False, True]
+    assert np.isnan(traj.min_distance[1]).all() and np.isfinite(traj.min_distance[[0, 2]]).all()
+    np.testing.assert_allclose(traj.min_distance[0], [2.0, 2.0, 3.0, 3.0], atol=2e-3)
+    record = traj.record()
+    assert record.separable == [True, False, True] and record.min_distance["a"][1] is None
+    refit = spatial.trajectory([X, mixed, X], y, [0, 5, 10], ["a", "b", "c", "d"],
+                               separable_only=False, store=False)
+    assert np.isfinite(refit.min_distance[1]).any()

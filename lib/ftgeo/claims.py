@@ -324,8 +324,21 @@ def _spatial_changes(v) -> dict[str, float]:
     return relative_changes(first, last, v.scale[0], v.scale[-1])
 
 
-def _apart(r) -> Outcome:
+def _spatial_tasks(r) -> dict:
+    """Chapter 5's tasks whose first and last states are linearly separable: the paper
+    measures label distances only there (records without the flag count as separable)."""
     t = tasks_of(r["05_spatial_structure"])
+    keep = {k: v for k, v in t.items() if v.separable is None or (v.separable[0] and v.separable[-1])}
+    if not keep:
+        raise Untestable(
+            "no task is linearly separable both before and after fine-tuning on the trajectory "
+            "sets, and the paper measures label distances only on separable representations"
+        )
+    return keep
+
+
+def _apart(r) -> Outcome:
+    t = _spatial_tasks(r)
     up, down, parts = [], [], []
     for k, v in t.items():
         grew, shrank = count_signs(_spatial_changes(v))
@@ -340,7 +353,7 @@ def _apart(r) -> Outcome:
 
 
 def _closest_apart(r) -> Outcome:
-    t = tasks_of(r["05_spatial_structure"])
+    t = _spatial_tasks(r)
     grew = shrank = 0
     for v in t.values():
         ch = relative_changes(

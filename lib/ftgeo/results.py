@@ -191,6 +191,7 @@ class SpatialTask:
     closest_labels: list[str]  # the three closest labels at step 0
     closest_distance_first: list[float | None]  # their pairwise distances at the first step
     closest_distance_last: list[float | None]  # ... and at the last
+    separable: list[bool] | None = None  # linearly separable at each step (else no distances)
 
 
 @dataclass(frozen=True, kw_only=True)

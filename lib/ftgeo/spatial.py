@@ -339,6 +339,9 @@ class Trajectory:
         labels (:meth:`ClusterSummary.label_distances`)
     centroids : ndarray of shape (n_steps, n_labels, n_features), the mean of each label
     scale : ndarray of shape (n_steps,), the :func:`spread` of the representation
+    separable : ndarray of shape (n_steps,), bool: the step's representation is linearly
+        separable (one DirectProbe cluster per label). With ``separable_only`` (the
+        reference's protocol) the distances of the other steps are NaN
     """
 
     steps: np.ndarray
@@ -347,6 +350,7 @@ class Trajectory:
     label_distances: np.ndarray
     centroids: np.ndarray
     scale: np.ndarray
+    separable: np.ndarray | None = None
 
     def min_distance_table(self):
         """The minimum distances as a pandas DataFrame: one row per step (index ``step``),
@@ -382,13 +386,17 @@ class Trajectory:
 
         closest = self.closest(n_closest)
         table = self.min_distance_table()
-        return SpatialTask(self.steps.tolist(), {lab: table[lab].tolist() for lab in table.columns},
-                           self.scale.tolist(), list(closest.labels), closest.first.tolist(),
-                           closest.last.tolist())
+        def floats(values) -> list[float | None]:
+            return [float(v) if np.isfinite(v) else None for v in values]
+
+        return SpatialTask(self.steps.tolist(), {lab: floats(table[lab]) for lab in table.columns},
+                           self.scale.tolist(), list(closest.labels), floats(closest.first),
+                           floats(closest.last),
+                           None if self.separable is None else [bool(v) for v in self.separable])
 
 
 def trajectory(representations: Iterable[np.ndarray], y: np.ndarray, steps: Sequence[int],
-               labels: Sequence[str], *, store=None) -> Trajectory:
+               labels: Sequence[str], *, separable_only: bool = True, store=None) -> Trajectory:
     """Cluster one labelled sample with DirectProbe at every step of a trajectory.
 
     Parameters
@@ -398,21 +406,35 @@ def trajectory(representations: Iterable[np.ndarray], y: np.ndarray, steps: Sequ
     y : ndarray of shape (n_samples,), integer label codes, the same at every step
     steps : the step of each representation
     labels : the label vocabulary (``y`` indexes it)
+    separable_only : the reference's protocol (Zhou & Srikumar's ``batch_probing``): label
+        distances only where the step's representation is linearly separable, NaN elsewhere
+        (their code writes 0). With one cluster per label, the clustering the reference
+        applies across steps is the labels themselves, and a step is separable under it
+        exactly when DirectProbe's own fit has one cluster per label, so the two agree
+        wherever a distance is defined. False keeps the distances of the per-step
+        DirectProbe clusters (mean over cluster pairs) at every step: a variant
     store : passed to :func:`directprobe_summary`
     """
     y, steps = np.asarray(y), np.asarray(steps)
     present = present_labels(labels, y)
-    min_distance, label_distances, centroids, scale = [], [], [], []
+    min_distance, label_distances, centroids, scale, separable = [], [], [], [], []
     for X in representations:
         summary = directprobe_summary(X, y, store=store)
-        min_distance.append(list(summary.min_distances().values()))
-        label_distances.append(summary.label_distances())
+        L = summary.label_distances()
+        separable.append(summary.linearly_separable)
+        if separable_only and not summary.linearly_separable:
+            L = np.where(np.eye(len(L), dtype=bool), 0.0, np.nan)
+        m = L.copy()
+        np.fill_diagonal(m, np.nan)
+        with np.errstate(all="ignore"):
+            min_distance.append([float(np.nanmin(r)) if np.isfinite(r).any() else np.nan for r in m])
+        label_distances.append(L)
         centroids.append(summary.centroids(X, y))
         scale.append(spread(X))
     check(len(scale) == len(steps), f"{len(scale)} representations for {len(steps)} steps")
     return Trajectory(steps, present, np.asarray(min_distance, dtype=np.float64),
                       np.stack(label_distances), np.stack(centroids),
-                      np.asarray(scale, dtype=np.float64))
+                      np.asarray(scale, dtype=np.float64), np.asarray(separable, dtype=bool))
 
 
 def growth(min_distance):
@@ -425,7 +447,8 @@ def growth(min_distance):
 
 
 def growth_summary(min_distance: Mapping[str, object]):
-    """One row per task: how many labels' minimum distance grew and shrank from the first to
+    """One row per task: at how many steps the labels are linearly separable (the others have
+    no distances), how many labels' minimum distance grew and shrank from the first to
     the last step, the mean and median change, and the correlation across labels between the
     starting distance and the change (NaN with fewer than 3 labels).
 
@@ -438,7 +461,8 @@ def growth_summary(min_distance: Mapping[str, object]):
         g = growth(d)
         corr = (float(np.corrcoef(d.iloc[0], g.loc[d.columns])[0, 1]) if len(g) > 2
                 else float("nan"))
-        rows[task] = {"labels": len(g), "grew": int((g > 0).sum()), "shrank": int((g < 0).sum()),
+        rows[task] = {"labels": len(g), "separable steps": f"{int(d.notna().any(axis=1).sum())} of {len(d)}",
+                      "grew": int((g > 0).sum()), "shrank": int((g < 0).sum()),
                       "mean change": float(g.mean()), "median change": float(g.median()),
                       "corr(start, change)": corr}
     return pd.DataFrame(rows).T.rename_axis("task")
