@@ -36,6 +36,7 @@ bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/finetune.py --keep
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/chapters.py --keep
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/isotropy.py
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/chapter08_768.py
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/cka.py
 
 clean:
