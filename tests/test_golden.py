@@ -52,3 +52,20 @@ def test_golden_run_records_fit_the_schema(chapter, request):
 
 
 GOLDENS_RUN = pytest.StashKey[set]()
+
+
+@pytest.mark.parametrize("notebook", sorted((ROOT / "notebooks").glob("*.ipynb")), ids=lambda p: p.stem)
+def test_papermill_sees_every_parameter_the_parameters_cell_assigns(notebook):
+    """papermill drops a parameter whose line it cannot parse (an '=' inside its comment, for
+    one): the config check and -p would then refuse or ignore a real parameter."""
+    import ast
+    import logging
+
+    import papermill
+
+    nb = nbformat.read(notebook, as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    assigned = [t.id for node in ast.parse(cell.source).body if isinstance(node, ast.Assign)
+                for t in node.targets if isinstance(t, ast.Name)]
+    logging.getLogger("papermill").setLevel(logging.ERROR)
+    assert list(papermill.inspect_notebook(str(notebook))) == assigned
