@@ -253,3 +253,18 @@ def test_the_mlp_regulariser_means_what_scikit_learns_alpha_means():
     net.alpha = net.alpha * len(X)
     loss = net.loss(torch.from_numpy(X), torch.from_numpy(y))
     assert max(g.abs().max().item() for g in torch.autograd.grad(loss, net.parameters())) > 0.1
+
+
+def test_ridge_weights_with_fewer_rows_than_features_equal_the_full_solution():
+    """The thin-SVD path (n < d) gives the weights of the closed form (ZᵀZ/n + l2 I)⁻¹ ZᵀY/n."""
+    from ftgeo.probes import _ridge_path
+
+    rng = np.random.default_rng(0)
+    Z = rng.normal(size=(30, 80))
+    Z -= Z.mean(axis=0)
+    codes = rng.integers(0, 4, 30)
+    Y = np.eye(4)[codes]
+    Y -= Y.mean(axis=0)
+    for l2, W in zip((1e-3, 1.0), _ridge_path(Z, codes, 4, (1e-3, 1.0)), strict=True):
+        direct = np.linalg.solve(Z.T @ Z / 30 + l2 * np.eye(80), Z.T @ Y / 30)
+        np.testing.assert_allclose(W, direct, atol=1e-8)

@@ -41,7 +41,13 @@ def _ridge_path(Z: np.ndarray, codes: np.ndarray, n_classes: int, l2_grid: Seque
     n = len(Z)
     Y = np.eye(n_classes)[codes]
     Y -= Y.mean(axis=0)
-    evals, V = np.linalg.eigh(Z.T @ Z / n)
+    if n < Z.shape[1]:
+        # fewer rows than features: ZᵀY lies in the span of Z's n right singular vectors, so
+        # the thin SVD gives the same weights without a d x d eigendecomposition
+        _, s, vt = np.linalg.svd(Z, full_matrices=False)
+        evals, V = s ** 2 / n, vt.T
+    else:
+        evals, V = np.linalg.eigh(Z.T @ Z / n)
     B = V.T @ (Z.T @ Y / n)
     return [V @ (B / (np.clip(evals, 0, None) + l2)[:, None]) for l2 in l2_grid]
 
