@@ -256,7 +256,7 @@ def test_the_mlp_regulariser_means_what_scikit_learns_alpha_means():
 
 
 def test_ridge_weights_with_fewer_rows_than_features_equal_the_full_solution():
-    """The thin-SVD path (n < d) gives the weights of the closed form (ZᵀZ/n + l2 I)⁻¹ ZᵀY/n."""
+    """The kernel path (n < d) gives the weights of the closed form (ZᵀZ/n + l2 I)⁻¹ ZᵀY/n."""
     from ftgeo.probes import _ridge_path
 
     rng = np.random.default_rng(0)

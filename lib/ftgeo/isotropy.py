@@ -67,6 +67,15 @@ def _as_float64(X: np.ndarray, min_rows: int = 2) -> np.ndarray:
     return X
 
 
+def _gram_eigh(A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For A of shape (n, d) with n <= d: the left singular vectors U (n, n) and singular
+    values s (n,), largest first, from the n x n Gram matrix A Aᵀ: far cheaper than a d x d
+    decomposition or LAPACK's SVD of a wide matrix. ``A @ V = U * s`` for the right
+    singular vectors V."""
+    values, U = np.linalg.eigh(A @ A.T)
+    return U[:, ::-1], np.sqrt(np.clip(values[::-1], 0.0, None))
+
+
 def _variances(X: np.ndarray) -> np.ndarray:
     """The covariance's eigenvalues (ddof 1), largest first, shape (n_features,): from the
     thin SVD of the centred data when there are no more rows than features, else from the
@@ -74,7 +83,7 @@ def _variances(X: np.ndarray) -> np.ndarray:
     n, d = X.shape
     centered = X - X.mean(axis=0)
     if n <= d:
-        s = np.linalg.svd(centered, compute_uv=False)
+        s = np.sqrt(np.clip(np.linalg.eigvalsh(centered @ centered.T)[::-1], 0.0, None))
         return np.r_[s ** 2 / (n - 1), np.zeros(d - len(s))]
     return np.clip(np.linalg.eigvalsh(centered.T @ centered / (n - 1))[::-1], 0.0, None)
 
@@ -118,8 +127,8 @@ def _partition_from(X: np.ndarray, *, both_signs: bool = True) -> float:
     projection is 0 and so Z = n."""
     n, d = X.shape
     if n < d:
-        _, _, vt = np.linalg.svd(X, full_matrices=False)
-        projections = X @ vt.T
+        U, s = _gram_eigh(X)
+        projections = U * s  # X @ V: the projections on the right singular vectors
         null = [np.log(n)]  # rank <= n < d: the null space is never empty
     else:
         _, vectors = _eigh_descending(X.T @ X)
@@ -311,8 +320,11 @@ def _top_directions(centered: np.ndarray, k: int) -> np.ndarray:
     if k == 0:
         return np.empty((0, d))
     if n <= d:
-        _, _, vt = np.linalg.svd(centered, full_matrices=False)
-        return vt[:k]
+        U, s = _gram_eigh(centered)
+        if k <= len(s) and s[k - 1] > 1e-8 * s[0]:
+            return (centered.T @ (U[:, :k] / s[:k])).T
+        _, _, vt = np.linalg.svd(centered, full_matrices=False)  # directions of no variance
+        return vt[:k] if k <= len(vt) else np.linalg.svd(centered)[2][:k]
     scatter = centered.T @ centered
     if 4 * k <= d and d >= 64:
         from scipy.sparse.linalg import ArpackNoConvergence, eigsh

@@ -42,12 +42,12 @@ def _ridge_path(Z: np.ndarray, codes: np.ndarray, n_classes: int, l2_grid: Seque
     Y = np.eye(n_classes)[codes]
     Y -= Y.mean(axis=0)
     if n < Z.shape[1]:
-        # fewer rows than features: ZᵀY lies in the span of Z's n right singular vectors, so
-        # the thin SVD gives the same weights without a d x d eigendecomposition
-        _, s, vt = np.linalg.svd(Z, full_matrices=False)
-        evals, V = s ** 2 / n, vt.T
-    else:
-        evals, V = np.linalg.eigh(Z.T @ Z / n)
+        # fewer rows than features: the kernel form W = Zᵀ (Z Zᵀ/n + l2 I)⁻¹ Y / n, the same
+        # weights from an n x n eigendecomposition instead of a d x d one
+        evals, U = np.linalg.eigh(Z @ Z.T / n)
+        C = U.T @ Y / n
+        return [Z.T @ (U @ (C / (np.clip(evals, 0, None) + l2)[:, None])) for l2 in l2_grid]
+    evals, V = np.linalg.eigh(Z.T @ Z / n)
     B = V.T @ (Z.T @ Y / n)
     return [V @ (B / (np.clip(evals, 0, None) + l2)[:, None]) for l2 in l2_grid]
 
