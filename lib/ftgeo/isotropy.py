@@ -46,7 +46,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._util import check, check_Xy
+from ._util import check, check_Xy, one_blas_thread
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,9 @@ def _gram_eigh(A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     values s (n,), largest first, from the n x n Gram matrix A Aᵀ: far cheaper than a d x d
     decomposition or LAPACK's SVD of a wide matrix. ``A @ V = U * s`` for the right
     singular vectors V."""
-    values, U = np.linalg.eigh(A @ A.T)
+    G = A @ A.T
+    with one_blas_thread():
+        values, U = np.linalg.eigh(G)
     return U[:, ::-1], np.sqrt(np.clip(values[::-1], 0.0, None))
 
 
@@ -83,13 +85,18 @@ def _variances(X: np.ndarray) -> np.ndarray:
     n, d = X.shape
     centered = X - X.mean(axis=0)
     if n <= d:
-        s = np.sqrt(np.clip(np.linalg.eigvalsh(centered @ centered.T)[::-1], 0.0, None))
+        G = centered @ centered.T
+        with one_blas_thread():
+            s = np.sqrt(np.clip(np.linalg.eigvalsh(G)[::-1], 0.0, None))
         return np.r_[s ** 2 / (n - 1), np.zeros(d - len(s))]
-    return np.clip(np.linalg.eigvalsh(centered.T @ centered / (n - 1))[::-1], 0.0, None)
+    S = centered.T @ centered / (n - 1)
+    with one_blas_thread():
+        return np.clip(np.linalg.eigvalsh(S)[::-1], 0.0, None)
 
 
 def _eigh_descending(S: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    values, vectors = np.linalg.eigh(S)
+    with one_blas_thread():
+        values, vectors = np.linalg.eigh(S)
     return np.clip(values[::-1], 0.0, None), vectors[:, ::-1]
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._util import check, check_Xy, keyed_tasks, progress
+from ._util import check, check_Xy, keyed_tasks, one_blas_thread, progress
 
 
 def _standardize(X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -44,10 +44,14 @@ def _ridge_path(Z: np.ndarray, codes: np.ndarray, n_classes: int, l2_grid: Seque
     if n < Z.shape[1]:
         # fewer rows than features: the kernel form W = Zᵀ (Z Zᵀ/n + l2 I)⁻¹ Y / n, the same
         # weights from an n x n eigendecomposition instead of a d x d one
-        evals, U = np.linalg.eigh(Z @ Z.T / n)
+        G = Z @ Z.T / n
+        with one_blas_thread():
+            evals, U = np.linalg.eigh(G)
         C = U.T @ Y / n
         return [Z.T @ (U @ (C / (np.clip(evals, 0, None) + l2)[:, None])) for l2 in l2_grid]
-    evals, V = np.linalg.eigh(Z.T @ Z / n)
+    S = Z.T @ Z / n
+    with one_blas_thread():
+        evals, V = np.linalg.eigh(S)
     B = V.T @ (Z.T @ Y / n)
     return [V @ (B / (np.clip(evals, 0, None) + l2)[:, None]) for l2 in l2_grid]
 
