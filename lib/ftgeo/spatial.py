@@ -599,3 +599,35 @@ def layers_task(similarity_table, motion: CentroidMotion):
                       similarity_table.to_numpy().tolist(), similarity_table.iloc[:, -1].tolist(),
                       table["relative mean motion"].tolist(), table["range of motion"].tolist(),
                       table["relative range"].tolist())
+
+
+def layers_summary(final_similarity, relative_motion) -> dict[str, object]:
+    """What chapter 7's summary cites.
+
+    final_similarity : tasks x layers, the similarity to pretrained at the end of fine-tuning
+        (NaN where a layer is not linearly separable, before or after)
+    relative_motion : tasks x layers, the relative mean motion of the label centroids
+
+    Returns "n_tasks"; "n_top_defined", the tasks whose top layer has a similarity; among
+    them "n_top_above_half", "min_top_sim" and "min_top_task" (NaN and "none" when no task
+    has one); "n_top_lowest", the tasks whose least similar defined layer is the top one;
+    "n_top_moves_most", the tasks whose centroids move most, relatively, in the top layer.
+
+    >>> import pandas as pd
+    >>> sim = pd.DataFrame({1: [0.9, np.nan], 2: [0.4, np.nan]}, index=["pos", "dep"])
+    >>> motion = pd.DataFrame({1: [0.1, 0.3], 2: [0.2, 0.1]}, index=["pos", "dep"])
+    >>> s = layers_summary(sim, motion)
+    >>> s["n_top_defined"], s["n_top_above_half"], s["min_top_task"], s["n_top_lowest"], s["n_top_moves_most"]
+    (1, 0, 'pos', 1, 1)
+    """
+    top = final_similarity.columns[-1]
+    top_sim = final_similarity[top].dropna()
+    defined = final_similarity.dropna(how="all")
+    lowest = defined.idxmin(axis=1) if len(defined) else defined.index.to_series()
+    return {"n_tasks": len(final_similarity), "n_top_defined": int(top_sim.size),
+            "n_top_above_half": int((top_sim > 0.5).sum()),
+            "min_top_sim": float(top_sim.min()) if len(top_sim) else float("nan"),
+            "min_top_task": str(top_sim.idxmin()) if len(top_sim) else "none",
+            "n_top_lowest": int((lowest == top).sum()),
+            "n_top_moves_most": int(sum(relative_motion.loc[t].idxmax() == relative_motion.columns[-1]
+                                        for t in relative_motion.index))}
