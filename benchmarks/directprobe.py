@@ -3,13 +3,18 @@ dimensions with 17 labels, from real representations (PUD POS, default model) an
 synthetic Gaussian blobs; how time grows with the number of points.
 
     python benchmarks/directprobe.py [--sizes 1000,3000,10000] [--hard 1000,3000]
+                                     [--pca8 1000,5000]
 
 Real 384-d points are the last layer's word vectors; real 768-d points concatenate the
 word's vectors at layers 3 and 6. ``--hard`` adds the embedding layer (layer 0), whose
 identical vectors with different labels force phase 2 to start from single points: the
-hardest case. Each case runs in its own process, so that its peak memory is its own.
-Writes ``<artifacts>/benchmarks/directprobe.json``. Target: 10,000 x 384 x 17 labels in
-under 120 s.
+hardest case. ``--pca8`` adds "pud-last PCA-8": the last layer's points projected on
+their first 8 principal components (fitted on those points), where hulls overlap
+everywhere and phase 2's exact overlap tests are nearly all the time. Points are a
+seeded sample (seed 0) of the training words. Each case runs in its own process, so that
+its peak memory is its own. Writes ``<artifacts>/benchmarks/directprobe.json`` (per case:
+seconds, peak memory, clusters, exact overlap tests ``n_lp_tests`` and phase-2 merge
+tries). Target: 10,000 x 384 x 17 labels in under 120 s.
 """
 
 import argparse
@@ -26,7 +31,19 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("FTGEO_PROGRESS", "0")
 
 
+PCA8 = "pud-last PCA-8"
+
+
+def pca(X: np.ndarray, n_components: int) -> np.ndarray:
+    """X centered and projected on its first principal directions (by SVD)."""
+    Xc = X - X.mean(axis=0)
+    return Xc @ np.linalg.svd(Xc, full_matrices=False)[2][:n_components].T
+
+
 def points(source: str, n: int, dim: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    if source == PCA8:
+        X, y = points("pud-last", n, 384, seed)
+        return pca(X, dim), y
     rng = np.random.default_rng(seed)
     if source == "blobs":
         y = rng.integers(0, 17, n)
@@ -53,13 +70,14 @@ def one_case(source: str, n: int, dim: int) -> dict:
             "n_labels": int(len(np.unique(y))), "seconds": seconds,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "n_clusters": int(dp.n_clusters_), "first_overlap_step": dp.first_overlap_step_,
-            "exact_tests": int(dp.n_lp_tests_), "phase2_tries": int(dp.phase2_tries_)}
+            "n_lp_tests": int(dp.n_lp_tests_), "phase2_tries": int(dp.phase2_tries_)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000,3000,10000")
     parser.add_argument("--hard", default="1000", help="sizes of the layer-0 case ('' for none)")
+    parser.add_argument("--pca8", default="1000,5000", help=f"sizes of the {PCA8!r} case ('' for none)")
     parser.add_argument("--case", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case:
@@ -69,8 +87,9 @@ def main() -> None:
     from ftgeo._util import artifacts_dir, atomic_write_json
 
     cases = [(s, n, d) for s in ("pud", "blobs") for d in (384, 768)
-             for n in map(int, args.sizes.split(","))]
+             for n in map(int, filter(None, args.sizes.split(",")))]
     cases += [("pud-layer0", int(n), 384) for n in args.hard.split(",") if n]
+    cases += [(PCA8, int(n), 8) for n in args.pca8.split(",") if n]
     results = []
     for source, n, dim in cases:
         src = "pud-last" if (source == "pud" and dim == 384) else source
@@ -78,12 +97,12 @@ def main() -> None:
                               capture_output=True, text=True, check=True)
         row = json.loads(proc.stdout.strip().splitlines()[-1])
         results.append(row)
-        print(f"{row['source']:>10} n={row['n_points']:>6} d={row['n_features']:>4}: "
+        print(f"{row['source']:>14} n={row['n_points']:>6} d={row['n_features']:>4}: "
               f"{row['seconds']:7.1f} s, {row['peak_rss_mb']:6.0f} MB, {row['n_clusters']} clusters",
               flush=True)
     growth = {}
     for source in {r["source"] for r in results}:
-        for dim in (384, 768):
+        for dim in sorted({r["n_features"] for r in results if r["source"] == source}):
             rows = [r for r in results if r["source"] == source and r["n_features"] == dim]
             if len(rows) >= 2:
                 slope = np.polyfit(np.log([r["n_points"] for r in rows]),

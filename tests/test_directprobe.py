@@ -1,4 +1,5 @@
 """DirectProbe: known answers on synthetic data, the exact hull test against brute force,
+the fast overlap test against the exact one and the caches against a plain implementation,
 order independence, the appendix-F stopping bug, and clear errors."""
 
 import itertools
@@ -242,6 +243,82 @@ def test_assignments_equal_a_plain_implementation_of_the_reference(seed):
     dp = DirectProbe().fit(X, y)
     plain = _naive_directprobe(X, y)
     assert _partition(dp.labels_) == {frozenset(c) for c in plain}
+
+
+def _hull_pairs(seed):
+    """(kind, A, B): pairs of point sets in 3 to 8 dimensions, random ("random", some apart,
+    some interleaved), sharing a point, touching at a vertex, 1e-6 and 0.5 apart, and flat
+    (interleaved inside a plane of the space)."""
+    rng = np.random.default_rng(seed)
+    d = int(rng.integers(3, 9))
+    pairs = []
+    for _ in range(30):
+        n_a, n_b = rng.integers(1, 3 * d, 2)
+        pairs.append(("random", rng.normal(size=(n_a, d)), rng.normal(rng.uniform(0, 3), 1, (n_b, d))))
+    A, B = rng.normal(size=(20, d)), rng.normal(size=(15, d))
+    pairs.append(("shared point", A, np.r_[B, A[:1]]))
+    u = rng.normal(size=d)
+    u /= np.linalg.norm(u)
+    A = A - np.maximum(A @ u, 0)[:, None] * u  # A in the half-space u.x <= 0, B in u.x >= 0,
+    B = B - np.minimum(B @ u, 0)[:, None] * u  # both with the origin
+    A[0] = B[0] = 0
+    pairs += [("touching", A, B), ("1e-6 apart", A, B + 1e-6 * u), ("0.5 apart", A, B + 0.5 * u)]
+    flat = rng.normal(size=(2, d))
+    pairs.append(("flat", rng.normal(size=(12, 2)) @ flat, rng.normal(0.3, 1, (12, 2)) @ flat))
+    return pairs
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_fast_overlap_test_decides_as_the_exact_one(seed):
+    """The fast test (mean and Fisher directions, the nearest-point search) answers where the
+    exact test is certain and leaves the rest to it: the same answer for every pair, a valid
+    certificate for each answer."""
+    from ftgeo.directprobe import _GRAY, _nearest_points, _overlap
+
+    decided = {True: 0, False: 0}
+    fast = {}
+    for kind, A, B in _hull_pairs(seed):
+        scale = float(np.abs(np.r_[A, B] - np.r_[A, B].mean(0)).max())
+        exact = hull_overlap(A, B, scale=scale)[0]
+        overlap, plane, witness = _overlap(A, B, tol=1e-9, scale=scale)
+        assert overlap == exact, kind
+        if overlap:
+            assert hull_overlap(A[witness[0]], B[witness[1]], scale=scale)[0], kind
+        else:
+            assert plane.separates(A, B, 1e-9 * scale), kind
+        fast[kind] = _nearest_points(A, B, 1e-9 * scale, _GRAY * scale)
+        if fast[kind] is not None:
+            assert fast[kind][0] == exact, kind
+            decided[exact] += 1
+    assert decided[True] > 0 and decided[False] > 0  # the search itself decided both ways
+    assert fast["shared point"][0] and fast["touching"][0]
+    # the twin: hulls closer than the margin the search trusts are left to the exact test
+    assert fast["0.5 apart"][0] is False and fast["1e-6 apart"] is None
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_phase2_with_interleaved_labels_equals_the_plain_implementation(seed, monkeypatch):
+    """Three labels interleaved in 3 to 8 dimensions, so that phase 2 starts early and
+    rejects many merges: every cache and the fast overlap test give the plain answer."""
+    import ftgeo.directprobe as dp_module
+
+    calls = {"decided": 0}
+    nearest = dp_module._nearest_points
+
+    def counted(*args, **kwargs):
+        found = nearest(*args, **kwargs)
+        calls["decided"] += found is not None
+        return found
+
+    monkeypatch.setattr(dp_module, "_nearest_points", counted)
+    rng = np.random.default_rng(seed)
+    d = 3 + 2 * seed + seed // 2
+    X = rng.normal(size=(36, d))
+    y = (np.floor(X[:, 0] * 2) + (X[:, 1] > 0)).astype(int) % 3  # bands of alternating labels
+    dp = DirectProbe().fit(X, y)
+    assert dp.phase2_tries_ > 0 and dp.phase2_rejected_ > 0
+    assert calls["decided"] > 0
+    assert _partition(dp.labels_) == {frozenset(c) for c in _naive_directprobe(X, y)}
 
 
 # -- cluster counts before and after fine-tuning -------------------------------------------

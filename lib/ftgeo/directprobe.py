@@ -23,6 +23,15 @@ infeasible working set proves overlap (its points are in both hulls' subsets), a
 that separates every point proves disjointness. Overlap witnesses are kept too: a cluster
 pair that contains both sides of a witness overlaps.
 
+Before the LP, Fisher's direction and a nearest-point search (Wolfe's algorithm on the set
+of differences a - b) answer where the LP's answer is certain: the exact test's margin,
+over hyperplanes with |w_i| <= 1, is half the L1 distance between the hulls (LP duality),
+so hulls closer than twice the tolerance overlap for it, and a hyperplane that clears
+every point by far more than the LP's own tolerance is one it would find too. Pairs in
+between go to the LP. The caches are tried for all the candidates of a merge at once, and
+the exact tests go to the likeliest overlap first: this changes how much is computed,
+never what is decided.
+
 Distances between final clusters are twice the margin of a hard-margin linear SVM between
 them, which equals the Euclidean distance between the two hulls.
 """
@@ -33,13 +42,14 @@ import heapq
 import logging
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
 from scipy.cluster.hierarchy import linkage
 from scipy.optimize import linprog
 
-from ._util import check, check_Xy, keyed_tasks, progress_bar
+from ._util import check, check_Xy, keyed_tasks, one_blas_thread, progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -208,9 +218,230 @@ def hull_overlap(A: np.ndarray, B: np.ndarray, *, tol: float = 1e-9, scale: floa
         wb = np.union1d(wb, bad_b)
 
 
+def _nearest_points(A: np.ndarray, B: np.ndarray, eps: float, gray: float,
+                    max_iter: int | None = None
+                    ) -> tuple[bool, Hyperplane | None, tuple[np.ndarray, np.ndarray] | None] | None:
+    """Decide overlap by the nearest points of the two hulls, where that is decisive.
+
+    Wolfe's minimum-norm-point algorithm (Wolfe 1976, "Finding the nearest point in a
+    polytope", Math. Programming 11) on the difference set {a - b}: its points are queried
+    only through ``argmin_a a.x`` and ``argmax_b b.x``, as in Gilbert's and the
+    Gilbert-Johnson-Keerthi algorithms, and the corral holds at most n_features + 1 pairs.
+    Every iterate x = p - q (p, q in the hulls of A and B) gives two certificates:
+
+    - disjoint: the hyperplane ``w = x`` half-way between ``min A w`` and ``max B w``, when
+      its margin exceeds ``gray * max|w_i|``; it is then checked with
+      :meth:`Hyperplane.separates` at ``eps``, the shared criterion;
+    - overlap: ``|p - q|_1 <= 2 eps``. By LP duality the exact test's margin (the largest
+      margin over ``|w_i| <= 1``) is half the L1 distance between the hulls, so the exact
+      test cannot find a hyperplane clearing ``eps`` either.
+
+    ``gray`` (much larger than ``eps``) keeps this function out of the band where the LP's
+    own tolerance could tip the exact test's answer: there, and if the search stalls, it
+    returns None and the caller runs the exact test. ``max_iter`` (major cycles) defaults
+    to 100 + 2 * :func:`_corral_size`.
+
+    >>> A = np.array([[0., 0], [1, 0], [0, 1]])
+    >>> _nearest_points(A, A + 2, 1e-9, 1e-5)[0], _nearest_points(A, A + 0.2, 1e-9, 1e-5)[0]
+    (False, True)
+    """
+    cap = _corral_size(A, B) + 1  # an affinely independent corral, and the pair being added
+    ia, ib = np.zeros(cap, dtype=np.int64), np.zeros(cap, dtype=np.int64)
+    P = np.zeros((cap, A.shape[1]))  # the corral's points a - b
+    G = np.zeros((cap, cap))  # their Gram matrix
+    v = A.mean(axis=0) - B.mean(axis=0)
+    ia[0], ib[0] = np.argmin(A @ v), np.argmax(B @ v)
+    x = P[0] = A[ia[0]] - B[ib[0]]
+    G[0, 0] = x @ x
+    lam = np.ones(1)
+    k = 1
+    for _ in range(100 + 2 * cap if max_iter is None else max_iter):
+        sa, sb = A @ x, B @ x
+        i, j = int(np.argmin(sa)), int(np.argmax(sb))
+        gap = float(sa[i] - sb[j])  # min over the difference set of (a - b) . x
+        top = float(np.abs(x).max())
+        if gap > 2 * gray * top:
+            h = Hyperplane(x.copy(), -float(sa[i] + sb[j]) / 2)
+            return (False, h, None) if h.separates(A, B, eps) else None
+        if np.abs(x).sum() <= 2 * eps:  # recomputed from the weights before it counts
+            if np.abs(lam @ (A[ia[:k]] - B[ib[:k]])).sum() <= 2 * eps:
+                return True, None, (np.unique(ia[:k]), np.unique(ib[:k]))
+        xx = float(x @ x)
+        if xx - gap <= 1e-12 * xx or k == cap or ((ia[:k] == i) & (ib[:k] == j)).any():
+            return None  # x is the nearest point, up to rounding, and decides nothing
+        # major cycle: add the pair that most decreases x . p
+        P[k] = A[i] - B[j]
+        G[k, :k + 1] = G[:k + 1, k] = P[:k + 1] @ P[k]
+        ia[k], ib[k] = i, j
+        lam = np.append(lam, 0.0)
+        k += 1
+        while True:  # minor cycles: the affine hull's nearest point, kept inside the hull
+            M = np.ones((k + 1, k + 1))
+            M[:k, :k] = G[:k, :k]
+            M[k, k] = 0.0
+            rhs = np.zeros(k + 1)
+            rhs[k] = 1.0
+            try:
+                alpha = np.linalg.solve(M, rhs)[:k]
+            except np.linalg.LinAlgError:
+                return None  # an affinely dependent corral: leave it to the exact test
+            if (alpha > 1e-12).all():
+                lam = alpha
+                break
+            if lam[-1] == 0 and alpha[-1] <= 1e-12:
+                return None  # the new pair gets no weight (it always does, but for rounding)
+            out = alpha <= 1e-12
+            theta = float(np.min(lam[out] / (lam[out] - alpha[out])))
+            lam = (1 - theta) * lam + theta * alpha
+            keep = lam > 1e-12
+            if keep.all():  # rounding: drop the point that hit the boundary
+                keep[np.flatnonzero(out)[np.argmin(lam[out])]] = False
+            kept = np.flatnonzero(keep)
+            n = len(kept)
+            P[:n], ia[:n], ib[:n] = P[kept], ia[kept], ib[kept]
+            G[:n, :n] = G[np.ix_(kept, kept)]
+            lam = lam[kept] / lam[kept].sum()
+            k = n
+        x = lam @ P[:k]
+    return None
+
+
+def _corral_size(A: np.ndarray, B: np.ndarray) -> int:
+    """The most affinely independent points of {a - b}: its affine dimension is at most
+    min(n_features, n_a + n_b - 2).
+
+    >>> _corral_size(np.zeros((3, 384)), np.zeros((4, 384)))
+    6
+    """
+    return min(A.shape[1], len(A) + len(B) - 2) + 1
+
+
+# The search's minor cycles solve dense systems of up to the corral's size. Beyond this size
+# they run on one BLAS thread (see ftgeo._util.one_blas_thread): on this 2-core machine,
+# with another process busy, the fit on 10,000 PUD points at 384-d (17 clusters of about
+# 600 points) took 6 s with one thread and 60 to 80 s with two; below it, switching the
+# thread count costs more than it saves.
+_MANY_THREADS_CORRAL = 64
+
+# HiGHS's default primal feasibility tolerance is 1e-7 on the unit-scaled LP (scipy's
+# ``linprog(method="highs")``); a margin 100 times larger is decided the same way by the LP.
+_GRAY = 1e-5
+
+
+def _overlap(A: np.ndarray, B: np.ndarray, *, tol: float, scale: float
+             ) -> tuple[bool, Hyperplane | None, tuple[np.ndarray, np.ndarray] | None]:
+    """:func:`hull_overlap`'s answer, sooner: the mean direction (as there), Fisher's
+    direction, the nearest-point search (:func:`_nearest_points`), and :func:`hull_overlap`
+    where these are undecided.
+
+    Fisher's direction and the search answer only where the exact test's answer is certain:
+    "disjoint" with a margin above ``_GRAY`` times the pair's size (where the LP finds a
+    certificate too), "overlap" with hulls closer than the tolerance (where no hyperplane
+    can clear it).
+
+    >>> A = np.array([[0., 0], [1, 0], [0, 1]])
+    >>> _overlap(A, A + 2, tol=1e-9, scale=1.0)[0], _overlap(A, A + 0.2, tol=1e-9, scale=1.0)[0]
+    (False, True)
+    """
+    eps = tol * scale
+    h = _mean_direction(A, B, eps)
+    if h is not None:
+        return False, h, None
+    both = np.vstack([A, B])
+    local = float(np.abs(both - both.mean(axis=0)).max()) or 1.0
+    h = _fisher_direction(A, B, eps, _GRAY * local)
+    if h is not None:
+        return False, h, None
+    with one_blas_thread() if _corral_size(A, B) > _MANY_THREADS_CORRAL else nullcontext():
+        found = _nearest_points(A, B, eps, _GRAY * local)
+    return found if found is not None else hull_overlap(A, B, tol=tol, scale=scale)
+
+
+def _fisher_direction(A: np.ndarray, B: np.ndarray, eps: float, gray: float) -> Hyperplane | None:
+    """Fisher's discriminant direction (pooled covariance, ridge 1e-3 of its mean
+    variance), if it separates A from B with a margin above ``gray * max|w_i|``."""
+    d = A.shape[1]
+    both = np.vstack([A - A.mean(axis=0), B - B.mean(axis=0)])
+    S = both.T @ both / len(both)
+    S[np.diag_indices(d)] += 1e-3 * np.trace(S) / d + 1e-300
+    try:
+        w = np.linalg.solve(S, A.mean(axis=0) - B.mean(axis=0))
+    except np.linalg.LinAlgError:
+        return None
+    lo, hi = float((A @ w).min()), float((B @ w).max())
+    if not lo - hi > 2 * gray * np.abs(w).max():
+        return None
+    h = Hyperplane(w, -(lo + hi) / 2)
+    return h if h.separates(A, B, eps) else None
+
+
 # --------------------------------------------------------------------------------------
 # Cluster bookkeeping
 # --------------------------------------------------------------------------------------
+
+class _Planes:
+    """The separating hyperplanes of one label pair, positive on its first label, newest
+    last (at most ``limit``); stacked, so that one matrix product tries them all."""
+
+    def __init__(self, eps: float, limit: int):
+        self.eps, self.limit = eps, limit
+        self.items: list[Hyperplane] = []
+        self.flipped: list[Hyperplane] = []  # the same, positive on the second label
+        self.version = 0
+        self._stacked: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    def add(self, h: Hyperplane) -> None:
+        _remember(self.items, h, self.limit)
+        _remember(self.flipped, h.flipped(), self.limit)
+        self.version += 1
+        self._stacked = None
+
+    def stacked(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(W, b, m): normals (n_planes, n_features), offsets, and the margins
+        ``eps * max|w_i|`` that :meth:`Hyperplane.separates` asks of each."""
+        if self._stacked is None:
+            W = np.stack([h.w for h in self.items])
+            self._stacked = W, np.array([h.b for h in self.items]), self.eps * np.abs(W).max(axis=1)
+        return self._stacked
+
+
+class _Grow:
+    """An int64 array that grows at its end (capacity doubles): ``view()`` is what it holds."""
+
+    def __init__(self):
+        self._data = np.empty(64, dtype=np.int64)
+        self._n = 0
+
+    def extend(self, values) -> None:
+        values = np.asarray(values, dtype=np.int64).ravel()
+        end = self._n + len(values)
+        if end > len(self._data):
+            self._data = np.concatenate([self._data[:self._n],
+                                         np.empty(max(end, 2 * len(self._data)), dtype=np.int64)])
+        self._data[self._n:end] = values
+        self._n = end
+
+    def view(self) -> np.ndarray:
+        return self._data[:self._n]
+
+
+class _Witnesses:
+    """Overlap witnesses seen from one label: pairs (points of the label, points of another
+    label) whose hulls were proved to intersect, concatenated so that one pass checks all:
+    ``mine`` and ``other`` hold the points, ``mine_at`` and ``other_at`` where each witness
+    starts (for ``np.*.reduceat``), ``other_sizes`` its other side's size."""
+
+    def __init__(self):
+        self.mine, self.mine_at = _Grow(), _Grow()
+        self.other, self.other_at, self.other_sizes = _Grow(), _Grow(), _Grow()
+
+    def add(self, mine: np.ndarray, other: np.ndarray) -> None:
+        self.mine_at.extend([len(self.mine.view())])
+        self.mine.extend(mine)
+        self.other_at.extend([len(self.other.view())])
+        self.other.extend(other)
+        self.other_sizes.extend([len(other)])
+
 
 class _Clusters:
     """Clusters as point-index arrays, with the certificates learned about them."""
@@ -224,11 +455,18 @@ class _Clusters:
         self.label: dict[int, int] = {}
         self.center: dict[int, np.ndarray] = {}
         self.radius: dict[int, float] = {}
+        # the same by cluster id, as arrays for the bounding-sphere filter
+        self._centers = np.zeros((len(X), X.shape[1]))
+        self._radii = np.zeros(len(X))
+        self._labels = np.full(len(X), -1, dtype=np.int64)
+        self._active = np.zeros(len(X), dtype=bool)
+        self.members: dict[int, dict[int, None]] = defaultdict(dict)  # per label, by id
         self.owner = np.full(len(X), -1, dtype=np.int64)
         self.next_id = 0
         # per ordered label pair (a, b), a < b: hyperplanes positive on label a
-        self.planes: dict[tuple[int, int], list[Hyperplane]] = defaultdict(list)
-        self.witnesses: dict[tuple[int, int], list[tuple[np.ndarray, np.ndarray]]] = defaultdict(list)
+        self.planes: dict[tuple[int, int], _Planes] = {}
+        # per label: overlap witnesses with every other label (each is filed under both)
+        self.witnesses: dict[int, _Witnesses] = defaultdict(_Witnesses)
         # per cluster pair: the hyperplane that separated them, positive on the first
         self.pair_planes: dict[int, dict[int, Hyperplane]] = defaultdict(dict)
         self.lp_tests = 0
@@ -236,6 +474,10 @@ class _Clusters:
     def add(self, idx: np.ndarray) -> int:
         cid = self.next_id
         self.next_id += 1
+        if cid == len(self._radii):  # more ids than points (merged clusters): grow the arrays
+            self._centers = np.concatenate([self._centers, np.zeros_like(self._centers)])
+            self._radii, self._labels, self._active = (
+                np.r_[a, np.zeros_like(a)] for a in (self._radii, self._labels, self._active))
         idx = np.sort(np.asarray(idx, dtype=np.int64))
         self.points[cid] = idx
         self.label[cid] = int(self.y[idx[0]])
@@ -243,61 +485,177 @@ class _Clusters:
         c = P.mean(axis=0)
         self.center[cid] = c
         self.radius[cid] = float(np.sqrt(((P - c) ** 2).sum(axis=1).max()))
+        self._centers[cid], self._radii[cid] = c, self.radius[cid]
+        self._labels[cid], self._active[cid] = self.label[cid], True
+        self.members[self.label[cid]][cid] = None
         self.owner[idx] = cid
         return cid
 
+    def reset(self) -> None:
+        """Forget every cluster, and start ids at 0 again; what was learned about points
+        (hyperplanes per label pair, overlap witnesses) stays."""
+        for d in (self.points, self.label, self.center, self.radius, self.members,
+                  self.pair_planes):
+            d.clear()
+        self._active[:] = False
+        self.next_id = 0
+
     def remove(self, cid: int) -> None:
+        self.members[self.label[cid]].pop(cid)
         for d in (self.points, self.label, self.center, self.radius):
             d.pop(cid)
+        self._active[cid] = False
         for other in self.pair_planes.pop(cid, {}):
             self.pair_planes[other].pop(cid, None)
 
-    def candidates(self, idx: np.ndarray, label: int, center: np.ndarray, radius: float
-                   ) -> list[int]:
-        """Active clusters of another label whose bounding spheres meet this one's."""
-        ids = [c for c in self.points if self.label[c] != label]
-        if not ids:
-            return []
-        C = np.stack([self.center[c] for c in ids])
-        R = np.array([self.radius[c] for c in ids])
-        dist = np.sqrt(((C - center) ** 2).sum(axis=1))
+    def candidates(self, label: int, center: np.ndarray, radius: float) -> np.ndarray:
+        """Active clusters of another label whose bounding spheres meet this one's (by id)."""
+        n = self.next_id
+        ids = np.flatnonzero(self._active[:n] & (self._labels[:n] != label))
+        dist = np.sqrt(((self._centers[ids] - center) ** 2).sum(axis=1))
         # Spheres apart by more than 2 eps are separated by the shared criterion (the
         # hyperplane half-way between them clears both by more than eps). ">=" keeps
         # touching and identical points: the reference's strict ">" misses the latter.
-        return [c for c, keep in zip(ids, radius + R + 2 * self.eps >= dist, strict=True) if keep]
+        return ids[radius + self._radii[ids] + 2 * self.eps >= dist]
 
-    def separation(self, idx: np.ndarray, label: int, other: int, parts: Sequence[int] = ()
-                   ) -> Hyperplane | None:
-        """A hyperplane separating points ``idx`` (all of ``label``) from cluster ``other``
-        (positive on ``idx``), or None if their hulls overlap.
+    def separations(self, idx: np.ndarray, label: int, others: np.ndarray, parts: Sequence[int] = ()
+              ) -> dict[int, Hyperplane] | None:
+        """Hyperplanes separating points ``idx`` (all of ``label``) from each cluster of
+        ``others`` (positive on ``idx``), or None if the hulls of one pair overlap.
 
-        Tried in order: overlap witnesses inside the pair; the hyperplanes of ``parts`` (the
-        clusters ``idx`` was merged from) against ``other``; recent hyperplanes of the label
-        pair; then the exact test.
+        Tried in order, each for all the clusters still undecided at once: the overlap
+        witnesses; the hyperplanes of ``parts`` (the clusters ``idx`` was merged from, which
+        they already separate from the other cluster: only the other parts' points are
+        checked); those of the label pair, newest first; then the exact test, one cluster
+        at a time, likeliest overlap first (the label pair's new hyperplanes are tried again
+        before each).
         """
+        if len(others) == 0:
+            return {}
+        if self._witnessed(idx, label, others):
+            return None
+        planes = self._from_parts(others, parts)
+        A = self.X[idx]
+        on_side: dict = {}  # per label pair: (its version, its hyperplanes with all of A on A's side)
+        tried: dict = {}  # per cluster: the version of its label pair's hyperplanes tried on it
+        rest = [o for o in map(int, others) if o not in planes]
+        planes.update(self._from_label_pairs(A, label, rest, on_side, tried))
+        pending = [o for o in rest if o not in planes]
+        for o in self._likeliest_overlap_first(A, pending):
+            h = None
+            if self._gained(label, o, tried):
+                h = self._from_label_pairs(A, label, [o], on_side, tried).get(o)
+            if h is None:
+                h = self._exact(idx, A, label, o)
+            if h is None:
+                return None
+            planes[o] = h
+        return planes
+
+    def _witnessed(self, idx: np.ndarray, label: int, others: np.ndarray) -> bool:
+        """Does a witness lie inside ``idx`` and inside one cluster of ``others``?"""
+        if label not in self.witnesses:
+            return False
+        ws = self.witnesses[label]
+        inside = np.zeros(len(self.X), dtype=bool)
+        inside[idx] = True
+        live = np.logical_and.reduceat(inside[ws.mine.view()], ws.mine_at.view())
+        if not live.any():
+            return False
+        owner = self.owner[ws.other.view()]
+        first = owner[ws.other_at.view()]
+        live &= np.logical_and.reduceat(owner == np.repeat(first, ws.other_sizes.view()),
+                                        ws.other_at.view())
+        listed = np.zeros(self.next_id, dtype=bool)
+        listed[others] = True
+        return bool((live & listed[first]).any())
+
+    def _from_parts(self, others: np.ndarray, parts: Sequence[int]) -> dict[int, Hyperplane]:
+        """The hyperplanes filed between a part and another cluster that also clear the other
+        parts' points: {other cluster: hyperplane}."""
+        found: dict[int, Hyperplane] = {}
+        for p in parts:
+            filed = self.pair_planes.get(p, {})
+            hs = [(o, filed[o]) for o in map(int, others) if o in filed and o not in found]
+            if not hs:
+                continue
+            W = np.stack([h.w for _, h in hs])
+            b = np.array([h.b for _, h in hs])
+            rest = np.concatenate([self.points[q] for q in parts if q != p])
+            ok = (self.X[rest] @ W.T + b > self.eps * np.abs(W).max(axis=1)).all(axis=0)
+            found.update((o, h) for (o, h), good in zip(hs, ok, strict=True) if good)
+        return found
+
+    def _gained(self, label: int, other: int, tried: dict) -> bool:
+        """Has the label pair of ``label`` and cluster ``other`` hyperplanes that
+        :meth:`_from_label_pairs` has not tried on ``other``?"""
+        store = self.planes.get(tuple(sorted((label, self.label[other]))))
+        return store is not None and tried.get(other) != store.version
+
+    def _from_label_pairs(self, A: np.ndarray, label: int, others: Sequence[int], on_side: dict,
+                          tried: dict) -> dict[int, Hyperplane]:
+        """The label pairs' hyperplanes that separate A from clusters ``others``, the newest
+        for each: {other cluster: hyperplane}. Notes in ``on_side`` and ``tried`` what it
+        computed and tried (see :meth:`separations`)."""
+        groups: dict[int, list[int]] = defaultdict(list)
+        for o in others:
+            groups[self.label[o]].append(o)
+        found: dict[int, Hyperplane] = {}
+        for other_label, group in groups.items():
+            mine_first = label < other_label
+            key = (label, other_label) if mine_first else (other_label, label)
+            store = self.planes.get(key)
+            if store is None:
+                continue
+            W, b, m = store.stacked()
+            version, good = on_side.get(key, (None, None))
+            if version != store.version:
+                sA = A @ W.T + b
+                good = np.flatnonzero((sA > m).all(axis=0) if mine_first else (sA < -m).all(axis=0))
+                on_side[key] = store.version, good
+            tried.update((o, store.version) for o in group)
+            if len(good) == 0:
+                continue
+            members = [self.points[o] for o in group]
+            sizes = [len(p) for p in members]
+            starts = np.cumsum([0] + sizes[:-1])
+            sB = self.X[np.concatenate(members)] @ W[good].T + b[good]
+            side = (sB < -m[good]) if mine_first else (sB > m[good])
+            ok = np.logical_and.reduceat(side, starts, axis=0)  # (cluster, hyperplane)
+            newest = good[ok.shape[1] - 1 - np.argmax(ok[:, ::-1], axis=1)]
+            items = store.items if mine_first else store.flipped
+            found.update((group[i], items[newest[i]]) for i in np.flatnonzero(ok.any(axis=1)))
+        return found
+
+    def _likeliest_overlap_first(self, A: np.ndarray, others: list[int]) -> list[int]:
+        """``others`` by the distance between their center and A's over the sum of the two
+        bounding radii, smallest first: this orders the exact tests, not their answers."""
+        if len(others) < 2:
+            return others
+        c = A.mean(axis=0)
+        r = np.sqrt(((A - c) ** 2).sum(axis=1).max())
+        ids = np.array(others)
+        dist = np.sqrt(((self._centers[ids] - c) ** 2).sum(axis=1))
+        reach = r + self._radii[ids]  # 0 for two single points (then at the same place)
+        depth = np.divide(dist, reach, out=np.zeros_like(dist), where=reach > 0)
+        return list(ids[np.argsort(depth, kind="stable")])
+
+    def _exact(self, idx: np.ndarray, A: np.ndarray, label: int, other: int) -> Hyperplane | None:
+        """The exact test; its certificate is remembered either way."""
+        self.lp_tests += 1
+        other_idx = self.points[other]
+        overlap, plane, witness = _overlap(A, self.X[other_idx], tol=self.tol, scale=self.scale)
         other_label = self.label[other]
         mine_first = label < other_label
         key = (label, other_label) if mine_first else (other_label, label)
-        other_idx = self.points[other]
-        for wa, wb in reversed(self.witnesses[key]):
-            mine_w, other_w = (wa, wb) if mine_first else (wb, wa)
-            if (self.owner[other_w] == other).all() and _subset(mine_w, idx):
-                return None
-        A, B = self.X[idx], self.X[other_idx]
-        for p in parts:
-            h = self.pair_planes[p].get(other)
-            if h is not None and h.separates(A, B, self.eps):
-                return h
-        for h in reversed(self.planes[key]):  # positive on the label pair's first label
-            if h.separates(A, B, self.eps) if mine_first else h.separates(B, A, self.eps):
-                return h if mine_first else h.flipped()
-        self.lp_tests += 1
-        overlap, plane, witness = hull_overlap(A, B, tol=self.tol, scale=self.scale)
         if overlap:
-            wa, wb = idx[witness[0]], other_idx[witness[1]]
-            _remember(self.witnesses[key], (wa, wb) if mine_first else (wb, wa), self.max_planes)
+            mine_w, other_w = idx[witness[0]], other_idx[witness[1]]
+            self.witnesses[label].add(mine_w, other_w)
+            self.witnesses[other_label].add(other_w, mine_w)
             return None
-        _remember(self.planes[key], plane if mine_first else plane.flipped(), self.max_planes)
+        if key not in self.planes:
+            self.planes[key] = _Planes(self.eps, self.max_planes)
+        self.planes[key].add(plane if mine_first else plane.flipped())
         return plane
 
     def file_plane(self, cid: int, other: int, plane: Hyperplane) -> None:
@@ -307,19 +665,16 @@ class _Clusters:
     def merge_if_clear(self, a: int, b: int) -> int | None:
         """Merge clusters a and b unless the merged hull overlaps a cluster of another label.
 
-        Every candidate is checked (as the reference does); returns the new id, or None.
+        Returns the new id, or None.
         """
         label = self.label[a]
         idx = np.union1d(self.points[a], self.points[b])
         P = self.X[idx]
         c = P.mean(axis=0)
         r = float(np.sqrt(((P - c) ** 2).sum(axis=1).max()))
-        planes = {}
-        for o in self.candidates(idx, label, c, r):
-            plane = self.separation(idx, label, o, parts=(a, b))
-            if plane is None:
-                return None
-            planes[o] = plane
+        planes = self.separations(idx, label, self.candidates(label, c, r), parts=(a, b))
+        if planes is None:
+            return None
         self.remove(a)
         self.remove(b)
         new = self.add(idx)
@@ -330,20 +685,13 @@ class _Clusters:
     def any_overlap(self) -> bool:
         """Does any pair of active clusters of different labels overlap?"""
         for a in sorted(self.points):
-            for o in self.candidates(self.points[a], self.label[a], self.center[a], self.radius[a]):
-                if o > a:
-                    plane = self.separation(self.points[a], self.label[a], o)
-                    if plane is None:
-                        return True
-                    self.file_plane(a, o, plane)
+            others = self.candidates(self.label[a], self.center[a], self.radius[a])
+            planes = self.separations(self.points[a], self.label[a], others[others > a])
+            if planes is None:
+                return True
+            for o, plane in planes.items():
+                self.file_plane(a, o, plane)
         return False
-
-
-def _subset(small: np.ndarray, big_sorted: np.ndarray) -> bool:
-    """Are all of ``small`` in the sorted array ``big_sorted``?"""
-    pos = np.searchsorted(big_sorted, small)
-    return bool((pos < len(big_sorted)).all() and (big_sorted[np.minimum(pos, len(big_sorted) - 1)]
-                                                   == small).all())
 
 
 def _remember(store: list, item, limit: int) -> None:
@@ -472,8 +820,7 @@ class DirectProbe:
 
     @staticmethod
     def _load(cl: _Clusters, roots: np.ndarray) -> None:
-        for cid in list(cl.points):
-            cl.remove(cid)
+        cl.reset()
         for r in np.unique(roots):
             cl.add(np.flatnonzero(roots == r))
 
@@ -522,8 +869,8 @@ class DirectProbe:
                 continue  # rejected for good (the pair (a, b) never comes back)
             label = cl.label[new]
             bar.update()
-            for o in cl.points:
-                if o != new and cl.label[o] == label:
+            for o in cl.members[label]:
+                if o != new:
                     heapq.heappush(heap, (float(np.linalg.norm(cl.center[o] - cl.center[new])),
                                           o, new))
         bar.close()
