@@ -316,11 +316,11 @@ def _corral_size(A: np.ndarray, B: np.ndarray) -> int:
     return min(A.shape[1], len(A) + len(B) - 2) + 1
 
 
-# The search's minor cycles solve dense systems of up to the corral's size. Beyond this size
-# they run on one BLAS thread (see ftgeo._util.one_blas_thread): on this 2-core machine,
-# with another process busy, the fit on 10,000 PUD points at 384-d (17 clusters of about
-# 600 points) took 6 s with one thread and 60 to 80 s with two; below it, switching the
-# thread count costs more than it saves.
+# Fisher's direction and the search's minor cycles solve dense systems of up to the
+# corral's size. Beyond this size they run on one BLAS thread (ftgeo._util.one_blas_thread):
+# on this 2-core machine, with another process busy, the fit on 10,000 PUD points at 384-d
+# (17 clusters of about 600 points) took 6 s with one thread and 60 to 80 s with two; below
+# it, switching the thread count costs more than it saves.
 _MANY_THREADS_CORRAL = 64
 
 # HiGHS's default primal feasibility tolerance is 1e-7 on the unit-scaled LP (scipy's
@@ -349,11 +349,9 @@ def _overlap(A: np.ndarray, B: np.ndarray, *, tol: float, scale: float
         return False, h, None
     both = np.vstack([A, B])
     local = float(np.abs(both - both.mean(axis=0)).max()) or 1.0
-    h = _fisher_direction(A, B, eps, _GRAY * local)
-    if h is not None:
-        return False, h, None
     with one_blas_thread() if _corral_size(A, B) > _MANY_THREADS_CORRAL else nullcontext():
-        found = _nearest_points(A, B, eps, _GRAY * local)
+        h = _fisher_direction(A, B, eps, _GRAY * local)
+        found = (False, h, None) if h is not None else _nearest_points(A, B, eps, _GRAY * local)
     return found if found is not None else hull_overlap(A, B, tol=tol, scale=scale)
 
 
