@@ -224,7 +224,10 @@ def test_chapters_rerun_on_another_model_folder(tmp_path, tiny_bert_dir, monkeyp
     assert set(isotropy["tasks"]) == set(cka["tasks"]) == {"pos", "dep", "trec-50", "mrpc"}
     assert isotropy["tasks"]["pos"]["n_removed"] == 1  # n_features / 100 for 32 features, at least 1
     assert isotropy["tasks"]["dep"]["word_share"]["pretrained"] is not None
-    assert isotropy["tasks"]["mrpc"]["word_share"]["pretrained"] is None  # no word for a sentence
+    # isotropy reads every token, so the sentence tasks have a token-identity share too
+    assert isotropy["vectors"] == "tokens"
+    assert isotropy["tasks"]["mrpc"]["word_share"]["pretrained"] is not None
+    assert isotropy["tasks"]["mrpc"]["n_vectors"] > isotropy["tasks"]["mrpc"]["n_test"]
     assert cka["tasks"]["pos"]["layers"] == [0, 1, 2] and len(cka["tasks"]["pos"]["cka_finetuned"]) == 3
     assert cka["tasks"]["mrpc"]["layers"] == [1, 2]  # [CLS] at layer 0 is the same for every pair
     assert len(cka["tasks"]["pos"]["dropping"]) == 3
