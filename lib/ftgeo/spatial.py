@@ -112,11 +112,7 @@ class ClusterSummary:
     def min_distances(self, **how) -> dict[int, float]:
         """Each label's distance to its nearest other label (:meth:`label_distances`, with
         its keyword arguments); NaN for a label with no cluster left or no other label."""
-        L = self.label_distances(**how)
-        np.fill_diagonal(L, np.nan)
-        with np.errstate(all="ignore"):
-            low = [float(np.nanmin(r)) if np.isfinite(r).any() else float("nan") for r in L]
-        return dict(zip(self.classes.tolist(), low, strict=True))
+        return dict(zip(self.classes.tolist(), _nearest(self.label_distances(**how)), strict=True))
 
     def distance_vector(self, labels: np.ndarray | None = None, **how) -> np.ndarray:
         """Label-pair distances (i < j) over ``labels`` (default: all of ``classes``);
@@ -132,6 +128,15 @@ class ClusterSummary:
         """(n_labels, n_features): the mean of each label's points, in ``classes`` order."""
         X, y = np.asarray(X), np.asarray(y)
         return np.stack([X[y == c].mean(axis=0) for c in self.classes])
+
+
+def _nearest(L: np.ndarray) -> list[float]:
+    """Each row's smallest off-diagonal entry of a label-distance matrix; NaN for a row
+    with none defined."""
+    L = L.copy()
+    np.fill_diagonal(L, np.nan)
+    with np.errstate(all="ignore"):
+        return [float(np.nanmin(r)) if np.isfinite(r).any() else float("nan") for r in L]
 
 
 def similarity(a: ClusterSummary, b: ClusterSummary, *, separable_only: bool = True) -> float:
@@ -424,10 +429,7 @@ def trajectory(representations: Iterable[np.ndarray], y: np.ndarray, steps: Sequ
         separable.append(summary.linearly_separable)
         if separable_only and not summary.linearly_separable:
             L = np.where(np.eye(len(L), dtype=bool), 0.0, np.nan)
-        m = L.copy()
-        np.fill_diagonal(m, np.nan)
-        with np.errstate(all="ignore"):
-            min_distance.append([float(np.nanmin(r)) if np.isfinite(r).any() else np.nan for r in m])
+        min_distance.append(_nearest(L))
         label_distances.append(L)
         centroids.append(summary.centroids(X, y))
         scale.append(spread(X))
