@@ -208,11 +208,11 @@ def cls_vectors(model: LoadedModel, sentences: Sequence[Sequence[str]],
     return out.numpy()
 
 
-def _content_mask(tokenizer, input_ids: Sequence[int]) -> np.ndarray:
-    """True for the tokens that stand for text: not [CLS], [SEP], <s>, </s>, padding or a
-    mask token (the unknown token stands for text and is kept)."""
-    special = set(tokenizer.all_special_ids) - {tokenizer.unk_token_id}
-    return np.fromiter((t not in special for t in input_ids), dtype=bool, count=len(input_ids))
+def _content_masks(tokenizer, encoded: Sequence[Encoded]) -> list[np.ndarray]:
+    """Per sentence, True for the tokens that stand for text: not [CLS], [SEP], <s>, </s>,
+    padding or a mask token (the unknown token stands for text and is kept)."""
+    special = np.array(sorted(set(tokenizer.all_special_ids) - {tokenizer.unk_token_id}))
+    return [~np.isin(np.asarray(e.input_ids), special) for e in encoded]
 
 
 def token_vectors(model: LoadedModel, sentences: Sequence[Sequence[str]],
@@ -228,7 +228,7 @@ def token_vectors(model: LoadedModel, sentences: Sequence[Sequence[str]],
     """
     encoded = encode(model.tokenizer, sentences, second,
                      max_length=model.encoder.config.max_position_embeddings)
-    keep = [_content_mask(model.tokenizer, e.input_ids) for e in encoded]
+    keep = _content_masks(model.tokenizer, encoded)
     offsets = np.cumsum([0] + [int(k.sum()) for k in keep])
     out = torch.zeros((model.n_layers, int(offsets[-1]), model.n_features), dtype=torch.float32)
     for index, H in forward_batches(model, encoded, batch_size=batch_size, desc="tokens"):
