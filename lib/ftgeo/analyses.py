@@ -369,7 +369,8 @@ def token_sentences(
     kw = {"is_split_into_words": True, "add_special_tokens": False}
     ids = tokenizer([list(x) for x in d.sentences], **kw)["input_ids"]
     if d.second is not None:
-        ids = [a + b for a, b in zip(ids, tokenizer([list(x) for x in d.second], **kw)["input_ids"], strict=True)]
+        second = tokenizer([list(x) for x in d.second], **kw)["input_ids"]
+        ids = [a + b for a, b in zip(ids, second, strict=True)]
     counts = Counter(t for sentence in ids for t in sentence)
     lengths = np.array([len(x) for x in ids])
     if max_tokens is None or lengths.sum() <= max_tokens:

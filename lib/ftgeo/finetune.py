@@ -8,7 +8,8 @@ The head matches the probed item, pooled exactly as :mod:`ftgeo.extract` pools i
 
 Training follows Zhou & Srikumar (2022): Adam, learning rate 3e-4, a linear schedule with
 10% warm-up, batches of 32 sentences (length-bucketed, dynamic padding), no gradient clipping;
-each is a setting (:class:`FinetuneSettings`), as are epochs, weight decay and seed. Everything random (head initialization, dropout, batch order) comes from the seed,
+each is a setting (:class:`FinetuneSettings`), as are epochs, weight decay and seed.
+Everything random (head initialization, dropout, batch order) comes from the seed,
 so the same seed on the same machine gives bit-identical weights.
 
 :func:`finetune` stores representations of the probing sets at evenly spaced steps (the
