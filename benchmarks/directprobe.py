@@ -3,7 +3,7 @@ dimensions with 17 labels, from real representations (PUD POS, default model) an
 synthetic Gaussian blobs; how time grows with the number of points.
 
     python benchmarks/directprobe.py [--sizes 1000,3000,10000] [--hard 1000,3000]
-                                     [--pca8 1000,5000]
+                                     [--pca8 1000,5000] [--full 6,3,0] [--timeout 1800]
 
 Real 384-d points are the last layer's word vectors; real 768-d points concatenate the
 word's vectors at layers 3 and 6. ``--hard`` adds the embedding layer (layer 0), whose
@@ -11,7 +11,10 @@ identical vectors with different labels force phase 2 to start from single point
 hardest case. ``--pca8`` adds "pud-last PCA-8": the last layer's points projected on
 their first 8 principal components (fitted on those points), where hulls overlap
 everywhere and phase 2's exact overlap tests are nearly all the time. Points are a
-seeded sample (seed 0) of the training words. Each case runs in its own process, so that
+seeded sample (seed 0) of the training words. ``--full`` adds the whole POS training set
+(every training word, no sample) at each layer it lists, as the chapters' full-set
+DirectProbe reads it; a case that runs past ``--timeout`` seconds is recorded as such
+(``"timed_out": true``) and the benchmark goes on. Each case runs in its own process, so that
 its peak memory is its own. Writes ``<artifacts>/benchmarks/directprobe.json`` (per case:
 seconds, peak memory, clusters, exact overlap tests ``n_lp_tests`` and phase-2 merge
 tries). Target: 10,000 x 384 x 17 labels in under 120 s.
@@ -53,8 +56,12 @@ def points(source: str, n: int, dim: int, seed: int = 0) -> tuple[np.ndarray, np
 
     model, data = load_model("minilm"), load_task("pos")["train"]
     X = representations(model, data)
-    layers = {"pud-last": [-1], "pud-layer0": [0]}.get(source, [3, -1])
+    layers = {"pud-last": [-1]}.get(source, [3, -1])
+    if source.startswith("pud-layer"):
+        layers = [int(source.removeprefix("pud-layer"))]
     Z = np.concatenate([X[layer] for layer in layers], axis=1) if dim == 768 else X[layers[0]]
+    if n == 0:  # the full training set, in its order
+        return Z.astype(np.float64), data.y
     idx = rng.choice(len(data.y), size=min(n, len(data.y)), replace=False)
     return Z[idx].astype(np.float64), data.y[idx]
 
@@ -78,6 +85,9 @@ def main() -> None:
     parser.add_argument("--sizes", default="1000,3000,10000")
     parser.add_argument("--hard", default="1000", help="sizes of the layer-0 case ('' for none)")
     parser.add_argument("--pca8", default="1000,5000", help=f"sizes of the {PCA8!r} case ('' for none)")
+    parser.add_argument("--full", default="", help="layers at which to fit the whole POS training "
+                        "set, e.g. 6,3,0 ('' for none)")
+    parser.add_argument("--timeout", type=float, default=1800, help="seconds a case may run")
     parser.add_argument("--case", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case:
@@ -90,11 +100,19 @@ def main() -> None:
              for n in map(int, filter(None, args.sizes.split(",")))]
     cases += [("pud-layer0", int(n), 384) for n in args.hard.split(",") if n]
     cases += [(PCA8, int(n), 8) for n in args.pca8.split(",") if n]
+    cases += [(f"pud-layer{int(k)}", 0, 384) for k in args.full.split(",") if k]
     results = []
     for source, n, dim in cases:
         src = "pud-last" if (source == "pud" and dim == 384) else source
-        proc = subprocess.run([sys.executable, __file__, "--case", f"{src},{n},{dim}"],
-                              capture_output=True, text=True, check=True)
+        try:
+            proc = subprocess.run([sys.executable, __file__, "--case", f"{src},{n},{dim}"],
+                                  capture_output=True, text=True, check=True, timeout=args.timeout)
+        except subprocess.TimeoutExpired:
+            results.append({"source": src, "n_points": n or None, "n_features": dim,
+                            "timed_out": True, "seconds": None, "timeout_seconds": args.timeout})
+            print(f"{src:>14} n={n or 'all':>6} d={dim:>4}: over {args.timeout:.0f} s, stopped",
+                  flush=True)
+            continue
         row = json.loads(proc.stdout.strip().splitlines()[-1])
         results.append(row)
         print(f"{row['source']:>14} n={row['n_points']:>6} d={row['n_features']:>4}: "
@@ -103,7 +121,8 @@ def main() -> None:
     growth = {}
     for source in {r["source"] for r in results}:
         for dim in sorted({r["n_features"] for r in results if r["source"] == source}):
-            rows = [r for r in results if r["source"] == source and r["n_features"] == dim]
+            rows = [r for r in results if r["source"] == source and r["n_features"] == dim
+                    and r["seconds"]]
             if len(rows) >= 2:
                 slope = np.polyfit(np.log([r["n_points"] for r in rows]),
                                    np.log([r["seconds"] for r in rows]), 1)[0]

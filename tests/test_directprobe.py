@@ -378,3 +378,38 @@ def test_cluster_tables_and_the_linearity_summary_known_answers():
     tasks = linearity_tasks(clusters, layers)
     assert tasks["xor"] == results.LinearityTask(2, 3, 2, [3, 4, 5], [2, 2, 2])
     assert tasks["blobs"] == results.LinearityTask(3, 3, 3, None, None)  # no per-layer counts
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_all_candidate_pairs_at_once_equal_one_cluster_at_a_time(seed):
+    """any_overlap's blocked search for bounding spheres that meet gives each cluster the same
+    candidates, in the same order, as candidates() one cluster at a time: on clusters of
+    several sizes, exact duplicates with different labels, spheres that just touch, and
+    points far from the origin (where the matrix-product distances lose digits)."""
+    from ftgeo.directprobe import _Clusters
+
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(300, 12)) * rng.uniform(0.1, 10, 12) + (1e3 if seed % 2 else 0.0)
+    y = rng.integers(0, 4, len(X))
+    X[1:12:2] = X[0:12:2]  # identical points with different labels
+    y[0:12:2], y[1:12:2] = 0, 1
+    X[200:300:2] = X[201:300:2]  # more, in clusters of three
+    y[200:300:2] = (y[201:300:2] + 1) % 4
+    cl = _Clusters(X, y, 1e-9, 100)
+    cl.add(np.arange(12, 40))  # a large cluster (its label: point 12's)
+    X[40] = X[12] + (cl.radius[0] + 1e-3) * np.eye(12)[0]  # just outside its sphere: reaches it with a radius
+    for i in range(40, len(X), 3):
+        cl.add(np.arange(i, min(i + 3, len(X))))
+    for i in range(12):
+        cl.add(np.array([i]))
+    ids = np.array(sorted(cl.points))
+    for block in (7, 1024):
+        near = cl.candidate_pairs(ids, block=block)
+        for a in ids.tolist():
+            one = cl.candidates(cl.label[a], cl.center[a], cl.radius[a])
+            expected = one[one > a]
+            got = near.get(a, np.zeros(0, dtype=np.int64))
+            np.testing.assert_array_equal(got, expected)
+    assert any(len(v) for v in near.values())
+    a10 = next(a for a in ids.tolist() if cl.points[a].tolist() == [10])
+    assert cl.owner[11] in near[a10]  # the duplicate with another label is a candidate

@@ -516,6 +516,32 @@ class _Clusters:
         # touching and identical points: the reference's strict ">" misses the latter.
         return ids[radius + self._radii[ids] + 2 * self.eps >= dist]
 
+    def candidate_pairs(self, ids: np.ndarray, block: int = 1024) -> dict[int, np.ndarray]:
+        """:meth:`candidates` of every cluster ``a`` of ``ids`` (active, sorted), restricted
+        to the ids above ``a``, found for all clusters at once: the same arrays, in the same
+        order. With thousands of clusters (phase 1's early states), one call per cluster
+        costs a pass over every centre each; here the squared distances come from blocked
+        matrix products instead, a pair is kept if it might pass allowing for their
+        rounding error, and the few kept are decided by candidates()' own test."""
+        C, R, L = self._centers[ids], self._radii[ids], self._labels[ids]
+        sq = (C * C).sum(axis=1)
+        # |fl(|a|^2 + |b|^2 - 2 a.b) - |a - b|^2| <= (d + 4) u (|a|^2 + |b|^2), twice for safety
+        err = 2 * (C.shape[1] + 4) * np.finfo(float).eps
+        out = {}
+        for s in range(0, len(ids), block):
+            e = min(s + block, len(ids))
+            D2 = sq[s:e, None] + sq[None, s:] - 2 * (C[s:e] @ C[s:].T)
+            reach = R[s:e, None] + R[None, s:] + 2 * self.eps
+            slack = np.sqrt(err * (sq[s:e, None] + sq[None, s:]))
+            maybe = (np.sqrt(np.maximum(D2, 0)) <= reach + slack) & (L[s:e, None] != L[None, s:])
+            maybe &= np.arange(s, e)[:, None] < np.arange(s, len(ids))[None, :]
+            for row, cols in zip(*_rows_of(maybe), strict=True):
+                i = s + row
+                js = s + cols
+                dist = np.sqrt(((C[js] - C[i]) ** 2).sum(axis=1))
+                out[int(ids[i])] = ids[js[R[i] + R[js] + 2 * self.eps >= dist]]
+        return out
+
     def separations(self, idx: np.ndarray, label: int, others: np.ndarray, parts: Sequence[int] = ()
               ) -> dict[int, Hyperplane] | None:
         """Hyperplanes separating points ``idx`` (all of ``label``) from each cluster of
@@ -682,14 +708,25 @@ class _Clusters:
 
     def any_overlap(self) -> bool:
         """Does any pair of active clusters of different labels overlap?"""
-        for a in sorted(self.points):
-            others = self.candidates(self.label[a], self.center[a], self.radius[a])
-            planes = self.separations(self.points[a], self.label[a], others[others > a])
+        ids = np.array(sorted(self.points), dtype=np.int64)
+        near = self.candidate_pairs(ids)
+        none = np.zeros(0, dtype=np.int64)
+        for a in ids.tolist():
+            planes = self.separations(self.points[a], self.label[a], near.get(a, none))
             if planes is None:
                 return True
             for o, plane in planes.items():
                 self.file_plane(a, o, plane)
         return False
+
+
+def _rows_of(mask: np.ndarray) -> tuple[list[int], list[np.ndarray]]:
+    """The rows of a boolean matrix with a true entry, and each one's true columns."""
+    rows, cols = np.nonzero(mask)
+    if not len(rows):
+        return [], []
+    starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
+    return rows[starts].tolist(), np.split(cols, starts[1:])
 
 
 def _remember(store: list, item, limit: int) -> None:
