@@ -258,6 +258,61 @@ def test_claims_similarity_needs_separable_representations():
     assert outcome.verdict == UNTESTABLE and "separable" in outcome.ours
 
 
+def with_seeds(records, means=None, sims=None):
+    """The probing record with fine-tuning seeds: per task, the seeds' mean MLP accuracies
+    and similarities (None: left as they are)."""
+    for task in records["03_probing_performance"].tasks.values():
+        if means is not None:
+            object.__setattr__(task, "mlp_finetuned_seeds", list(means))
+        if sims is not None:
+            object.__setattr__(task, "similarity_finetuned_seeds", list(sims))
+    return records
+
+
+def test_claims_helps_uses_the_spread_over_fine_tuning_seeds():
+    # probe seeds alone show a clear gain (0.05 with sd 0.002)
+    assert CLAIM["zs-helps"].evaluate(probing(gain=0.05)).verdict == HOLDS
+    # three fine-tuning seeds that agree: the gain stands
+    steady = CLAIM["zs-helps"].evaluate(with_seeds(probing(gain=0.05), means=[0.85, 0.851, 0.849]))
+    assert steady.verdict == HOLDS and "3 fine-tuning seeds" in steady.ours
+    # the same first seed, but the other seeds land on either side of the baseline: not shown
+    luck = CLAIM["zs-helps"].evaluate(with_seeds(probing(gain=0.05), means=[0.85, 0.76, 0.83]))
+    assert luck.verdict == FAILS
+    # one seed recorded: the probe seeds are the sample, as before
+    assert CLAIM["zs-helps"].evaluate(with_seeds(probing(gain=0.05), means=[0.85])).verdict == HOLDS
+
+
+def test_claims_similarity_must_fall_on_every_fine_tuning_seed():
+    assert CLAIM["zs-similarity-falls"].evaluate(with_seeds(probing(sim=(0.9, 0.5)),
+                                                            sims=[0.5, 0.45, 0.55])).verdict == HOLDS
+    one_seed_holds = with_seeds(probing(sim=(0.9, 0.5)), sims=[0.5, 0.89, None])
+    outcome = CLAIM["zs-similarity-falls"].evaluate(one_seed_holds)
+    assert outcome.verdict == FAILS and "0.50/0.89" in outcome.ours
+
+
+def test_linearity_claims_must_hold_on_every_fine_tuning_seed():
+    def seeded(records, per_task):
+        for name, task in records["04_linearity"].tasks.items():
+            object.__setattr__(task, "clusters_finetuned_seeds", per_task(name, task))
+        return records
+
+    def same(name, task):
+        return [task.clusters_finetuned] * 3
+
+    def one_off(name, task):  # a second seed that is not separable (and, for TREC, is)
+        return [task.clusters_finetuned, 50 if name == "trec-50" else task.n_labels + 2,
+                task.clusters_finetuned]
+
+    assert CLAIM["zs-linear-after"].evaluate(seeded(linearity(), same)).verdict == HOLDS
+    outcome = CLAIM["zs-linear-after"].evaluate(seeded(linearity(), one_off))
+    assert outcome.verdict == FAILS and "17/19/17 clusters" in outcome.ours
+    assert CLAIM["zs-trec-nonlinear"].evaluate(seeded(linearity(), same)).verdict == HOLDS
+    assert CLAIM["zs-trec-nonlinear"].evaluate(seeded(linearity(), one_off)).verdict == FAILS
+    assert CLAIM["zs-fewer-clusters"].evaluate(seeded(linearity(), same)).verdict == HOLDS
+    back = seeded(linearity(), lambda name, task: [task.clusters_finetuned, task.clusters_pretrained])
+    assert CLAIM["zs-fewer-clusters"].evaluate(back).verdict == FAILS
+
+
 def test_claims_lowest_when_hurt_needs_a_task_that_was_helped():
     outcome = CLAIM["zs-lowest-when-hurt"].evaluate(probing(gain=0.0, sd=0.01))
     assert outcome.verdict == UNTESTABLE and "helped on no task" in outcome.ours

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import pytest
 import yaml
 
@@ -183,7 +184,7 @@ def test_chapters_rerun_on_another_model_folder(tmp_path, tiny_bert_dir, monkeyp
     monkeypatch.setenv("FTGEO_ARTIFACTS", str(tmp_path / "artifacts"))
     config = tmp_path / "smoke.yaml"
     # 10 pairs: one batch; 10 snapshots need 9 steps
-    GLUE = {"glue_tasks": ["mrpc"], "finetune": {"glue_epochs": 10}}
+    GLUE = {"glue_tasks": ["mrpc"], "finetune": {"glue_epochs": 10, "n_seeds": 2}}
     notebooks = ["01_tasks_and_representations", "02_finetuning",
                  {"name": "03_probing_performance", "parameters": SMALL_MLP},
                  "04_linearity",
@@ -198,7 +199,8 @@ def test_chapters_rerun_on_another_model_folder(tmp_path, tiny_bert_dir, monkeyp
                  {"name": "scorecard", "parameters": {"max_sentences": 10}}]
     config.write_text(yaml.safe_dump({
         "name": "smoke", "model": "minilm",
-        "parameters": {"tasks": ["pos", "dep", "trec-50"], "max_sentences": 10, "pca_points": 40},
+        "parameters": {"tasks": ["pos", "dep", "trec-50"], "max_sentences": 10, "pca_points": 40,
+                       "finetune": {"n_seeds": 2}},
         "notebooks": notebooks}))
     summary = run_config(config, model=str(tiny_bert_dir))
     folders = [Path(f) for f in summary["runs"]]
@@ -216,6 +218,10 @@ def test_chapters_rerun_on_another_model_folder(tmp_path, tiny_bert_dir, monkeyp
         assert 0 <= task["finetuned_test_accuracy"] <= 1
     assert (folders[1] / "figures" / "trajectory_pos.html").exists()
     assert len(metrics[2]["tasks"]["pos"]["mlp_finetuned"]) == 2
+    # two fine-tuning seeds: chapters 2 and 3 report each
+    assert len(finetuned["tasks"]["pos"]["finetuned_test_accuracy_seeds"]) == 2
+    assert len(metrics[2]["tasks"]["pos"]["mlp_finetuned_seeds"]) == 2
+    assert len(list((tmp_path / "artifacts" / "finetune").glob("pos-*/result.json"))) == 2
     assert metrics[3]["tasks"]["pos"]["clusters_finetuned"] >= metrics[3]["tasks"]["pos"]["n_labels"]
     assert set(metrics[4]["tasks"]) == {"pos", "dep"}
     assert metrics[5]["target"] == "dep" and "finetuned on pos" in metrics[5]["states"]
@@ -332,3 +338,28 @@ def test_a_chapter_without_its_fine_tuned_run_says_which_command_makes_it(tmp_pa
         chapter_runs(str(tiny_bert_dir), ["pos"], max_sentences=4)
     assert not (tmp_path / "artifacts" / "finetune").exists() or not list(
         (tmp_path / "artifacts" / "finetune").glob("*/result.json"))
+
+
+@needs_data("ud-english-pud")
+def test_every_fine_tuning_seed_is_trained_and_read(tmp_path, tiny_bert_dir, monkeypatch):
+    """n_seeds runs per task, seeds seed, seed + 1, ...: the fine-tuning stage (train=True)
+    trains them all; chapter_runs reads the first, chapter_seed_runs every one; a missing
+    further seed is an error, not a silent single seed."""
+    import shutil
+
+    from ftgeo.finetune import ChapterFinetuning, MissingRunError, chapter_runs, chapter_seed_runs
+
+    monkeypatch.setenv("FTGEO_ARTIFACTS", str(tmp_path / "artifacts"))
+    plan = {"epochs": 1, "batch_size": 4, "n_snapshots": 2, "seed": 5, "n_seeds": 2}
+    with pytest.raises(ValueError, match="n_seeds must be a whole number >= 1"):
+        ChapterFinetuning.from_mapping({**plan, "n_seeds": 0})
+    _, _, first = chapter_runs(str(tiny_bert_dir), ["pos"], finetune=plan, max_sentences=8, train=True)
+    _, _, runs = chapter_seed_runs(str(tiny_bert_dir), ["pos"], finetune=plan, max_sentences=8)
+    assert [r.settings.seed for r in runs["pos"]] == [5, 6]
+    assert runs["pos"][0].folder == first["pos"].folder != runs["pos"][1].folder
+    assert not np.array_equal(runs["pos"][0].losses, runs["pos"][1].losses)
+    shutil.rmtree(runs["pos"][1].folder)
+    assert chapter_runs(str(tiny_bert_dir), ["pos"], finetune=plan, max_sentences=8)[2]["pos"].folder \
+        == first["pos"].folder
+    with pytest.raises(MissingRunError):
+        chapter_seed_runs(str(tiny_bert_dir), ["pos"], finetune=plan, max_sentences=8)

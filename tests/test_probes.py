@@ -180,7 +180,7 @@ def test_probing_table_and_summary_known_answers():
     assert list(table.index) == ["pos", "dep"] and table.index.name == "task"
     assert list(table.columns) == ["MLP pretrained", "sd pretrained", "MLP finetuned", "sd finetuned",
                                    "change", "similarity pretrained", "similarity finetuned",
-                                   "fine-tuning helps"]
+                                   "fine-tuning seeds", "fine-tuning helps"]
     assert table.loc["pos", "MLP pretrained"] == pytest.approx(0.6)
     assert table.loc["pos", "sd pretrained"] == pytest.approx(np.std([0.5, 0.7], ddof=1))
     assert table["change"].tolist() == pytest.approx([0.2, -0.1])
@@ -192,6 +192,22 @@ def test_probing_table_and_summary_known_answers():
     # the twin: the lowest similarity on a task that fine-tuning helped
     s = probing_summary(probing_table(MLP, {**similarity, ("pos", "finetuned"): 0.1}))
     assert (s["lowest_sim_task"], s["lowest_is_unhelped"], s["n_sim_drop"]) == ("pos", "is not", 2)
+    # three fine-tuning seeds: the fine-tuned mean and sd are over seeds, the similarity the
+    # mean where defined, the pretrained side unchanged
+    seeds = [MLP, {("pos", "finetuned"): _grid_result([0.6, 0.6]), ("dep", "finetuned"): _grid_result([0.5])},
+             {("pos", "finetuned"): _grid_result([0.7]), ("dep", "finetuned"): _grid_result([0.8])}]
+    sims = [similarity, {("pos", "finetuned"): np.nan, ("dep", "finetuned"): 0.4},
+            {("pos", "finetuned"): 0.3, ("dep", "finetuned"): None}]
+    several = probing_table(MLP, similarity, seeds=seeds, similarity_seeds=sims)
+    assert several["MLP finetuned"].tolist() == pytest.approx([0.7, 0.6])
+    assert several["sd finetuned"].tolist() == pytest.approx([0.1, np.std([0.5, 0.5, 0.8], ddof=1)])
+    assert several["similarity finetuned"].tolist() == pytest.approx([0.5, 0.3])
+    assert several["MLP pretrained"].tolist() == table["MLP pretrained"].tolist()
+    assert several["fine-tuning seeds"].tolist() == [3, 3]
+    # equal accuracies whose means differ by rounding: no help
+    tie = {("pos", "pretrained"): _grid_result([0.15, 0.15]), ("pos", "finetuned"): _grid_result([0.1, 0.2]),
+           ("dep", "pretrained"): _grid_result([0.6]), ("dep", "finetuned"): _grid_result([0.6 + 1e-12])}
+    assert probing_table(tie, dict.fromkeys(tie, 0.5))["fine-tuning helps"].tolist() == ["no", "no"]
     choices = grid_choices(MLP)
     assert list(choices.index) == ["pos / pretrained", "pos / finetuned", "dep / pretrained",
                                    "dep / finetuned"]
@@ -217,7 +233,9 @@ def test_probing_tasks_count_shared_label_pairs_and_separability():
     similarity = {key: 0.5 for key in MLP}
     tasks = probing_tasks(MLP, similarity, clusters)
     assert list(tasks) == ["pos", "dep"]
-    assert tasks["pos"] == results.ProbingTask([0.5, 0.7], [0.8, 0.8], 0.5, 0.5, 3, 6, True, False)
+    assert tasks["pos"] == results.ProbingTask([0.5, 0.7], [0.8, 0.8], 0.5, 0.5, 3, 6, True, False,
+                                               mlp_finetuned_seeds=[0.8],
+                                               similarity_finetuned_seeds=[0.5])
     assert (tasks["dep"].label_pairs_pretrained, tasks["dep"].separable_finetuned) == (6, True)
     results.from_dict(results.ProbingTask, dataclasses.asdict(tasks["pos"]))  # fits the schema
 

@@ -624,17 +624,24 @@ def cka_study(
     data: Mapping[str, Mapping[str, Any]],
     tasks: Sequence[str],
     *,
-    max_items: int | None = 10000,
+    max_items: int | None = None,
     debiased: bool = False,
     seed: int = 0,
+    split: str = "test",
 ) -> CKAStudy:
     """Chapter 9 on each task's run: linear CKA between every pair of layers of the pretrained
-    (step 0) and of the fine-tuned (last step) state on up to ``max_items`` training items,
-    the block structure of each, and test accuracy with the top layers dropped."""
+    (step 0) and of the fine-tuned (last step) state on the items of ``split`` (a seeded
+    sample of whole sentences with at most ``max_items`` items; None: all), the block
+    structure of each, and test accuracy with the top layers dropped.
+
+    ``split`` is "test" by default: held-out examples, as Phang et al. (2021) use their
+    tasks' validation sets; "train" is the other split whose states every run stores."""
+    check(split in ("train", "test"), f"split must be 'train' or 'test' (the splits a run stores "
+          f"at its first and last snapshot), got {split!r}")
     _check_tasks(runs, data, tasks)
     layers, matrices, blocks, dropping = {}, {}, {}, {}
     for task in progress(list(tasks), desc="CKA", unit="task"):
-        run, d = runs[task], data[task]["train"]
+        run, d = runs[task], data[task][split]
         sample = d.sample_index(max_items, seed=seed)
         steps = state_steps(run)
         X0 = run.representations(d, steps["pretrained"])[:, sample]
@@ -665,5 +672,5 @@ def cka_study(
         blocks,
         table,
         {t: data[t]["test"].n_items for t in tasks},
-        {"debiased": debiased, "max_items": max_items},
+        {"debiased": debiased, "max_items": max_items, "split": split},
     )

@@ -47,9 +47,12 @@ def _block_contrast(matrix) -> float:
 
 # (measure, chapter, function of one task's record -> (before, after)); NaN where absent
 MEASURES: dict[str, tuple[str, Any]] = {
-    "finetuned dev accuracy": ("02_finetuning", lambda t: (np.nan, t.finetuned_dev_accuracy)),
+    # the fine-tuned figures: the mean over fine-tuning seeds where a record has several
+    "finetuned dev accuracy": ("02_finetuning", lambda t: (np.nan, _seed_mean(
+        t.finetuned_dev_accuracy_seeds, t.finetuned_dev_accuracy))),
     "MLP probe accuracy": (
-        "03_probing_performance", lambda t: (np.mean(t.mlp_pretrained), np.mean(t.mlp_finetuned))),
+        "03_probing_performance", lambda t: (np.mean(t.mlp_pretrained), _seed_mean(
+            t.mlp_finetuned_seeds, np.mean(t.mlp_finetuned)))),
     "DirectProbe clusters per label": (
         "04_linearity", lambda t: (_ratio(t.clusters_pretrained, t.n_labels),
                                    _ratio(t.clusters_finetuned, t.n_labels))),
@@ -60,6 +63,16 @@ MEASURES: dict[str, tuple[str, Any]] = {
     "CKA block contrast": (
         "09_cka", lambda t: (_block_contrast(t.cka_pretrained), _block_contrast(t.cka_finetuned))),
 }
+
+
+def _seed_mean(per_seed, single) -> float:
+    """The mean over fine-tuning seeds (None entries left out), else ``single``.
+
+    >>> _seed_mean([0.5, None, 0.7], 0.5), _seed_mean(None, 0.4)
+    (0.6, 0.4)
+    """
+    values = [v for v in (per_seed or []) if v is not None]
+    return float(np.mean(values)) if values else _number(single)
 
 
 def _ratio(a, b) -> float:

@@ -1085,19 +1085,27 @@ def _yes_no(flag: bool) -> str:
     return "yes" if flag else "no"
 
 
-def cluster_counts(clusters: Mapping):
+def cluster_counts(clusters: Mapping, seeds: Sequence[Mapping] | None = None):
     """Labels and clusters before ("pretrained") and after ("finetuned") fine-tuning, and
     whether each state is linearly separable ("yes" / "no"): a pandas DataFrame, one row
-    per task, index ``task``."""
+    per task, index ``task``.
+
+    seeds : one {(task, "finetuned"): summary} per fine-tuning seed, the first seed's being
+        ``clusters``: the table then adds "clusters finetuned, per seed" (the counts joined
+        by "/") and "linear finetuned" is "yes" only if every seed is separable
+    """
     import pandas as pd
 
     rows = {}
     for task in keyed_tasks(clusters):
         before, after = clusters[task, "pretrained"], clusters[task, "finetuned"]
+        every = [after] if seeds is None else [s[task, "finetuned"] for s in seeds]
         rows[task] = {"labels": before.n_labels, "clusters pretrained": before.n_clusters,
                       "clusters finetuned": after.n_clusters,
                       "linear pretrained": _yes_no(before.linearly_separable),
-                      "linear finetuned": _yes_no(after.linearly_separable)}
+                      "linear finetuned": _yes_no(all(s.linearly_separable for s in every))}
+        if seeds is not None:
+            rows[task]["clusters finetuned, per seed"] = "/".join(str(s.n_clusters) for s in every)
     return pd.DataFrame(rows).T.rename_axis("task")
 
 
@@ -1140,14 +1148,19 @@ def linearity_summary(clusters: Mapping) -> dict[str, object]:
             "nonlinear_after": ", ".join(t for t in tasks if t not in after) or "none"}
 
 
-def linearity_tasks(clusters: Mapping, layer_counts: Mapping[tuple[str, str], list[int]]) -> dict:
+def linearity_tasks(clusters: Mapping, layer_counts: Mapping[tuple[str, str], list[int]], *,
+                    seeds: Sequence[Mapping] | None = None) -> dict:
     """The per-task part of chapter 4's record: {task: :class:`ftgeo.results.LinearityTask`}.
 
     layer_counts : {(task, state): clusters at each layer}; an absent entry is recorded as None
+    seeds : as for :func:`cluster_counts`
     """
     from .results import LinearityTask
 
+    def per_seed(t):
+        return None if seeds is None else [int(s[t, "finetuned"].n_clusters) for s in seeds]
+
     return {t: LinearityTask(clusters[t, "pretrained"].n_labels, clusters[t, "pretrained"].n_clusters,
                              clusters[t, "finetuned"].n_clusters, layer_counts.get((t, "pretrained")),
-                             layer_counts.get((t, "finetuned")))
+                             layer_counts.get((t, "finetuned")), per_seed(t))
             for t in keyed_tasks(clusters)}

@@ -666,6 +666,10 @@ class ChapterFinetuning:
         for ``glue_epochs`` epochs, the usual GLUE recipe (Devlin et al. 2019), on a seeded
         sample of ``glue_train_sentences`` training sentences (None: all; SST-2 has 60,614,
         too many for a CPU budget)
+    n_seeds : fine-tuning runs per task, with seeds ``settings.seed``, ``settings.seed + 1``,
+        ...: the spread over them is the spread of every before/after result (Zhou &
+        Srikumar report one run per task; one run cannot tell a fine-tuning effect from the
+        luck of one initialization and data order)
 
     >>> ChapterFinetuning.from_mapping({"epochs": 2, "seed": 1}).settings.epochs
     2
@@ -679,13 +683,23 @@ class ChapterFinetuning:
     trajectory_items: int | None = 1000
     glue_epochs: int = 3
     glue_train_sentences: int | None = 8000
+    n_seeds: int = 3
+
+    @property
+    def seeds(self) -> list[int]:
+        """The fine-tuning seeds, the first one ``settings.seed``.
+
+        >>> ChapterFinetuning.from_mapping({"seed": 4, "n_seeds": 3}).seeds
+        [4, 5, 6]
+        """
+        return [self.settings.seed + k for k in range(self.n_seeds)]
 
     @classmethod
     def from_mapping(cls, given: Mapping[str, Any] | ChapterFinetuning | None) -> ChapterFinetuning:
         if isinstance(given, ChapterFinetuning):
             return given
         given = dict(given or {})
-        own = {"trajectory_items", "glue_epochs", "glue_train_sentences"}
+        own = {"trajectory_items", "glue_epochs", "glue_train_sentences", "n_seeds"}
         allowed = {f.name for f in fields(FinetuneSettings)} | own
         unknown = sorted(set(given) - allowed)
         check(not unknown, f"finetune: unknown setting(s) {unknown}; allowed: {', '.join(sorted(allowed))}")
@@ -696,11 +710,14 @@ class ChapterFinetuning:
               f"finetune: glue_train_sentences must be >= 1 or None, got {plan.glue_train_sentences}")
         check(int(plan.glue_epochs) == plan.glue_epochs and plan.glue_epochs >= 1,
               f"finetune: glue_epochs must be a whole number >= 1, got {plan.glue_epochs}")
+        check(int(plan.n_seeds) == plan.n_seeds and plan.n_seeds >= 1,
+              f"finetune: n_seeds must be a whole number >= 1, got {plan.n_seeds}")
         return plan
 
     def as_dict(self) -> dict[str, Any]:
         return {**self.settings.as_dict(), "trajectory_items": self.trajectory_items,
-                "glue_epochs": self.glue_epochs, "glue_train_sentences": self.glue_train_sentences}
+                "glue_epochs": self.glue_epochs, "glue_train_sentences": self.glue_train_sentences,
+                "n_seeds": self.n_seeds}
 
 
 def chapter_runs(model: str | LoadedModel, tasks: Sequence[str], *, seed: int = 0,
@@ -708,15 +725,31 @@ def chapter_runs(model: str | LoadedModel, tasks: Sequence[str], *, seed: int = 
                  train: bool = False
                  ) -> tuple[LoadedModel, dict[str, dict[str, TaskData]], dict[str, FinetuneRun]]:
     """The model, task data and fine-tuned runs a chapter reads: ``(model, {task: splits},
-    {task: run})``; the one loader of chapters 02 to 09.
+    {task: run})``, the run of the first fine-tuning seed; the one loader of chapters 02 to
+    09 (:func:`chapter_seed_runs` gives every seed's run).
 
     ``seed`` is the seed of the data splits that a data set does not fix; ``finetune`` the
     fine-tuning settings (:class:`ChapterFinetuning`, or a mapping of its fields and those of
     :class:`FinetuneSettings`); ``max_sentences`` keeps the first N sentences of every split
     (smoke runs). With ``train=False`` (the chapters) nothing is trained: a run that is not
     in the cache raises :class:`MissingRunError`, which names the command that trains it.
-    The pipeline's fine-tuning stage calls this with ``train=True`` before any chapter runs.
+    The pipeline's fine-tuning stage calls this with ``train=True`` before any chapter runs;
+    it trains the runs of every seed (``n_seeds``).
     """
+    loaded, data, runs = chapter_seed_runs(model, tasks, seed=seed, finetune=finetune,
+                                           max_sentences=max_sentences, train=train,
+                                           first_only=not train)
+    return loaded, data, {task: task_runs[0] for task, task_runs in runs.items()}
+
+
+def chapter_seed_runs(model: str | LoadedModel, tasks: Sequence[str], *, seed: int = 0,
+                      finetune: Mapping[str, Any] | ChapterFinetuning | None = None,
+                      max_sentences: int = 0, train: bool = False, first_only: bool = False
+                      ) -> tuple[LoadedModel, dict[str, dict[str, TaskData]],
+                                 dict[str, list[FinetuneRun]]]:
+    """As :func:`chapter_runs`, with every fine-tuning seed's run: ``(model, {task: splits},
+    {task: [run per seed]})``, in :attr:`ChapterFinetuning.seeds` order (``first_only``:
+    the first seed's alone)."""
     from .data import load_task
     from .models import load_model
 
@@ -732,8 +765,9 @@ def chapter_runs(model: str | LoadedModel, tasks: Sequence[str], *, seed: int = 
         if max_sentences:
             splits = {s: d.head(max_sentences) for s, d in splits.items()}
         data[task] = splits
-        runs[task] = _finetune_run(loaded, splits, task_settings, cached_only=not train,
-                                   trajectory_items=plan.trajectory_items)
+        runs[task] = [_finetune_run(loaded, splits, replace(task_settings, seed=s),
+                                    cached_only=not train, trajectory_items=plan.trajectory_items)
+                      for s in plan.seeds[:1 if first_only else None]]
     return loaded, data, runs
 
 
@@ -756,7 +790,8 @@ def state_steps(run: FinetuneRun) -> dict[str, int]:
 
 def iter_state_representations(model: LoadedModel, runs: Mapping[str, FinetuneRun],
                                data: Mapping[str, Mapping[str, TaskData]], *,
-                               layer: int | None = None, store=None
+                               layer: int | None = None, store=None,
+                               states: Sequence[str] = ("pretrained", "finetuned"),
                                ) -> Iterator[tuple[tuple[str, str], dict[str, np.ndarray]]]:
     """The representations of every split of every task before and after fine-tuning,
     one model state at a time: yields ``((task, state), {split: X})``.
@@ -775,12 +810,16 @@ def iter_state_representations(model: LoadedModel, runs: Mapping[str, FinetuneRu
     layer : None for every layer, X of shape (n_layers, n_items, n_features); a layer index
         (0 = embeddings, -1 = last) for X of shape (n_items, n_features)
     store : the artifact cache (default ``Store()``)
+    states : the states to yield (``("finetuned",)`` for a further fine-tuning seed, whose
+        pretrained state is the same model)
     """
     from .extract import representations
 
+    unknown = sorted(set(states) - {"pretrained", "finetuned"})
+    check(not unknown, f"states: unknown state(s) {unknown}; use 'pretrained' and 'finetuned'")
     for task, run in runs.items():
-        tuned = run.load_model()
-        for state, loaded in (("pretrained", model), ("finetuned", tuned)):
+        for state in states:
+            loaded = model if state == "pretrained" else run.load_model()
             X = {split: representations(loaded, d, store=store) for split, d in data[task].items()}
             yield (task, state), (X if layer is None else {s: x[layer] for s, x in X.items()})
 
@@ -824,6 +863,41 @@ def timing_table(runs: Mapping[str, FinetuneRun]):
                          for task, run in runs.items()}).T.rename_axis("task")
 
 
+def seed_accuracy(seed_runs: Mapping[str, Sequence[FinetuneRun]],
+                  data: Mapping[str, Mapping[str, TaskData]], splits: Sequence[str] = ("dev", "test")
+                  ) -> dict[str, list[dict[str, float]]]:
+    """The fine-tuned model's accuracy of every seed's run: {task: [{split: accuracy}, one per
+    seed]} (:meth:`FinetuneRun.evaluate`)."""
+    return {task: [{split: run.evaluate(data[task][split]) for split in splits} for run in task_runs]
+            for task, task_runs in seed_runs.items()}
+
+
+def mean_accuracy(accuracy: Mapping[str, Sequence[Mapping[str, float]]]) -> dict[str, dict[str, float]]:
+    """{task: {split: mean over seeds}} of :func:`seed_accuracy`'s result.
+
+    >>> mean_accuracy({"pos": [{"test": 0.5}, {"test": 1.0}]})
+    {'pos': {'test': 0.75}}
+    """
+    return {task: {split: float(np.mean([a[split] for a in accs])) for split in accs[0]}
+            for task, accs in accuracy.items()}
+
+
+def seeds_table(accuracy: Mapping[str, Sequence[Mapping[str, float]]],
+                seed_runs: Mapping[str, Sequence[FinetuneRun]]):
+    """The fine-tuned model of every seed (pandas DataFrame, index (task, seed)): its dev and
+    test accuracy, with each task's mean and sd over seeds in the last rows of the task."""
+    import pandas as pd
+
+    rows = {}
+    for task, accs in accuracy.items():
+        for run, acc in zip(seed_runs[task], accs, strict=True):
+            rows[task, str(run.settings.seed)] = dict(acc)
+        frame = pd.DataFrame(accs)
+        rows[task, "mean"] = frame.mean().to_dict()
+        rows[task, "sd"] = frame.std(ddof=1).to_dict() if len(frame) > 1 else dict.fromkeys(frame, np.nan)
+    return pd.DataFrame(rows).T.rename_axis(["task", "seed"])
+
+
 def comparison_table(model_accuracy: Mapping[str, Mapping[str, float]], probe: Mapping):
     """The fine-tuned model against the ridge probe of chapter 1 (pandas DataFrame, one row
     per task of ``model_accuracy``, index ``task``).
@@ -834,7 +908,8 @@ def comparison_table(model_accuracy: Mapping[str, Mapping[str, float]], probe: M
 
     Parameters
     ----------
-    model_accuracy : {task: {"dev": accuracy, "test": accuracy}} (:meth:`FinetuneRun.evaluate`)
+    model_accuracy : {task: {"dev": accuracy, "test": accuracy}} (:meth:`FinetuneRun.evaluate`,
+        or the mean over fine-tuning seeds, :func:`mean_accuracy`)
     probe : {(task, state): LayerProbeResult} for both states of every task
         (:func:`ftgeo.probes.linear_probe_layers`; arrays of shape (n_layers,))
     """
@@ -881,15 +956,21 @@ def gain_summary(comparison) -> dict[str, Any]:
 
 
 def finetuning_tasks(runs: Mapping[str, FinetuneRun],
-                     model_accuracy: Mapping[str, Mapping[str, float]], probe: Mapping) -> dict:
+                     model_accuracy: Mapping[str, Mapping[str, float]], probe: Mapping, *,
+                     seed_accuracy: Mapping[str, Sequence[Mapping[str, float]]] | None = None) -> dict:
     """The per-task part of chapter 2's record: {task: :class:`ftgeo.results.FinetuningTask`},
     from the runs, the fine-tuned models' dev and test accuracy and the per-layer probes
-    (arguments as for :func:`comparison_table`), in the order of ``runs``."""
+    (arguments as for :func:`comparison_table`), in the order of ``runs``; ``seed_accuracy``:
+    every fine-tuning seed's accuracy (:func:`seed_accuracy`)."""
     from .results import FinetuningTask
+
+    def per_seed(task, split):
+        return None if seed_accuracy is None else [a[split] for a in seed_accuracy[task]]
 
     return {task: FinetuningTask(
         run.folder.name, run.n_steps, run.steps.tolist(), run.dev_accuracy.tolist(),
         model_accuracy[task]["dev"], model_accuracy[task]["test"],
         probe[task, "pretrained"].test_accuracy.tolist(),
-        probe[task, "finetuned"].test_accuracy.tolist(), run.timing.get("total_s"))
+        probe[task, "finetuned"].test_accuracy.tolist(), run.timing.get("total_s"),
+        per_seed(task, "dev"), per_seed(task, "test"))
         for task, run in runs.items()}

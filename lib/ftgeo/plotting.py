@@ -1031,24 +1031,47 @@ def state_bars(values: Mapping[tuple[str, str], float], *,
 
 
 def probe_similarity_figure(mlp: Mapping[tuple[str, str], object],
-                            similarity: Mapping[tuple[str, str], float]):
+                            similarity: Mapping[tuple[str, str], float], *,
+                            seeds: Sequence[Mapping[tuple[str, str], object]] | None = None,
+                            similarity_seeds: Sequence[Mapping[tuple[str, str], float]] | None = None):
     """Two panels (matplotlib): the MLP probe's test accuracy per task before and after
-    fine-tuning (bars: mean and sd over seeds), and the train-test spatial similarity.
+    fine-tuning, and the train-test spatial similarity.
 
     mlp : {(task, state): :class:`ftgeo.probes.ProbeGridResult`}
     similarity : {(task, state): Pearson r}
+    seeds, similarity_seeds : one such mapping per fine-tuning seed (the first seed's being
+        ``mlp`` and ``similarity``): the fine-tuned bar is then the mean and sd over
+        fine-tuning seeds (each the mean over probe seeds), every seed's similarity a dot and
+        the line their mean; None: one seed, the bars' sd over probe seeds
     """
     import matplotlib.pyplot as plt
 
     check(len(mlp) >= 1, "mlp is empty")
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
-    state_bars({k: r.mean for k, r in mlp.items()}, errors={k: r.sd for k, r in mlp.items()},
-               ylabel="MLP-probe test accuracy", ylim=(0, 1),
-               title="Probe accuracy (mean and sd over seeds)", ax=ax1)
     tasks = keyed_tasks(mlp)
+    means = {k: r.mean for k, r in mlp.items()}
+    errors = {k: r.sd for k, r in mlp.items()}
+    sim_seeds = {t: [similarity.get((t, "finetuned"), np.nan)] for t in tasks}
+    several = seeds is not None and len(seeds) > 1
+    if several:
+        for t in tasks:
+            per_seed = np.array([r[t, "finetuned"].mean for r in seeds])
+            means[t, "finetuned"], errors[t, "finetuned"] = per_seed.mean(), per_seed.std(ddof=1)
+    if similarity_seeds is not None:
+        sim_seeds = {t: [np.nan if s.get((t, "finetuned")) is None else s[t, "finetuned"]
+                         for s in similarity_seeds] for t in tasks}
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    over = f"over {len(seeds)} fine-tuning seeds after" if several else "over probe seeds"
+    state_bars(means, errors=errors, ylabel="MLP-probe test accuracy", ylim=(0, 1),
+               title=f"Probe accuracy (mean and sd {over})", ax=ax1)
     xs = np.arange(len(tasks))
     for state in STATE_STYLE:
-        ax2.plot(xs, [similarity[t, state] for t in tasks], label=state, **state_line(state))
+        ys = [similarity[t, state] if state == "pretrained" else
+              (np.nanmean(sim_seeds[t]) if np.isfinite(sim_seeds[t]).any() else np.nan) for t in tasks]
+        ax2.plot(xs, ys, label=state, **state_line(state))
+    if similarity_seeds is not None and len(similarity_seeds) > 1:
+        for x, t in zip(xs, tasks, strict=True):
+            ax2.scatter([x] * len(sim_seeds[t]), sim_seeds[t], s=10,
+                        color=state_line("finetuned").get("color"), alpha=0.6)
     ax2.set(xticks=xs, xticklabels=tasks, ylabel="Pearson r", title="Train-test spatial similarity")
     ax2.axhline(0, color="k", lw=0.5)
     ax2.legend(frameon=False, fontsize=8)

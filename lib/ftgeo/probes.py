@@ -510,30 +510,64 @@ def probe_states(X: Mapping | Iterable, data: Mapping, probe: Callable = linear_
     return fitted
 
 
+#: A change of accuracy smaller than this is rounding, not a change (means of equal figures
+#: can differ in the last bits).
+CHANGE_TOL = 1e-9
+
+
 def probing_table(mlp: Mapping[tuple[str, str], ProbeGridResult],
-                  similarity: Mapping[tuple[str, str], float]):
+                  similarity: Mapping[tuple[str, str], float], *,
+                  seeds: Sequence[Mapping[tuple[str, str], ProbeGridResult]] | None = None,
+                  similarity_seeds: Sequence[Mapping[tuple[str, str], float]] | None = None):
     """Chapter 3's result table (pandas DataFrame, one row per task, index ``task``).
 
-    Columns: the MLP probe's mean and sd test accuracy over seeds before ("pretrained") and
-    after ("finetuned") fine-tuning, their difference ("change"), the train-test spatial
-    similarity before and after, and "fine-tuning helps" ("yes" where the change is > 0).
+    Columns: the MLP probe's mean and sd test accuracy before ("pretrained") and after
+    ("finetuned") fine-tuning, their difference ("change"), the train-test spatial
+    similarity before and after, "fine-tuning helps" ("yes" where the change is > 0) and
+    the number of "fine-tuning seeds". Before fine-tuning the sd is over probe seeds; after
+    it, with several fine-tuning seeds, the mean and sd are over fine-tuning seeds (each
+    seed's figure the mean over its probe seeds) and the similarity is the mean over the
+    seeds where it is defined; with one, as before fine-tuning.
 
     Parameters
     ----------
     mlp : {(task, state): ProbeGridResult} for states "pretrained" and "finetuned"
     similarity : {(task, state): Pearson r} (:func:`ftgeo.spatial.similarity`)
+    seeds, similarity_seeds : one such mapping per fine-tuning seed, holding (at least) the
+        "finetuned" state, the first seed's being ``mlp`` and ``similarity``; None: one seed
+
+    >>> r = lambda *acc: ProbeGridResult((8, 8), 1e-3, 0.9, np.array(acc), None)
+    >>> mlp = {("pos", "pretrained"): r(0.5, 0.6), ("pos", "finetuned"): r(0.8, 0.8)}
+    >>> sim = {("pos", "pretrained"): 0.9, ("pos", "finetuned"): np.nan}
+    >>> t = probing_table(mlp, sim, seeds=[mlp, {("pos", "finetuned"): r(0.6, 0.6)}],
+    ...                   similarity_seeds=[sim, {("pos", "finetuned"): 0.7}])
+    >>> t.loc["pos", ["MLP finetuned", "change", "similarity finetuned"]].round(3).tolist()
+    [0.7, 0.15, 0.7]
     """
     import pandas as pd
 
+    seeds = [mlp] if seeds is None else list(seeds)
+    similarity_seeds = [similarity] if similarity_seeds is None else list(similarity_seeds)
     rows = {}
     for task in keyed_tasks(mlp):
-        a, b = mlp[task, "pretrained"], mlp[task, "finetuned"]
-        rows[task] = {"MLP pretrained": a.mean, "sd pretrained": a.sd, "MLP finetuned": b.mean,
-                      "sd finetuned": b.sd, "change": b.mean - a.mean,
+        a = mlp[task, "pretrained"]
+        means = np.array([result[task, "finetuned"].mean for result in seeds])
+        sims = np.array([np.nan if sim.get((task, "finetuned")) is None else sim[task, "finetuned"]
+                         for sim in similarity_seeds], dtype=float)
+        several = len(means) > 1
+        rows[task] = {"MLP pretrained": a.mean, "sd pretrained": a.sd,
+                      "MLP finetuned": float(means.mean()),
+                      "sd finetuned": float(np.std(means, ddof=1)) if several
+                      else mlp[task, "finetuned"].sd,
+                      "change": float(means.mean()) - a.mean,
                       "similarity pretrained": similarity[task, "pretrained"],
-                      "similarity finetuned": similarity[task, "finetuned"]}
+                      "similarity finetuned": float(np.nanmean(sims)) if np.isfinite(sims).any()
+                      else np.nan,
+                      "fine-tuning seeds": len(means)}
     table = pd.DataFrame(rows).T.rename_axis("task")
-    table["fine-tuning helps"] = np.where(table["change"] > 0, "yes", "no")
+    table["fine-tuning seeds"] = table["fine-tuning seeds"].astype(int)
+    # a change within rounding of 0 (means of equal accuracies) is no help
+    table["fine-tuning helps"] = np.where(table["change"] > CHANGE_TOL, "yes", "no")
     return table
 
 
@@ -567,7 +601,7 @@ def probing_summary(table) -> dict[str, object]:
     'none'
     """
     tasks = list(table.index)
-    helped = [t for t in tasks if table.loc[t, "change"] > 0]
+    helped = [t for t in tasks if table.loc[t, "change"] > CHANGE_TOL]
     not_helped = [t for t in tasks if t not in helped]
     dropped = [t for t in tasks
                if table.loc[t, "similarity finetuned"] < table.loc[t, "similarity pretrained"]]
@@ -580,19 +614,25 @@ def probing_summary(table) -> dict[str, object]:
 
 
 def probing_tasks(mlp: Mapping[tuple[str, str], ProbeGridResult],
-                  similarity: Mapping[tuple[str, str], float], clusters: Mapping) -> dict:
+                  similarity: Mapping[tuple[str, str], float], clusters: Mapping, *,
+                  seeds: Sequence[Mapping[tuple[str, str], ProbeGridResult]] | None = None,
+                  similarity_seeds: Sequence[Mapping[tuple[str, str], float]] | None = None
+                  ) -> dict:
     """The per-task part of chapter 3's record: {task: :class:`ftgeo.results.ProbingTask`}.
 
     Parameters
     ----------
-    mlp, similarity : as for :func:`probing_table`
+    mlp, similarity, seeds, similarity_seeds : as for :func:`probing_table`
     clusters : {(task, state, split): ClusterSummary} for splits "train" and "test"
-        (:func:`ftgeo.spatial.directprobe_summary`): the label pairs the similarity
-        correlates are those of the labels both splits hold, and a state counts as
-        separable when both splits are linearly separable
+        (:func:`ftgeo.spatial.directprobe_summary`) of the first fine-tuning seed: the
+        label pairs the similarity correlates are those of the labels both splits hold, and
+        a state counts as separable when both splits are linearly separable
     """
     from .directprobe import shared_label_pairs
     from .results import ProbingTask
+
+    seeds = [mlp] if seeds is None else list(seeds)
+    similarity_seeds = [similarity] if similarity_seeds is None else list(similarity_seeds)
 
     def pairs(task, state):
         return shared_label_pairs(clusters[task, state, "train"].classes,
@@ -601,9 +641,15 @@ def probing_tasks(mlp: Mapping[tuple[str, str], ProbeGridResult],
     def separable(task, state):
         return all(clusters[task, state, split].linearly_separable for split in ("train", "test"))
 
+    def finite(x):
+        return None if x is None or not np.isfinite(x) else float(x)
+
     return {t: ProbingTask(mlp[t, "pretrained"].test_accuracy.tolist(),
                            mlp[t, "finetuned"].test_accuracy.tolist(),
                            similarity[t, "pretrained"], similarity[t, "finetuned"],
                            pairs(t, "pretrained"), pairs(t, "finetuned"),
-                           separable(t, "pretrained"), separable(t, "finetuned"))
+                           separable(t, "pretrained"), separable(t, "finetuned"),
+                           mlp_finetuned_seeds=[r[t, "finetuned"].mean for r in seeds],
+                           similarity_finetuned_seeds=[finite(s.get((t, "finetuned")))
+                                                       for s in similarity_seeds])
             for t in keyed_tasks(mlp)}

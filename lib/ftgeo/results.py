@@ -132,6 +132,9 @@ class FinetuningTask:
     linear_probe_pretrained_test_accuracy: list[float | None]
     linear_probe_finetuned_test_accuracy: list[float | None]
     training_seconds: float | None
+    # one entry per fine-tuning seed, the first seed's first (None: a record from one seed)
+    finetuned_dev_accuracy_seeds: list[float | None] | None = None
+    finetuned_test_accuracy_seeds: list[float | None] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -153,6 +156,9 @@ class ProbingTask:
     label_pairs_finetuned: int
     separable_pretrained: bool  # train and test sets both linearly separable (DirectProbe)
     separable_finetuned: bool
+    # one entry per fine-tuning seed, the first seed's first (None: a record from one seed)
+    mlp_finetuned_seeds: list[float] | None = None  # mean over probe seeds
+    similarity_finetuned_seeds: list[float | None] | None = None  # None: not defined
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -172,6 +178,8 @@ class LinearityTask:
     clusters_finetuned: int
     clusters_per_layer_pretrained: list[int] | None
     clusters_per_layer_finetuned: list[int] | None
+    # one count per fine-tuning seed, the first seed's first (None: a record from one seed)
+    clusters_finetuned_seeds: list[int] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -286,6 +294,7 @@ class CKARecord(Record):
     debiased: bool
     max_items: int | None
     tasks: dict[str, CKATask]
+    split: str = "train"  # the items CKA read (records before this field: the training items)
 
 
 RECORDS: dict[str, type[Record]] = {

@@ -171,6 +171,36 @@ def similarity(a: ClusterSummary, b: ClusterSummary, *, separable_only: bool = T
     return spatial_similarity(va, vb)
 
 
+def split_similarity(X: Mapping[tuple[str, str], Mapping[str, np.ndarray]], data: Mapping,
+                     *, max_items: int | None = None, store=None
+                     ) -> tuple[dict[tuple[str, str, str], ClusterSummary], dict[tuple[str, str], float]]:
+    """DirectProbe on the training and test sets of every (task, state), and their spatial
+    similarity (chapter 3's protocol, Zhou & Srikumar 2022 §4.1).
+
+    Parameters
+    ----------
+    X : {(task, state): {split: ndarray of shape (n_items, n_features)}}, with splits "train"
+        and "test" (:func:`ftgeo.finetune.iter_state_representations` at one layer)
+    data : {task: {split: TaskData}}, the labels
+    max_items : None (the paper's protocol) for every item; N fits a seeded sample of whole
+        sentences with at most N items of each split (the same sample in every state)
+
+    Returns
+    -------
+    clusters : {(task, state, split): ClusterSummary}
+    similarity : {(task, state): Pearson r, NaN unless both splits are linearly separable}
+    """
+    rows = {(task, split): data[task][split].sample_index(max_items, seed=0)
+            for task, _ in X for split in ("train", "test")}
+    clusters = {(task, state, split): directprobe_summary(x[split][rows[task, split]],
+                                                          data[task][split].y[rows[task, split]],
+                                                          store=store)
+                for (task, state), x in X.items() for split in ("train", "test")}
+    sims = {(task, state): similarity(clusters[task, state, "train"], clusters[task, state, "test"])
+            for task, state in X}
+    return clusters, sims
+
+
 def spread(X: np.ndarray) -> float:
     """The scale of a representation: the root mean squared distance of its points to their
     mean. Distances divided by it do not change when the whole space is scaled.

@@ -17,7 +17,9 @@ import papermill as pm
 HERE = Path(__file__).resolve().parent
 NOTEBOOKS = HERE.parents[1] / "notebooks"
 
-# Small, fast parameters for each chapter: every task, a few sentences per split.
+# Small, fast parameters for each chapter: every task, a few sentences per split, two
+# fine-tuning seeds (the default is three).
+TWO_SEEDS = {"n_seeds": 2}
 SMOKE = {
     "01_tasks_and_representations": {
         "tasks": ["pos", "dep", "ps-role", "ps-fxn", "trec-50"],
@@ -29,19 +31,21 @@ SMOKE = {
         "tasks": ["pos", "dep", "ps-role", "ps-fxn", "trec-50"],
         "max_sentences": 20,
         "pca_points": 60,
+        "finetune": TWO_SEEDS,
         "output_dir": "_out/02",
     },
     "03_probing_performance": {"max_sentences": 20, "probe_hidden_sizes": [16],
-                               "probe_alpha": [1e-3], "probe_seeds": 2, "output_dir": "_out/03"},
-    "04_linearity": {"max_sentences": 20, "output_dir": "_out/04"},
-    "05_spatial_structure": {"max_sentences": 20, "output_dir": "_out/05"},
+                               "probe_alpha": [1e-3], "probe_seeds": 2, "finetune": TWO_SEEDS,
+                               "output_dir": "_out/03"},
+    "04_linearity": {"max_sentences": 20, "finetune": TWO_SEEDS, "output_dir": "_out/04"},
+    "05_spatial_structure": {"max_sentences": 20, "finetune": TWO_SEEDS, "output_dir": "_out/05"},
     "06_cross_task": {"max_sentences": 20, "probe_hidden_sizes": [16], "probe_alpha": [1e-3],
-                      "probe_seeds": 2, "output_dir": "_out/06"},
-    "07_layers": {"max_sentences": 20, "output_dir": "_out/07"},
+                      "probe_seeds": 2, "finetune": TWO_SEEDS, "output_dir": "_out/06"},
+    "07_layers": {"max_sentences": 20, "finetune": TWO_SEEDS, "output_dir": "_out/07"},
     # glue_epochs 10: 20 sentences are one batch, and 10 snapshots need at least 9 steps
-    "08_isotropy": {"max_sentences": 20, "finetune": {"glue_epochs": 10}, "max_items": 300, "n_clusters": 3,
-                    "n_top": 3, "removed_grid": [1, 2], "output_dir": "_out/08"},
-    "09_cka": {"max_sentences": 20, "finetune": {"glue_epochs": 10}, "output_dir": "_out/09"},
+    "08_isotropy": {"max_sentences": 20, "finetune": {"glue_epochs": 10, **TWO_SEEDS}, "max_items": 300,
+                    "n_clusters": 3, "n_top": 3, "removed_grid": [1, 2], "output_dir": "_out/08"},
+    "09_cka": {"max_sentences": 20, "finetune": {"glue_epochs": 10, **TWO_SEEDS}, "output_dir": "_out/09"},
     "10_models": {"runs_dir": "_out", "max_sentences": 20, "output_dir": "_out/10"},
     "scorecard": {"runs_dir": "_out", "max_sentences": 20, "output_dir": "_out/scorecard"},
 }
