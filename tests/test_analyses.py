@@ -229,8 +229,16 @@ def test_cka_study_finds_the_blocks_it_was_given_and_the_droppable_layers(tmp_pa
     train, test = word_task(), word_task(10, seed=1, split="test")
     pre = blocky(train.n_items, rng, [0, 1, 2, 3, 4, 5, 6])
     post = blocky(train.n_items, rng, [0, 1, 1, 1, 2, 2, 2])  # layers 1-3 and 4-6 alike
-    runs = {"toy": FakeRun({"train": {0: pre, 9: post}, "test": {}}, dropping=[0.9, 0.895, 0.8, 0.9])}
-    study = analyses.cka_study(runs, {"toy": {"train": train, "test": test}}, ["toy"], max_items=None)
+    held_out = blocky(test.n_items, rng, [0, 1, 1, 2, 2, 2, 2])  # other blocks on the test items
+    runs = {"toy": FakeRun({"train": {0: pre, 9: post}, "test": {0: pre[:, :test.n_items], 9: held_out}},
+                           dropping=[0.9, 0.895, 0.8, 0.9])}
+    # by default CKA reads the held-out (test) items, as the paper its validation examples
+    default = analyses.cka_study(runs, {"toy": {"train": train, "test": test}}, ["toy"])
+    assert default.blocks["toy", "finetuned"].blocks == ((1, 2), (3, 6))
+    with pytest.raises(ValueError, match="split must be 'train' or 'test'"):
+        analyses.cka_study(runs, {"toy": {"train": train, "test": test}}, ["toy"], split="dev")
+    study = analyses.cka_study(runs, {"toy": {"train": train, "test": test}}, ["toy"], max_items=None,
+                               split="train")
     assert study.blocks["toy", "finetuned"].blocks == ((1, 3), (4, 6))
     assert study.layers["toy"] == list(range(7))
     same = study.same_layer()
