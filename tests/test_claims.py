@@ -313,6 +313,26 @@ def test_linearity_claims_must_hold_on_every_fine_tuning_seed():
     assert CLAIM["zs-fewer-clusters"].evaluate(back).verdict == FAILS
 
 
+def test_cka_claims_must_hold_on_every_fine_tuning_seed():
+    def seeded(records, matrices, droppings):
+        for task in records["09_cka"].tasks.values():
+            object.__setattr__(task, "cka_finetuned_seeds", matrices)
+            object.__setattr__(task, "dropping_seeds", droppings)
+        return records
+
+    keep = (0.9, 0.895, 0.89, 0.7)
+    lose = (0.9, 0.8, 0.8, 0.7)
+    agree = seeded(cka(banded(0.9), blocky()), [blocky()] * 3, [list(keep)] * 3)
+    for claim in ("plb-blocks", "plb-sharper", "plb-late-block", "plb-drop"):
+        assert CLAIM[claim].evaluate(agree).verdict == HOLDS, claim
+    # the first seed alone shows blocks and a droppable layer; another seed does not
+    split = seeded(cka(banded(0.9), blocky()), [blocky(), banded(0.9), blocky()],
+                   [list(keep), list(lose), list(keep)])
+    for claim in ("plb-blocks", "plb-sharper", "plb-drop"):
+        assert CLAIM[claim].evaluate(split).verdict == FAILS, claim
+    assert "pos 1/0/1" in CLAIM["plb-drop"].evaluate(split).ours  # k = 2 loses 0.01 + 0.005
+
+
 def test_claims_lowest_when_hurt_needs_a_task_that_was_helped():
     outcome = CLAIM["zs-lowest-when-hurt"].evaluate(probing(gain=0.0, sd=0.01))
     assert outcome.verdict == UNTESTABLE and "helped on no task" in outcome.ours
@@ -344,7 +364,7 @@ def test_claims_missing_chapter_is_untestable_with_the_reason():
 
 def test_claims_thresholds_are_named_and_the_drop_count_stops_at_the_first_failure():
     rec = cka(banded(0.9), banded(0.9), dropping=(0.9, 0.85, 0.9, 0.9))["09_cka"].tasks["pos"]
-    assert claims._droppable(rec) == 0  # k = 2 and 3 are within tolerance, but k = 1 is not
+    assert claims._droppable(rec.dropping) == 0  # k = 2 and 3 are within tolerance, but k = 1 is not
 
 
 def test_claims_records_round_trip_through_the_schema():

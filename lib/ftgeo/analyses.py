@@ -603,8 +603,23 @@ class CKAStudy:
             "droppable_list": ", ".join(f"{t} {k}" for t, k in droppable.items()),
         }
 
-    def record(self, **header) -> results.CKARecord:
-        """The chapter's results record; ``header`` as :func:`ftgeo.results.header` gives it."""
+    def record(self, *, seeds: Sequence[CKAStudy] = (), **header) -> results.CKARecord:
+        """The chapter's results record; ``header`` as :func:`ftgeo.results.header` gives it.
+
+        seeds : the studies of the further fine-tuning seeds' runs (same tasks): the record
+            then holds every seed's fine-tuned matrix and dropping curve, this study's first
+        """
+        every = [self, *seeds]
+        for other in seeds:
+            check(other.tasks == self.tasks and other.layers == self.layers,
+                  "seeds: every seed's study must cover the same tasks and layers")
+
+        def per_seed(t):
+            if not seeds:
+                return None, None
+            return ([s.matrices[t]["finetuned"].round(6).tolist() for s in every],
+                    [[float(v) for v in s.dropping.loc[t]] for s in every])
+
         tasks = {
             t: results.CKATask(
                 self.layers[t],
@@ -613,10 +628,29 @@ class CKAStudy:
                 [float(v) for v in np.diag(self.matrices[t]["across"])],
                 [float(v) for v in self.dropping.loc[t]],
                 self.n_test[t],
+                *per_seed(t),
             )
             for t in self.tasks
         }
         return results.CKARecord(**header, tasks=tasks, **self.settings)
+
+
+def cka_seed_table(studies: Sequence[CKAStudy], tolerance: float) -> pd.DataFrame:
+    """Chapter 9's fine-tuned results for every fine-tuning seed (one study per seed, the
+    first seed's first): per task and seed, the block score of the fine-tuned matrix and the
+    top layers droppable within ``tolerance``, with the pretrained block score beside them
+    (it does not depend on the seed). Index (task, seed number)."""
+    rows = {}
+    for k, study in enumerate(studies):
+        droppable = study.droppable(tolerance)
+        for t in study.tasks:
+            rows[t, k] = {"block score pretrained": study.blocks[t, "pretrained"].score,
+                          "block score finetuned": study.blocks[t, "finetuned"].score,
+                          "layers droppable": droppable[t]}
+    table = pd.DataFrame(rows).T.sort_index(level=0, sort_remaining=False)
+    table.index.names = ["task", "fine-tuning seed"]
+    table["layers droppable"] = table["layers droppable"].astype(int)
+    return table
 
 
 def cka_study(

@@ -286,6 +286,9 @@ class CKATask:
     same_layer: list[float | None]
     dropping: list[float | None]  # test accuracy with the top k layers dropped, k = 0, 1, ...
     n_test: int
+    # one entry per fine-tuning seed, the first seed's first (None: a record from one seed)
+    cka_finetuned_seeds: list[list[list[float | None]]] | None = None
+    dropping_seeds: list[list[float | None]] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
