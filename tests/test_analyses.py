@@ -47,11 +47,11 @@ def layers_for(d, rng, n_layers=3, dim=16, stretch=1.0):
     return X
 
 
-def toy_study(train, test, states, **settings):
-    """Chapter 8 on one task "toy" whose run holds ``states`` ({split: {step: X}})."""
+def toy_study(train, test, arrays, **settings):
+    """Chapter 8 on one task "toy" whose run holds ``arrays`` ({split: {step: X}})."""
     data = {"toy": {"train": train, "test": test}}
     return analyses.isotropy_study(
-        {"toy": FakeRun(states)}, data, ["toy"], vectors="items", max_items=None, n_clusters=2,
+        {"toy": FakeRun(arrays)}, data, ["toy"], vectors="items", max_items=None, n_clusters=2,
         **settings
     )
 
@@ -210,6 +210,28 @@ def test_isotropy_record_validates_and_round_trips(isotropy_setup, tmp_path):
     assert table.loc["rp-elongated", "ours"].startswith(
         "more elongated directions after fine-tuning on 1 of 1"
     )
+
+
+def test_isotropy_record_holds_every_fine_tuning_seed(isotropy_setup, tmp_path):
+    """A further seed's study measures the fine-tuned state alone, without probes; the record
+    then holds each seed's last-layer figures, the first seed's equal to its own fields."""
+    rng = np.random.default_rng(5)
+    train, test = word_task(split="train"), word_task(20, seed=1, split="test")
+    other = {split: {0: layers_for(d, rng), 5: layers_for(d, rng, stretch=1.0)}  # nothing stretched
+             for split, d in (("train", train), ("test", test))}
+    seed2 = toy_study(train, test, other, n_removed=1, n_top=3, removed_grid=[1, 2],
+                      states=("finetuned",), probes=False)
+    assert set(seed2.measures["state"]) == {"finetuned"} and seed2.probes.empty and seed2.curves.empty
+    record = isotropy_setup.record(model="toy", fingerprint="f", model_info=INFO, max_sentences=0,
+                                   settings=None, seeds=[seed2])
+    task = record.tasks["toy"]
+    assert set(task.finetuned_seeds) == set(analyses.SEED_MEASURES)
+    assert task.finetuned_seeds["isoscore"][0] == pytest.approx(task.isoscore["finetuned"])
+    assert task.finetuned_seeds["elongated"][0] == task.elongated["finetuned"]
+    assert task.finetuned_seeds["elongated"][1] < task.elongated["finetuned"]  # the unstretched seed
+    assert results.read_record(results.write_record(tmp_path, record)) == record
+    with pytest.raises(ValueError, match="states: unknown"):
+        toy_study(train, test, other, states=("tuned",))
 
 
 def test_isotropy_study_names_a_task_without_a_run():

@@ -333,6 +333,38 @@ def test_cka_claims_must_hold_on_every_fine_tuning_seed():
     assert "pos 1/0/1" in CLAIM["plb-drop"].evaluate(split).ours  # k = 2 loses 0.01 + 0.005
 
 
+def test_isotropy_claims_use_every_fine_tuning_seed():
+    def seeded(records, **per_seed):
+        for task in records["08_isotropy"].tasks.values():
+            object.__setattr__(task, "finetuned_seeds", per_seed)
+        return records
+
+    # elongated directions: 3 before, 8 after on one seed; on the others 8 too, or 2
+    agree = seeded(isotropy(), elongated=[8, 9, 7], isoscore=[0.08] * 3, partition=[2e-4] * 3,
+                   word_share=[0.2] * 3)
+    assert CLAIM["rp-elongated"].evaluate(agree).verdict == HOLDS
+    mixed = seeded(isotropy(), elongated=[8, 2, 8], isoscore=[0.08] * 3, partition=[2e-4] * 3,
+                   word_share=[0.2] * 3)
+    outcome = CLAIM["rp-elongated"].evaluate(mixed)
+    assert outcome.verdict == FAILS and "on 0 of 5 tasks" in outcome.ours
+    # the word share changes by 60% on one seed, 2% on another: not a change on every seed
+    assert CLAIM["rp-local-structure"].evaluate(agree).verdict == HOLDS
+    small = seeded(isotropy(), elongated=[8] * 3, isoscore=[0.08] * 3, partition=[2e-4] * 3,
+                   word_share=[0.2, 0.49, 0.2])
+    assert CLAIM["rp-local-structure"].evaluate(small).verdict == FAILS
+    # I(W) stays within the fold on the first seed but not on a second
+    far = seeded(isotropy(), elongated=[8] * 3, isoscore=[0.08] * 3, partition=[2e-4, 1.0, 2e-4],
+                 word_share=[0.2] * 3)
+    assert CLAIM["rp-stays-anisotropic"].evaluate(agree).verdict == HOLDS
+    assert CLAIM["rp-stays-anisotropic"].evaluate(far).verdict == FAILS
+    # both measures rose on every task for the first seed; a second seed where IsoScore fell
+    rose = isotropy(iso=(0.1, 0.2), part=(1e-4, 2e-4))
+    assert CLAIM["rp-not-more-isotropic"].evaluate(rose).verdict == FAILS
+    fell = seeded(isotropy(iso=(0.1, 0.2), part=(1e-4, 2e-4)), isoscore=[0.2, 0.05], partition=[2e-4, 2e-4],
+                  elongated=[8, 8], word_share=[0.2, 0.2])
+    assert CLAIM["rp-not-more-isotropic"].evaluate(fell).verdict == HOLDS
+
+
 def test_claims_lowest_when_hurt_needs_a_task_that_was_helped():
     outcome = CLAIM["zs-lowest-when-hurt"].evaluate(probing(gain=0.0, sd=0.01))
     assert outcome.verdict == UNTESTABLE and "helped on no task" in outcome.ours

@@ -195,6 +195,10 @@ def _last(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.loc[frame.groupby(["task", "state"])["layer"].idxmax()].set_index(["task", "state"])
 
 
+#: The fine-tuned figures chapter 8 records for every fine-tuning seed (last layer).
+SEED_MEASURES = ("partition", "isoscore", "elongated", "word_share")
+
+
 @dataclass(frozen=True)
 class IsotropyStudy:
     """Chapter 8's results for a set of tasks.
@@ -323,9 +327,36 @@ class IsotropyStudy:
             "freq_down": int((S["max_r_finetuned"] < S["max_r_pretrained"]).sum()),
         }
 
-    def record(self, **header) -> results.IsotropyRecord:
-        """The chapter's results record; ``header`` as :func:`ftgeo.results.header` gives it."""
+    def finetuned_last(self) -> dict[str, dict[str, float | None]]:
+        """Per task, the fine-tuned state's last-layer figures that the seeds are compared
+        on (:data:`SEED_MEASURES`); also for a study of the fine-tuned state alone."""
+        last, content = self.last_layer(), self.last_content()
+
+        def value(frame, task, column):
+            v = frame.loc[(task, "finetuned"), column]
+            return None if pd.isna(v) else float(v)
+
+        return {t: {"partition": value(last, t, "partition"), "isoscore": value(last, t, "isoscore"),
+                    "elongated": value(last, t, "elongated"),
+                    "word_share": value(content, t, "word share")}
+                for t in self.tasks}
+
+    def record(self, *, seeds: Sequence[IsotropyStudy] = (), **header) -> results.IsotropyRecord:
+        """The chapter's results record; ``header`` as :func:`ftgeo.results.header` gives it.
+
+        seeds : the studies of the further fine-tuning seeds' fine-tuned states (same
+            tasks; ``isotropy_study(..., states=("finetuned",), probes=False)``): the record
+            then holds every seed's :data:`SEED_MEASURES`, this study's first
+        """
         S = self.summary()
+        every = [self.finetuned_last()] + [study.finetuned_last() for study in seeds]
+        for other in seeds:
+            check(other.tasks == self.tasks, "seeds: every seed's study must cover the same tasks")
+
+        def per_seed(task: str) -> dict[str, list[float | None]] | None:
+            if not seeds:
+                return None
+            return {m: [values[task][m] for values in every] for m in SEED_MEASURES}
 
         def per_state(task: str, key: str) -> dict[str, float | None]:
             values = {s: S.loc[task, f"{key}_{s}"] for s in STATES}
@@ -347,6 +378,7 @@ class IsotropyStudy:
                 {s: {v: float(S.loc[t, f"probe_{s}_{v}"]) for v in VARIANTS} for s in STATES},
                 int(S.loc[t, "D"]),
                 self.n_vectors.get(t),
+                per_seed(t),
             )
             for t in self.tasks
         }
@@ -406,6 +438,8 @@ def isotropy_study(
     removed_grid: Sequence[int] = (1, 2, 4, 8, 16, 32),
     seed: int = 0,
     store=None,
+    states: Sequence[str] = STATES,
+    probes: bool = True,
 ) -> IsotropyStudy:
     """Chapter 8 on the pretrained (step 0) and fine-tuned (last step) states of each task's
     run: isotropy and local structure per layer, probes on the enhanced representations per
@@ -424,7 +458,14 @@ def isotropy_study(
         probed items' vectors (a word, a head-dependent pair, a [CLS]), up to ``max_items``,
         against the word's log frequency (sentence tasks: the log length).
         The enhancement probes always read the items, which carry the labels.
+    states, probes : the states to measure, and whether to fit the enhancement probes and
+        removal curves; a further fine-tuning seed's study needs ``states=("finetuned",)``
+        (the pretrained state is the same model) and, for :meth:`IsotropyStudy.record`'s
+        ``seeds``, no probes
     """
+    unknown = sorted(set(states) - set(STATES))
+    check(states and not unknown, f"states: unknown or no state(s) {unknown or list(states)}; "
+          f"use {list(STATES)}")
     _check_tasks(runs, data, tasks)
     check(vectors in ("tokens", "items"), f"vectors must be 'tokens' or 'items', got {vectors!r}")
     check(vectors == "items" or model is not None,
@@ -444,11 +485,13 @@ def isotropy_study(
         fit, dev = sentence_holdout(d_train.items, seed=seed)
         enhance = len(fit) >= 2 and len(dev) >= 1  # a split with one sentence: no probe to fit
         for state, step in state_steps(run).items():
+            if state not in states:
+                continue
             X_train, X_test = run.representations(d_train, step), run.representations(d_test, step)
             D = n_removed if n_removed is not None else isotropy.default_n_removed(X_train.shape[-1])
             check(D < X_train.shape[-1], f"n_removed={D} must be below the {X_train.shape[-1]} features")
             key = {"task": task, "state": state}
-            for layer, X_all in enumerate(X_train):
+            for layer, X_all in enumerate(X_train if probes else []):
                 if spatial.is_degenerate(X_all):
                     continue
                 variants = (
@@ -483,7 +526,7 @@ def isotropy_study(
                 content.append({**key, "layer": layer, "property": properties[task], **c})
                 shares[task, state, layer] = s
             A, B = X_train[-1], X_test[-1]
-            for D_ in [k for k in removed_grid if k < A.shape[1] and k < len(fit) and enhance]:
+            for D_ in [k for k in removed_grid if k < A.shape[1] and k < len(fit) and enhance and probes]:
                 for name, remover in (
                     ("top D removed", isotropy.DirectionRemover(D_)),
                     ("random D removed", isotropy.DirectionRemover(D_, "random", random_state=seed)),

@@ -474,17 +474,26 @@ def _iso(r) -> dict:
     return tasks_of(r["08_isotropy"])
 
 
+def _seeds(v, measure: str, single) -> list[float]:
+    """The fine-tuned values of ``measure`` for every fine-tuning seed where the record has
+    them, else the one run's ``single``."""
+    per_seed = (v.finetuned_seeds or {}).get(measure)
+    return [num(x, measure) for x in per_seed] if per_seed else [num(single, measure)]
+
+
 def _not_more_isotropic(r) -> Outcome:
     t = _iso(r)
     rose = [
         k
         for k, v in t.items()
-        if num(v.isoscore["finetuned"], "IsoScore") > num(v.isoscore["pretrained"], "IsoScore")
-        and num(v.partition["finetuned"], "I(W)") > num(v.partition["pretrained"], "I(W)")
+        if all(a > num(v.isoscore["pretrained"], "IsoScore") and b > num(v.partition["pretrained"], "I(W)")
+               for a, b in zip(_seeds(v, "isoscore", v.isoscore["finetuned"]),
+                               _seeds(v, "partition", v.partition["finetuned"]), strict=True))
     ]
+    n = max(len(_seeds(v, "isoscore", v.isoscore["finetuned"])) for v in t.values())
+    spread = f"on every one of {n} fine-tuning seeds" if n > 1 else "one estimate per state: no spread"
     return Outcome(
-        f"IsoScore and I(W) of the last layer both rose on {len(rose)} of {len(t)} tasks "
-        "(one estimate per state: no spread)",
+        f"IsoScore and I(W) of the last layer both rose on {len(rose)} of {len(t)} tasks ({spread})",
         verdict(len(rose) < len(t)),
     )
 
@@ -492,12 +501,14 @@ def _not_more_isotropic(r) -> Outcome:
 def _stays_anisotropic(r) -> Outcome:
     t = _iso(r)
     fold = {
-        k: num(v.partition["finetuned"], "I(W)") / max(num(v.partition["pretrained"], "I(W)"), 1e-300)
+        k: [x / max(num(v.partition["pretrained"], "I(W)"), 1e-300)
+            for x in _seeds(v, "partition", v.partition["finetuned"])]
         for k, v in t.items()
     }
     return Outcome(
-        "I(W) after / before fine-tuning, last layer: " + ", ".join(f"{k} {x:.2g}x" for k, x in fold.items()),
-        verdict(all(x < ANISOTROPY_FOLD for x in fold.values())),
+        "I(W) after / before fine-tuning, last layer (each fine-tuning seed): "
+        + ", ".join(f"{k} " + "/".join(f"{x:.2g}x" for x in xs) for k, xs in fold.items()),
+        verdict(all(x < ANISOTROPY_FOLD for xs in fold.values() for x in xs)),
     )
 
 
@@ -506,29 +517,29 @@ def _local_change(r) -> Outcome:
     if not t:
         raise Untestable("no word or pair task in the isotropy run")
     rel = {
-        k: abs(num(v.word_share["finetuned"], "word share") - v.word_share["pretrained"])
-        / v.word_share["pretrained"]
+        k: [abs(x - v.word_share["pretrained"]) / v.word_share["pretrained"]
+            for x in _seeds(v, "word_share", v.word_share["finetuned"])]
         for k, v in t.items()
     }
-    n = sum(x >= LOCAL_CHANGE for x in rel.values())
+    n = sum(all(x >= LOCAL_CHANGE for x in xs) for xs in rel.values())
     return Outcome(
-        "word-identity share of the top directions changed by "
-        + ", ".join(f"{k} {x:.0%}" for k, x in rel.items()),
+        "word-identity share of the top directions changed by (each fine-tuning seed) "
+        + ", ".join(f"{k} " + "/".join(f"{x:.0%}" for x in xs) for k, xs in rel.items()),
         verdict(most(n, len(rel))),
     )
 
 
 def _elongated(r) -> Outcome:
     t = _iso(r)
-    up = sum(
-        num(v.elongated["finetuned"], "elongated") > num(v.elongated["pretrained"], "elongated")
-        for v in t.values()
-    )
-    down = sum(v.elongated["finetuned"] < v.elongated["pretrained"] for v in t.values())
+    after = {k: _seeds(v, "elongated", v.elongated["finetuned"]) for k, v in t.items()}
+    before = {k: num(v.elongated["pretrained"], "elongated") for k, v in t.items()}
+    # a task counts up (down) only if every fine-tuning seed moved that way; else a tie
+    up = sum(all(x > before[k] for x in xs) for k, xs in after.items())
+    down = sum(all(x < before[k] for x in xs) for k, xs in after.items())
     p = sign_p(up, down)
     return Outcome(
         f"more elongated directions after fine-tuning on {up} of {len(t)} tasks, fewer on {down} "
-        f"(sign test p={p:.2g})",
+        f"(every fine-tuning seed; sign test p={p:.2g})",
         verdict(p < ALPHA),
     )
 

@@ -263,6 +263,9 @@ class IsotropyTask:
     probe: dict[str, dict[str, float | None]]  # state -> variant -> test accuracy
     n_removed: int
     n_vectors: int | None = None  # vectors the isotropy measures read (tokens or items)
+    # measure -> one value per fine-tuning seed (fine-tuned state, last layer), the first
+    # seed's first (None: a record from one seed); ftgeo.analyses.SEED_MEASURES
+    finetuned_seeds: dict[str, list[float | None]] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
