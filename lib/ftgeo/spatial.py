@@ -497,7 +497,12 @@ def growth_summary(min_distance: Mapping[str, object]):
                       "grew": int((g > 0).sum()), "shrank": int((g < 0).sum()),
                       "mean change": float(g.mean()), "median change": float(g.median()),
                       "corr(start, change)": corr}
-    return pd.DataFrame(rows).T.rename_axis("task")
+    table = pd.DataFrame(rows).T.rename_axis("task")
+    # one text column makes every column object-typed, which round() would leave unrounded
+    numbers = ["mean change", "median change", "corr(start, change)"]
+    table[numbers] = table[numbers].astype(float)
+    table[["labels", "grew", "shrank"]] = table[["labels", "grew", "shrank"]].astype(int)
+    return table
 
 
 # -- chapter 07: layers -----------------------------------------------------------------------
