@@ -281,9 +281,15 @@ def _lowest_when_hurt(r) -> Outcome:
     )
 
 
+def _every_seed(per_seed, single) -> list:
+    """A fine-tuned figure for every fine-tuning seed where the record has them, else the
+    one run's ``single``."""
+    return list(per_seed) if per_seed else [single]
+
+
 def _after(v) -> list[int]:
     """The cluster counts after fine-tuning: one per fine-tuning seed where recorded."""
-    return list(v.clusters_finetuned_seeds or [v.clusters_finetuned])
+    return _every_seed(v.clusters_finetuned_seeds, v.clusters_finetuned)
 
 
 def _counts(v) -> str:
@@ -477,8 +483,7 @@ def _iso(r) -> dict:
 def _seeds(v, measure: str, single) -> list[float]:
     """The fine-tuned values of ``measure`` for every fine-tuning seed where the record has
     them, else the one run's ``single``."""
-    per_seed = (v.finetuned_seeds or {}).get(measure)
-    return [num(x, measure) for x in per_seed] if per_seed else [num(single, measure)]
+    return [num(x, measure) for x in _every_seed((v.finetuned_seeds or {}).get(measure), single)]
 
 
 def _not_more_isotropic(r) -> Outcome:
@@ -600,7 +605,7 @@ def _cka_tasks(r, states=("finetuned",)) -> dict:
     for k, v in tasks_of(r["09_cka"]).items():
         try:
             out[k] = {s: _blocks(v, s) for s in states}
-            matrices = v.cka_finetuned_seeds or [v.cka_finetuned]
+            matrices = _every_seed(v.cka_finetuned_seeds, v.cka_finetuned)
             out[k]["seeds"] = [_blocks(v, "finetuned", m) for m in matrices]
         except Untestable:
             continue
@@ -655,7 +660,7 @@ def _droppable(dropping) -> int:
 
 def _drop(r) -> Outcome:
     t = tasks_of(r["09_cka"])
-    k = {name: [_droppable(d) for d in (v.dropping_seeds or [v.dropping])] for name, v in t.items()}
+    k = {name: [_droppable(d) for d in _every_seed(v.dropping_seeds, v.dropping)] for name, v in t.items()}
     loss = {name: v.dropping[0] - v.dropping[1] for name, v in t.items() if len(v.dropping) > 1}
     n = sum(min(x) >= 1 for x in k.values())
     return Outcome(

@@ -1046,32 +1046,27 @@ def probe_similarity_figure(mlp: Mapping[tuple[str, str], object],
     """
     import matplotlib.pyplot as plt
 
+    from .probes import probing_table
+
     check(len(mlp) >= 1, "mlp is empty")
     tasks = keyed_tasks(mlp)
-    means = {k: r.mean for k, r in mlp.items()}
-    errors = {k: r.sd for k, r in mlp.items()}
-    sim_seeds = {t: [similarity.get((t, "finetuned"), np.nan)] for t in tasks}
+    # the fine-tuned bars and similarity line are the table's figures, seeds and all
+    table = probing_table(mlp, similarity, seeds=seeds, similarity_seeds=similarity_seeds)
+    means = {(t, state): table.loc[t, f"MLP {state}"] for t in tasks for state in STATE_STYLE}
+    errors = {(t, state): table.loc[t, f"sd {state}"] for t in tasks for state in STATE_STYLE}
     several = seeds is not None and len(seeds) > 1
-    if several:
-        for t in tasks:
-            per_seed = np.array([r[t, "finetuned"].mean for r in seeds])
-            means[t, "finetuned"], errors[t, "finetuned"] = per_seed.mean(), per_seed.std(ddof=1)
-    if similarity_seeds is not None:
-        sim_seeds = {t: [np.nan if s.get((t, "finetuned")) is None else s[t, "finetuned"]
-                         for s in similarity_seeds] for t in tasks}
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
     over = f"over {len(seeds)} fine-tuning seeds after" if several else "over probe seeds"
     state_bars(means, errors=errors, ylabel="MLP-probe test accuracy", ylim=(0, 1),
                title=f"Probe accuracy (mean and sd {over})", ax=ax1)
     xs = np.arange(len(tasks))
     for state in STATE_STYLE:
-        ys = [similarity[t, state] if state == "pretrained" else
-              (np.nanmean(sim_seeds[t]) if np.isfinite(sim_seeds[t]).any() else np.nan) for t in tasks]
-        ax2.plot(xs, ys, label=state, **state_line(state))
+        ax2.plot(xs, [table.loc[t, f"similarity {state}"] for t in tasks], label=state, **state_line(state))
     if similarity_seeds is not None and len(similarity_seeds) > 1:
         for x, t in zip(xs, tasks, strict=True):
-            ax2.scatter([x] * len(sim_seeds[t]), sim_seeds[t], s=10,
-                        color=state_line("finetuned").get("color"), alpha=0.6)
+            dots = [np.nan if sim.get((t, "finetuned")) is None else sim[t, "finetuned"]
+                    for sim in similarity_seeds]
+            ax2.scatter([x] * len(dots), dots, s=10, color=state_line("finetuned").get("color"), alpha=0.6)
     ax2.set(xticks=xs, xticklabels=tasks, ylabel="Pearson r", title="Train-test spatial similarity")
     ax2.axhline(0, color="k", lw=0.5)
     ax2.legend(frameon=False, fontsize=8)
