@@ -413,3 +413,100 @@ def test_all_candidate_pairs_at_once_equal_one_cluster_at_a_time(seed):
     assert any(len(v) for v in near.values())
     a10 = next(a for a in ids.tolist() if cl.points[a].tolist() == [10])
     assert cl.owner[11] in near[a10]  # the duplicate with another label is a candidate
+
+
+def _large_pairs(seed):
+    """(kind, A, B): pairs of 100 to 150 points a side, so that a seed of a few points is a
+    small part of what the LP must see: overlapping (interleaved, one shared point, one
+    side inside the other, a point at the centre of points on a sphere, which a few of them
+    do not surround), touching at a vertex, 1e-6 and 0.05 apart."""
+    rng = np.random.default_rng(seed)
+    d = int(rng.integers(4, 9))
+    A, B = rng.normal(size=(150, d)), rng.normal(0.5, 1, (120, d))
+    sphere = A / np.linalg.norm(A, axis=1, keepdims=True)
+    pairs = [("interleaved", A, B), ("shared point", A + 4.0, np.r_[B, A[:1] + 4.0]),
+             ("inside", A, 0.1 * B), ("centre", sphere, np.r_[np.zeros((1, d)), 3 + B[:5]])]
+    u = rng.normal(size=d)
+    u /= np.linalg.norm(u)
+    A = A - np.maximum(A @ u, 0)[:, None] * u
+    B = B - np.minimum(B @ u, 0)[:, None] * u
+    A[0] = B[0] = 0
+    pairs += [("touching", A, B), ("1e-6 apart", A, B + 1e-6 * u), ("0.05 apart", A, B + 0.05 * u)]
+    return pairs
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_seeded_exact_test_decides_as_the_unseeded_one(seed):
+    """The warm start (the seed as the LP's first working set, the SVM's candidate and the
+    nearest-point search skipped) changes what is computed, never the answer: on pairs that
+    overlap, touch or nearly touch, with seeds of a few points (which alone look
+    separable), the pair's own support, a support from the pair without some points, and
+    every point."""
+    from ftgeo.directprobe import _hull_overlap, _overlap_seeded
+
+    rng = np.random.default_rng(seed)
+    seeded = 0
+    for kind, A, B in _large_pairs(seed):
+        scale = float(np.abs(np.r_[A, B] - np.r_[A, B].mean(0)).max())
+        exact = hull_overlap(A, B, scale=scale)[0]
+        keep = np.sort(rng.choice(len(A), len(A) - 10, replace=False))
+        support = _hull_overlap(A[keep], B, scale=scale)[3]
+        seeds = [(rng.choice(len(A), 3, replace=False), rng.choice(len(B), 3, replace=False)),
+                 (np.arange(len(A)), np.arange(len(B)))]
+        own = _hull_overlap(A, B, scale=scale)[3]
+        seeds += [s for s in (own, None if support is None else (keep[support[0]], support[1]))
+                  if s is not None]
+        for s in seeds:
+            fast = _overlap_seeded(A, B, tol=1e-9, scale=scale, seed=s)
+            seeded += fast[3] is not None  # the LP ran
+            # and with the working set grown from the seed in small steps
+            for overlap, plane, witness, _ in (fast, _hull_overlap(A, B, scale=scale, grow=16, seed=s)):
+                assert overlap == exact, kind
+                if overlap:
+                    assert hull_overlap(A[witness[0]], B[witness[1]], scale=scale)[0], kind
+                else:
+                    assert plane.separates(A, B, 1e-9 * scale), kind
+    assert seeded > 0
+
+
+def test_seeds_are_the_last_support_inside_the_clusters():
+    """_Clusters._seed: the label pair's last support, as indices into the two clusters
+    (either orientation), when at least half of each side lies there; else none."""
+    from ftgeo.directprobe import _Clusters
+
+    X = np.random.default_rng(0).normal(size=(20, 3))
+    y = np.r_[np.zeros(10, dtype=int), np.ones(10, dtype=int)]
+    cl = _Clusters(X, y, 1e-9, 8)
+    cl.supports[0, 1] = (np.array([1, 4, 7]), np.array([12, 15]))
+    idx, other = np.array([0, 1, 2, 4, 8]), np.array([11, 12, 15, 19])
+    a, b = cl._seed((0, 1), True, idx, other)
+    assert idx[a].tolist() == [1, 4] and other[b].tolist() == [12, 15]
+    b, a = cl._seed((0, 1), False, other, idx)  # seen from label 1
+    assert idx[a].tolist() == [1, 4] and other[b].tolist() == [12, 15]
+    assert cl._seed((0, 1), True, np.array([1, 2, 3]), other) is None  # 1 of 3: too few
+    assert cl._seed((0, 2), True, idx, other) is None  # no support for that pair
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_fits_with_warm_starts_equal_the_plain_implementation(seed, monkeypatch):
+    """Two labels interleaved in 4 to 6 dimensions, with the nearest-point search left
+    undecided so that every pair the caches miss goes to the LP: phase 2 re-tests the same
+    label pair as clusters grow, the LPs start from the last support, and the result is
+    the plain implementation's."""
+    import ftgeo.directprobe as dp_module
+
+    calls = {"seeded": 0}
+    seeded = dp_module._overlap_seeded
+
+    def counted(*args, **kwargs):
+        calls["seeded"] += kwargs.get("seed") is not None
+        return seeded(*args, **kwargs)
+
+    monkeypatch.setattr(dp_module, "_overlap_seeded", counted)
+    monkeypatch.setattr(dp_module, "_nearest_points", lambda *args, **kwargs: None)
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(60, 4 + seed))
+    y = (np.sin(3 * X[:, 0]) + 0.3 * X[:, 1] > 0).astype(int)
+    dp = DirectProbe().fit(X, y)
+    assert calls["seeded"] > 0 and dp.phase2_rejected_ > 0
+    assert _partition(dp.labels_) == {frozenset(c) for c in _naive_directprobe(X, y)}
