@@ -111,21 +111,28 @@ def test_run_stores_snapshots_and_is_a_cache_hit_the_second_time(tiny_bert_dir, 
     assert run.steps.tolist() == [0, 2, 4, 6] and len(run.dev_accuracy) == 4
     assert len(run.losses) == run.n_steps == 6
     assert (run.folder / "final" / "model.safetensors").exists()
-    # every snapshot's trajectory sets are in the store, and move along the trajectory;
-    # the full sets are kept at the first and last step only
+    # the training set's trajectory set is in the store at every snapshot, and moves along
+    # the trajectory; the test set's trajectory set and the full sets are kept at the first
+    # and last step only
     before = dict(extract.COUNTERS)
-    test_sample = run.trajectory_set(splits["test"])
-    assert test_sample.n_items <= 20 < splits["test"].n_items
-    X = [run.representations(test_sample, step, store=store) for step in run.steps]
-    assert all(x.shape == (3, test_sample.n_items, 32) for x in X)
+    train_sample = run.trajectory_set(splits["train"])
+    assert train_sample.n_items <= 20 < splits["train"].n_items
+    X = [run.representations(train_sample, step, store=store) for step in run.steps]
+    assert all(x.shape == (3, train_sample.n_items, 32) for x in X)
     assert all(not np.allclose(a[-1], b[-1]) for a, b in zip(X, X[1:], strict=False))
+    test_sample = run.trajectory_set(splits["test"])
+    assert test_sample.n_items < splits["test"].n_items
+    ends = [run.representations(test_sample, step, store=store) for step in (0, 6)]
+    assert all(x.shape == (3, test_sample.n_items, 32) for x in ends)
+    with pytest.raises(LookupError, match="not in the store"):
+        run.representations(test_sample, 2, store=store)
     full_first = run.representations(splits["train"], 0, store=store)
     full_last = run.representations(splits["train"], 6, store=store)
     assert full_first.shape[1] == full_last.shape[1] == splits["train"].n_items
     with pytest.raises(LookupError, match="not in the store"):
         run.representations(splits["train"], 2, store=store)
     with pytest.raises(ValueError, match="step 3 is not a snapshot"):
-        run.representations(test_sample, 3, store=store)
+        run.representations(train_sample, 3, store=store)
     # step 0 is the pretrained model: the same vectors as a plain extraction
     np.testing.assert_array_equal(full_first, extract.representations(model, splits["train"],
                                                                       store=store))
@@ -157,12 +164,12 @@ def test_same_seed_gives_bit_identical_snapshots(tiny_bert_dir, tmp_path):
         store = Store(tmp_path / name / "cache")  # separate stores: nothing is shared
         run = finetune(load_model(str(tiny_bert_dir)), splits, settings, store=store,
                        root=tmp_path / name, trajectory_items=30)
-        out = [run.representations(run.trajectory_set(splits[s]), int(step), store=store)
-               for step in run.steps for s in ("train", "test")]
+        out = [run.representations(run.trajectory_set(splits["train"]), int(step), store=store)
+               for step in run.steps]
         return out + [run.representations(splits["test"], run.final_step, store=store)]
 
     a, b = snapshots("a"), snapshots("b")
-    assert len(a) == len(b) == 7
+    assert len(a) == len(b) == 4
     assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
 
 
@@ -301,10 +308,9 @@ def test_state_steps_and_the_tables_of_runs():
     table = runs_table(runs, data)
     assert list(table.index) == ["pos", "dep"] and table.index.name == "task"
     assert table.loc["dep"].tolist() == [3, data["dep"]["train"].n_items, 12, 4,
-                                         data["dep"]["train"].n_items, data["dep"]["test"].n_items]
+                                         data["dep"]["train"].n_items]
     pos = table.loc["pos"]
-    assert pos["trajectory train items"] == data["pos"]["train"].sample(10).n_items <= 10
-    assert pos["trajectory test items"] == data["pos"]["test"].sample(10).n_items <= 10
+    assert pos["trajectory items"] == data["pos"]["train"].sample(10).n_items <= 10
     timing = timing_table(runs)
     assert timing.loc["pos"].tolist() == [3.0, 1.0, 4.0]
     assert timing.loc["dep"].isna().all()  # a run that did not record its time

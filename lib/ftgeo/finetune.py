@@ -326,8 +326,9 @@ class FinetuneRun:
     ``steps`` are the snapshot steps; ``dev_accuracy`` the dev accuracy at each; ``losses``
     the training loss of every step. The representations of every state are in the store:
     the full probing sets at the first and last snapshot, and the *trajectory sets* (each
-    probing set sampled to at most ``trajectory_items`` items, whole sentences, seed 0) at
-    every snapshot. :meth:`representations` reads them; :meth:`load_model` and
+    probing set sampled to at most ``trajectory_items`` items, whole sentences, seed 0):
+    the training set's at every snapshot, the others' at the first and last.
+    :meth:`representations` reads them; :meth:`load_model` and
     :meth:`load_task_model` load the final weights.
     """
 
@@ -359,8 +360,9 @@ class FinetuneRun:
     def representations(self, data: TaskData, step: int, store=None) -> np.ndarray:
         """The stored representations of ``data`` at snapshot ``step`` (all layers).
 
-        ``data`` is a full probing set (any snapshot keeps it at the first and last step)
-        or :meth:`trajectory_set` of one (kept at every step). Nothing is computed: the
+        ``data`` is a full probing set (kept at the first and last step) or
+        :meth:`trajectory_set` of one (the training set's kept at every step, the others'
+        at the first and last). Nothing is computed: the
         weights of intermediate states are not kept, so a state missing from the store is
         an error that says how to rebuild it.
         """
@@ -458,16 +460,19 @@ def run_folder(model: LoadedModel, train: TaskData, settings: FinetuneSettings,
 def finetune(model: LoadedModel, splits: dict[str, TaskData],
              settings: FinetuneSettings = FinetuneSettings(), *, store=None,
              probe_splits: Sequence[str] = ("train", "test"), trajectory_items: int | None = 1000,
+             trajectory_splits: Sequence[str] = ("train",),
              root: str | os.PathLike | None = None, cached_only: bool = False) -> FinetuneRun:
     """Fine-tune a copy of ``model`` on ``splits["train"]``, with snapshots and a cache.
 
     At each of ``settings.n_snapshots`` evenly spaced steps (0 and the last included), the
     dev accuracy is recorded and representations at every layer go into the store under the
     state ``finetuned(task, seed, step)``: the full ``probe_splits`` at the first and last
-    snapshot, and at every snapshot their *trajectory sets*, seeded samples of at most
-    ``trajectory_items`` items (``None``: the full sets at every snapshot, which costs a
-    forward pass over them each time; at the ends, the trajectory sets are sliced from the
-    full sets). A checkpoint is written at a snapshot (not the last) once
+    snapshot, and their *trajectory sets*, seeded samples of at most ``trajectory_items``
+    items (``None``: the full sets, which costs a forward pass over them each time), at the
+    ends for every probe split (sliced from the full sets) and in between for the
+    ``trajectory_splits`` only (the chapters follow the training set along fine-tuning;
+    a test sample at every snapshot was about a sixth of the snapshots' time, unread).
+    A checkpoint is written at a snapshot (not the last) once
     ``CHECKPOINT_EVERY_S`` seconds have passed since the previous one; an interrupted run
     resumes from its last checkpoint and ends with the same weights as an uninterrupted run
     (a checkpoint that cannot be read is discarded, and training starts over). A folder that
@@ -491,6 +496,9 @@ def finetune(model: LoadedModel, splits: dict[str, TaskData],
     for s in probe_splits:
         check(s in splits, f"probe_splits names {s!r}, which is not among the splits "
               f"{sorted(splits)}")
+    for s in trajectory_splits:
+        check(s in probe_splits or not probe_splits,
+              f"trajectory_splits names {s!r}, which is not among probe_splits {list(probe_splits)}")
     store = Store() if store is None else store
     key, folder, parts = run_folder(model, train, settings, root, trajectory_items)
     if (folder / "result.json").exists():
@@ -530,6 +538,7 @@ def finetune(model: LoadedModel, splits: dict[str, TaskData],
                                    pad_id, settings.batch_size, None)
     full_sets = [splits[s] for s in probe_splits]
     trajectory_sets = [d.sample(trajectory_items, seed=0) for d in full_sets]
+    followed = [t for s, t in zip(probe_splits, trajectory_sets, strict=True) if s in trajectory_splits]
     task_model = TaskModel(encoder, train.item_kind, len(train.labels))
     no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight")
     opt = torch.optim.AdamW([
@@ -565,7 +574,7 @@ def finetune(model: LoadedModel, splits: dict[str, TaskData],
                 if sample is not full:  # a subset: slice it instead of a second forward pass
                     store_subset(state, sample, X[:, full.sample_index(trajectory_items, seed=0)],
                                  store)
-        for data in trajectory_sets:
+        for data in trajectory_sets if step in (steps[0], steps[-1]) else followed:
             representations(state, data, store=store)
         dev_acc.append(accuracy(task_model, dev_batches) if dev_batches else float("nan"))
         task_model.train()
@@ -638,6 +647,7 @@ def finetune(model: LoadedModel, splits: dict[str, TaskData],
         "base": {"name": model.spec.name, "source": model.spec.source,
                  "fingerprint": model.spec.fingerprint, "local": model.spec.local},
         "trajectory_items": trajectory_items, "probe_splits": list(probe_splits),
+        "trajectory_splits": [s for s in probe_splits if s in trajectory_splits],
         "timing": timing})
     ckpt.unlink(missing_ok=True)
     log.info("fine-tuned %s in %.0f s (training %.0f s, snapshots %.0f s); dev accuracy %.4f",
@@ -839,7 +849,8 @@ def trajectory(run: FinetuneRun, sample: TaskData, *, layer: int = -1, store=Non
 
 def runs_table(runs: Mapping[str, FinetuneRun], data: Mapping[str, Mapping[str, TaskData]]):
     """One row per task (pandas DataFrame, index ``task``): labels, training items, steps,
-    snapshots, and the items of the trajectory sets of the training and test splits."""
+    snapshots, and the items of the training set's trajectory set (its sample followed at
+    every snapshot)."""
     import pandas as pd
 
     return pd.DataFrame({task: {
@@ -847,8 +858,7 @@ def runs_table(runs: Mapping[str, FinetuneRun], data: Mapping[str, Mapping[str, 
         "train items": data[task]["train"].n_items,
         "steps": run.n_steps,
         "snapshots": len(run.steps),
-        "trajectory train items": run.trajectory_set(data[task]["train"]).n_items,
-        "trajectory test items": run.trajectory_set(data[task]["test"]).n_items,
+        "trajectory items": run.trajectory_set(data[task]["train"]).n_items,
     } for task, run in runs.items()}).T.rename_axis("task")
 
 
