@@ -150,6 +150,66 @@ def test_layer_isotropy_counts_elongated_directions_and_follows_the_property():
     assert m0["elongated"] == 0 and np.isnan(c0["word share"]) and c0["max |r|"] < 0.3
 
 
+# -- the paper's evaluation of isotropy enhancement ---------------------------------------------
+def anisotropic(labels_on_top, n=2400, d=16, seed=0):
+    """Two labels in a narrow cone: every vector shares a large offset, and one dominant
+    direction holds most of the variance. ``labels_on_top``: the labels lie on that dominant
+    direction; otherwise it is noise and the labels lie on a quiet direction."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    X = rng.normal(size=(n, d)) * 0.5 + 100.0
+    X[:, 0] += 30.0 * (2 * y - 1) if labels_on_top else 300.0 * rng.normal(size=n)
+    if not labels_on_top:
+        X[:, 1] += 1.0 * (2 * y - 1)
+    return X, y
+
+
+def enhanced_accuracy(labels_on_top, seed=0):
+    X, y = anisotropic(labels_on_top, seed=seed)
+    fit, dev = np.arange(1500), np.arange(1500, 1800)
+    return analyses.enhancement_accuracy(X[:1800], X[1800:], y[:1800], y[1800:], fit, dev,
+                                         n_removed=1, n_clusters=2, seed=seed)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_enhancement_rescues_a_classifier_on_a_narrow_cone_whose_labels_lie_off_its_axis(seed):
+    """The evaluation can find that enhancement helps: the classifier, fed the vectors as they
+    are (not standardized), cannot find the labels under the offset and the dominant noise
+    direction within its 10 epochs; every enhancement removes the offset, and it can."""
+    acc = enhanced_accuracy(labels_on_top=False, seed=seed)
+    assert list(acc) == list(analyses.ENHANCEMENTS)
+    assert acc["none"] < 0.7
+    assert min(acc[m] for m in analyses.ENHANCEMENTS[1:]) > 0.9
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_enhancement_hurts_when_the_dominant_direction_carries_the_labels(seed):
+    """The twin: the labels lie on the dominant direction (as the paper finds after
+    fine-tuning), so removing it globally, or the cluster means that encode it, costs them."""
+    acc = enhanced_accuracy(labels_on_top=True, seed=seed)
+    assert acc["none"] > 0.99 and acc["zero-mean"] > 0.99  # the mean alone carries nothing
+    assert acc["global"] < 0.6 and acc["cluster zero-mean"] < 0.6
+
+
+def test_the_paper_classifier_refuses_bad_settings_by_name_and_needs_two_labels():
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(60, 4)), np.repeat([0, 1], 30)
+    fit, dev = np.arange(0, 60, 2), np.arange(1, 60, 2)
+    assert np.isnan(analyses.classifier_accuracies({"X": X}, {"X": X}, np.zeros(60, int), y, fit, dev)["X"])
+    with pytest.raises(ValueError, match=r"unknown setting\(s\) \['lr'\]"):
+        analyses.classifier_accuracies({"X": X}, {"X": X}, y, y, fit, dev, classifier={"lr": 0.1})
+    with pytest.raises(ValueError, match="epochs must be an integer"):
+        analyses.classifier_settings({"epochs": 0})
+    with pytest.raises(ValueError, match="learning_rate"):
+        analyses.classifier_settings({"learning_rate": -1.0})
+    with pytest.raises(ValueError, match="same representations"):
+        analyses.classifier_accuracies({"X": X}, {"Y": X}, y, y, fit, dev)
+    with pytest.raises(ValueError, match="n_inits"):
+        analyses.classifier_accuracies({"X": X}, {"X": X}, y, y, fit, dev, n_inits=0)
+    assert analyses.classifier_settings() == analyses.ENHANCEMENT_CLASSIFIER
+    assert analyses.classifier_settings({"learning_rate": 3e-5})["learning_rate"] == 3e-5  # the code's
+
+
 # -- chapter 8 ------------------------------------------------------------------------------------
 def test_isotropy_study_sees_the_stretched_direction_of_the_finetuned_state(isotropy_setup):
     study = isotropy_setup
@@ -234,6 +294,47 @@ def test_isotropy_record_holds_every_fine_tuning_seed(isotropy_setup, tmp_path):
         toy_study(train, test, other, states=("tuned",))
 
 
+def test_the_record_holds_the_paper_enhancement_evaluation_of_every_seed(isotropy_setup, tmp_path):
+    """The paper's evaluation runs on the last layer of every state, and of every further
+    fine-tuning seed; the record holds it, and the scorecard's claim reads it."""
+    rng = np.random.default_rng(7)
+    train, test = word_task(split="train"), word_task(20, seed=1, split="test")
+    other = {split: {0: layers_for(d, rng), 5: layers_for(d, rng)}
+             for split, d in (("train", train), ("test", test))}
+    seed2 = toy_study(train, test, other, n_removed=1, n_top=3, states=("finetuned",), probes=False)
+    e = isotropy_setup.enhancement
+    assert set(e["state"]) == set(analyses.STATES) and set(e["layer"]) == {2}
+    assert list(e.loc[e["state"] == "finetuned", "method"]) == list(analyses.ENHANCEMENTS)
+    assert (e["D"] == 12).all() and e["accuracy"].between(0, 1).all()
+    table = analyses.enhancement_table(isotropy_setup, [seed2])
+    assert sorted(set(table.loc[table["state"] == "finetuned", "seed"])) == [0, 1]
+    assert set(table.loc[table["state"] == "pretrained", "seed"]) == {0}  # the state every seed shares
+    assert (table.loc[table["method"] == "none", "gain"] == 0).all()
+    facts = analyses.enhancement_facts(table)
+    assert facts["enh_seeds"] == 2 and set(facts) >= {"enh_global_post", "enh_cluster_zero_mean_pre"}
+    record = isotropy_setup.record(model="toy", fingerprint="f", model_info=INFO, max_sentences=0,
+                                   settings=None, seeds=[seed2])
+    assert record.enhancement_evaluation == results.PAPER_ENHANCEMENT_EVALUATION
+    assert record.enhancement_clusters == 27 and record.enhancement_classifier["learning_rate"] == 1e-3
+    task = record.tasks["toy"]
+    assert task.enhanced_removed == 12 and set(task.enhanced_pretrained) == set(analyses.ENHANCEMENTS)
+    assert [len(v) for v in task.enhanced_finetuned.values()] == [2] * 5
+    first = e[e["state"] == "finetuned"].set_index("method")["accuracy"]
+    assert task.enhanced_finetuned["global"][0] == pytest.approx(first["global"])
+    assert results.read_record(results.write_record(tmp_path, record)) == record
+    assert claims.for_chapter(record).loc["rp-enhancement", "verdict"] in (claims.HOLDS, claims.FAILS)
+    # without the evaluation the record says so, and the claim cannot be tested
+    bare = toy_study(train, test, other, n_removed=1, n_top=3, removed_grid=[1], enhancement=False)
+    assert bare.enhancement.empty
+    record = bare.record(model="toy", fingerprint="f", model_info=INFO, max_sentences=0, settings=None)
+    assert record.enhancement_evaluation == "none" and record.tasks["toy"].enhanced_finetuned is None
+    assert claims.for_chapter(record).loc["rp-enhancement", "verdict"] == claims.UNTESTABLE
+    with pytest.raises(ValueError, match="enhancement_removed=16"):
+        toy_study(train, test, other, n_removed=1, enhancement_removed=16)
+    with pytest.raises(ValueError, match="enhancement_clusters"):
+        toy_study(train, test, other, n_removed=1, enhancement_clusters=0)
+
+
 def test_isotropy_study_names_a_task_without_a_run():
     with pytest.raises(ValueError, match=r"\['pos'\]"):
         analyses.isotropy_study({}, {}, ["pos"])
@@ -316,6 +417,10 @@ def test_the_chapter_figures_draw_a_panel_per_task(isotropy_setup):
     removal = plotting.removal_curves(study).axes[0].lines
     assert len(removal) == 2 * 2 + 2  # states x (top, random), and each state's baseline
     assert len(plotting.enhancement_by_layer(study).axes[0].lines) == 2 * 2 + 1
+    methods = plotting.enhancement_methods(analyses.enhancement_table(study)).axes[0]
+    assert len(methods.lines) == 2 + 1  # a marker series per state, and the zero line
+    assert [t.get_text() for t in methods.get_xticklabels()] == list(analyses.ENHANCEMENTS[1:])
+    assert len(methods.lines[1].get_xdata()) == 4  # the fine-tuned state: one marker per method
     menu = plotting.variance_menu(study)
     assert [t.name for t in menu.data] == ["pretrained", "finetuned"]
     plt.close("all")

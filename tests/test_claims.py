@@ -8,6 +8,7 @@ import pytest
 from ftgeo import claims
 from ftgeo.claims import FAILS, HOLDS, UNTESTABLE
 from ftgeo.results import (
+    PAPER_ENHANCEMENT_EVALUATION,
     CKARecord,
     CKATask,
     CrossTaskRecord,
@@ -118,13 +119,21 @@ def layers(first=0.95, top=0.7):
     return {"07_layers": LayersRecord(**HEAD, tasks=tasks)}
 
 
+#: The paper's enhancement evaluation (accuracy of a classifier trained on enhanced vectors):
+#: enhancement hurts the fine-tuned vectors (two fine-tuning seeds) and helps the pretrained ones.
+HURTS = {"none": [0.9, 0.91], "zero-mean": [0.9, 0.91], "cluster zero-mean": [0.85, 0.86],
+         "global": [0.88, 0.9], "cluster-based": [0.8, 0.82]}
+HELPS_PRE = {"none": 0.7, "zero-mean": 0.72, "cluster zero-mean": 0.7, "global": 0.78, "cluster-based": 0.8}
+
+
 def isotropy(
     iso=(0.1, 0.08),
     part=(1e-4, 2e-4),
     word=(0.5, 0.2),
     elong=(3, 8),
     probe_ft=None,
-    evaluation="retrained probe",
+    evaluation=PAPER_ENHANCEMENT_EVALUATION,
+    enhanced_ft=None,
 ):
     probe_ft = probe_ft or {"none": 0.9, "top D removed": 0.7, "random D removed": 0.9, "per cluster": 0.89}
     probe_pre = {"none": 0.8, "top D removed": 0.79, "random D removed": 0.8, "per cluster": 0.8}
@@ -144,6 +153,9 @@ def isotropy(
             pair(word),
             {"pretrained": probe_pre, "finetuned": probe_ft},
             3,
+            enhanced_pretrained=HELPS_PRE,
+            enhanced_finetuned=enhanced_ft or HURTS,
+            enhanced_removed=12,
         )
         for k in TASKS
     }
@@ -202,12 +214,10 @@ CASES = {
         isotropy(),
         isotropy(probe_ft={"none": 0.9, "top D removed": 0.89, "random D removed": 0.9, "per cluster": 0.9}),
     ),
+    # 2,000 test items: a gain must pass 1.645 * sqrt(2) * SE, about 0.015 near 0.9
     "rp-enhancement": (
-        isotropy(evaluation="fixed head"),
-        isotropy(
-            evaluation="fixed head",
-            probe_ft={"none": 0.8, "top D removed": 0.9, "random D removed": 0.8, "per cluster": 0.9},
-        ),
+        isotropy(enhanced_ft=HURTS),
+        isotropy(enhanced_ft={**HURTS, "global": [0.95, 0.96]}),
     ),
     # smooth banded matrices, however steep, have no blocks
     "plb-blocks": (cka(banded(0.9), blocky()), cka(banded(0.9), banded(0.9))),
@@ -365,6 +375,76 @@ def test_isotropy_claims_use_every_fine_tuning_seed():
     assert CLAIM["rp-not-more-isotropic"].evaluate(fell).verdict == HOLDS
 
 
+
+def test_spatial_claims_must_hold_on_every_fine_tuning_seed():
+    def seeded(records, factor):
+        """A second fine-tuning seed whose last snapshot has every distance scaled by ``factor``
+        (the same start: step 0 is the pretrained model)."""
+        for task in records["05_spatial_structure"].tasks.values():
+            other = {k: [d[0], d[-1] * factor] for k, d in task.min_distance.items()}
+            object.__setattr__(task, "min_distance_seeds", [task.min_distance, other])
+            object.__setattr__(task, "scale_seeds", [task.scale, task.scale])
+            object.__setattr__(task, "closest_distance_last_seeds",
+                               [task.closest_distance_last, [d * factor for d in task.closest_distance_last]])
+        return records
+
+    for claim in ("zs-apart", "zs-closest-apart"):
+        agree = CLAIM[claim].evaluate(seeded(spatial(1.3), 1.05))  # the second seed grows too
+        assert agree.verdict == HOLDS and "2 fine-tuning seeds" in agree.ours, agree.ours
+        # the first seed pushes labels apart, the second pulls them together
+        assert CLAIM[claim].evaluate(seeded(spatial(1.3), 0.6)).verdict == FAILS, claim
+    assert "12/0 grew" in CLAIM["zs-apart"].evaluate(seeded(spatial(1.3), 0.6)).ours
+    # a second seed whose last snapshot is not separable: the task has no distances on it
+    records = seeded(spatial(1.3), 1.05)
+    for task in records["05_spatial_structure"].tasks.values():
+        object.__setattr__(task, "separable_seeds", [[True, True], [True, False]])
+    assert CLAIM["zs-apart"].evaluate(records).verdict == UNTESTABLE
+
+
+def test_cross_task_claims_must_hold_on_every_fine_tuning_seed():
+    def seeded(records, source, shift=None, factor=None):
+        """A second fine-tuning seed of the state fine-tuned on ``source``: its probe's accuracies
+        shifted by ``shift`` from the pretrained probe's, its distances the pretrained ones times
+        ``factor`` (None: the first seed's again)."""
+        states = records["06_cross_task"].states
+        a, b = states["pretrained"], states[f"finetuned on {source}"]
+        mlp = b.mlp if shift is None else [x + shift for x in a.mlp]
+        distance = b.min_distance if factor is None else {k: v * factor for k, v in a.min_distance.items()}
+        object.__setattr__(b, "mlp_seeds", [b.mlp, mlp])
+        object.__setattr__(b, "min_distance_seeds", [b.min_distance, distance])
+        object.__setattr__(b, "scale_seeds", [b.scale, b.scale])
+        return records
+
+    # POS lowers PS-fxn on both seeds; then a second seed where it does not
+    agree = CLAIM["zs-pos-hurts"].evaluate(seeded(cross(pos=-0.05), "pos"))
+    assert agree.verdict == HOLDS and "2 fine-tuning seeds" in agree.ours
+    assert CLAIM["zs-pos-hurts"].evaluate(seeded(cross(pos=-0.05), "pos", shift=0.0)).verdict == FAILS
+    # POS shrinks PS-fxn labels on both seeds; then a second seed that stretches them
+    assert CLAIM["zs-pos-shrinks"].evaluate(seeded(cross(pos_factor=0.7), "pos")).verdict == HOLDS
+    assert CLAIM["zs-pos-shrinks"].evaluate(seeded(cross(pos_factor=0.7), "pos", factor=1.4)).verdict == FAILS
+    # a drop after PS-role counts only where every seed shows one
+    assert CLAIM["zs-psrole-keeps"].evaluate(seeded(cross(psrole=-0.05), "ps-role")).verdict == FAILS
+    one_seed_drops = CLAIM["zs-psrole-keeps"].evaluate(seeded(cross(psrole=-0.05), "ps-role", shift=0.0))
+    assert one_seed_drops.verdict == HOLDS and "p=" in one_seed_drops.ours
+
+
+def test_layer_claims_must_hold_on_every_fine_tuning_seed():
+    def seeded(records, *finals):
+        for task in records["07_layers"].tasks.values():
+            object.__setattr__(task, "final_similarity_seeds", [task.final_similarity, *map(list, finals)])
+        return records
+
+    agree = CLAIM["zs-top-above-half"].evaluate(seeded(layers(top=0.7), [0.96, 0.9, 0.65]))
+    assert agree.verdict == HOLDS and "0.70/0.65" in agree.ours
+    # the first seed's top layer keeps 0.7; a second seed's falls to 0.4
+    assert CLAIM["zs-top-above-half"].evaluate(seeded(layers(top=0.7), [0.95, 0.9, 0.4])).verdict == FAILS
+    lower = seeded(layers(first=0.97, top=0.6), [0.98, 0.9, 0.5])
+    assert CLAIM["zs-lower-change-less"].evaluate(lower).verdict == HOLDS
+    # on a second seed the first and the top layer change alike
+    alike = seeded(layers(first=0.97, top=0.6), [0.6, 0.9, 0.62])
+    assert CLAIM["zs-lower-change-less"].evaluate(alike).verdict == FAILS
+
+
 def test_claims_lowest_when_hurt_needs_a_task_that_was_helped():
     outcome = CLAIM["zs-lowest-when-hurt"].evaluate(probing(gain=0.0, sd=0.01))
     assert outcome.verdict == UNTESTABLE and "helped on no task" in outcome.ours
@@ -383,8 +463,28 @@ def test_claims_blocks_skip_tasks_with_too_few_layers():
 
 
 def test_claims_retrained_probe_makes_enhancement_untestable():
-    outcome = CLAIM["rp-enhancement"].evaluate(isotropy())
+    outcome = CLAIM["rp-enhancement"].evaluate(isotropy(evaluation="retrained probe"))
     assert outcome.verdict == UNTESTABLE and "retrain" in outcome.ours
+    outcome = CLAIM["rp-enhancement"].evaluate(isotropy(evaluation="none"))
+    assert outcome.verdict == UNTESTABLE and "without the paper's enhancement" in outcome.ours
+
+
+def test_enhancement_must_help_on_every_seed_and_beyond_its_standard_error():
+    claim = CLAIM["rp-enhancement"]
+    # cluster-based helps on the first fine-tuning seed only: no task counts as helped
+    one_seed = claim.evaluate(isotropy(enhanced_ft={**HURTS, "cluster-based": [0.95, 0.85]}))
+    assert one_seed.verdict == HOLDS and "on 0 of 5 tasks" in one_seed.ours
+    assert "(pretrained: on 5)" in one_seed.ours  # the contrast: it does help the pretrained vectors
+    # a gain of 0.01 on every seed is within 1.645 SE of a difference of two accuracies
+    within = claim.evaluate(isotropy(enhanced_ft={**HURTS, "zero-mean": [0.91, 0.92]}))
+    assert within.verdict == HOLDS
+    beyond = claim.evaluate(isotropy(enhanced_ft={**HURTS, "zero-mean": [0.93, 0.94]}))
+    assert beyond.verdict == FAILS and "on 5 of 5 tasks" in beyond.ours and "pos +0.030/+0.030" in beyond.ours
+    # helped on two of five tasks only: not most of them
+    records = isotropy(enhanced_ft={**HURTS, "global": [0.95, 0.96]})
+    for name in TASKS[2:]:
+        object.__setattr__(records["08_isotropy"].tasks[name], "enhanced_finetuned", HURTS)
+    assert claim.evaluate(records).verdict == HOLDS
 
 
 def test_claims_missing_chapter_is_untestable_with_the_reason():
@@ -405,5 +505,18 @@ def test_claims_records_round_trip_through_the_schema():
 
     for make in (probing, linearity, spatial, cross, layers, isotropy):
         (record,) = make().values()
+        data = json.loads(json.dumps(dataclasses.asdict(record)))
+        assert from_dict(type(record), data) == record
+    # the per-seed fields of chapters 5, 6 and 7
+    (spatial_record,) = spatial().values()
+    task = spatial_record.tasks["pos"]
+    object.__setattr__(task, "min_distance_seeds", [task.min_distance] * 2)
+    object.__setattr__(task, "separable_seeds", [[True, True], [True, False]])
+    (cross_record,) = cross().values()
+    pos = cross_record.states["finetuned on pos"]
+    object.__setattr__(pos, "min_distance_seeds", [{"l0": None}, {"l0": 1.0}])
+    (layers_record,) = layers().values()
+    object.__setattr__(layers_record.tasks["pos"], "similarity_seeds", [[[1.0, None]], [[1.0, 0.5]]])
+    for record in (spatial_record, cross_record, layers_record):
         data = json.loads(json.dumps(dataclasses.asdict(record)))
         assert from_dict(type(record), data) == record

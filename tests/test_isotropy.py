@@ -136,6 +136,55 @@ def test_cluster_remover_makes_every_cluster_isotropic():
     assert np.allclose(remover.transform(X), remover.fit_transform(X))
 
 
+def clustered(seed=0, n_clusters=3, d=24):
+    """Far-apart clusters, each with a mean of its own and one dominant direction of its own."""
+    rng = np.random.default_rng(seed)
+    return np.concatenate([dominant(800, d, n_dominant=1, seed=seed + s) + 400 * rng.normal(size=d)
+                           for s in range(n_clusters)])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_paper_enhancements_do_what_each_promises(seed):
+    """Rajaee & Pilehvar's four enhancements, on clusters whose answers are known: zero-mean
+    leaves no global mean; clustering + zero-mean no mean in any cluster; global removal no
+    variance along the removed principal directions; cluster-based removal neither a mean nor
+    variance along each cluster's own top directions."""
+    X = clustered(seed)
+    D = 2
+    out = iso.enhancements(X, n_removed=D, n_clusters=3, random_state=seed)
+    assert list(out) == list(iso.ENHANCEMENTS)
+    assert np.array_equal(out["none"], X)
+    assert np.abs(out["zero-mean"].mean(axis=0)).max() < 1e-9
+    assert np.allclose(out["zero-mean"], X - X.mean(axis=0))
+    clusters = iso.kmeans_clusters(X, 3, random_state=seed)  # the clustering the methods share
+    assert sorted(np.bincount(clusters)) == [800, 800, 800]  # the three clusters, found
+    _, top = iso.principal_directions(X, D)
+    assert np.abs(out["global"] @ top.T).max() < 1e-8  # nothing left along the removed directions
+    assert np.abs(out["global"].mean(axis=0)).max() < 1e-9
+    assert np.linalg.norm(out["global"], axis=1).mean() < np.linalg.norm(out["zero-mean"], axis=1).mean()
+    for c in range(3):
+        rows = clusters == c
+        assert np.abs(out["cluster zero-mean"][rows].mean(axis=0)).max() < 1e-9
+        assert np.allclose(out["cluster zero-mean"][rows], X[rows] - X[rows].mean(axis=0))
+        _, own = iso.principal_directions(X[rows], D)
+        assert np.abs(out["cluster-based"][rows] @ own.T).max() < 1e-8
+        assert np.abs(out["cluster-based"][rows].mean(axis=0)).max() < 1e-9
+        assert iso.isoscore(out["cluster-based"][rows]) > 0.85
+    # the clusters' means are gone, so the cluster methods leave them overlapping; globally
+    # removing two directions cannot remove three far-apart means
+    assert iso.isoscore(out["cluster-based"]) > iso.isoscore(out["global"])
+
+
+def test_the_paper_enhancements_refuse_bad_settings_by_name():
+    X = clustered(0, d=8)
+    with pytest.raises(ValueError, match="n_removed"):
+        iso.enhancements(X, n_removed=8, n_clusters=3)
+    with pytest.raises(ValueError, match="n_clusters"):
+        iso.enhancements(X[:5], n_removed=1, n_clusters=6)
+    small = iso.enhancements(X[:6], n_removed=3, n_clusters=3)  # clusters of at most D rows: centered
+    assert np.isfinite(small["cluster-based"]).all()
+
+
 def test_direction_statistics_find_what_the_top_direction_carries():
     rng = np.random.default_rng(0)
     n, d = 4000, 32

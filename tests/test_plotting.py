@@ -133,6 +133,60 @@ def test_similarity_and_motion_by_layer_draw_a_line_per_layer_and_task():
     assert list(fig.axes[1].get_lines()[1].get_ydata()) == [0.1, 0.2]
 
 
+
+def test_spatial_figures_show_the_mean_and_the_range_over_fine_tuning_seeds():
+    from matplotlib.collections import PolyCollection
+
+    first = _min_distance_tables()
+    second = {task: d * 2 for task, d in first.items()}
+    fig = plotting.min_distance_extremes(first, {"pos": 10, "dep": 20}, n_extreme=1, seeds=[first, second])
+    pos = fig.axes[0]
+    assert [line.get_label() for line in pos.get_lines()] == ["a (+)", "c (-)"]
+    np.testing.assert_allclose(pos.get_lines()[0].get_ydata(), 1.5 * first["pos"]["a"])  # the mean
+    assert sum(isinstance(c, PolyCollection) for c in pos.collections) == 2  # one band per line
+    sim = pd.DataFrame({0: [1.0, 1.0, np.nan], 10: [0.9, 0.8, 0.7]}, index=pd.Index([1, 2, 3], name="layer"))
+    fig = plotting.similarity_by_layer({"pos": sim}, {"pos": 10}, seeds=[{"pos": sim}, {"pos": sim - 0.2}])
+    lines = [line for line in fig.axes[0].get_lines() if line.get_label().startswith("layer")]
+    assert [line.get_label() for line in lines] == ["layer 1", "layer 2"]
+    np.testing.assert_allclose(lines[0].get_ydata(), [0.9, 0.8])
+    assert len(fig.axes[0].collections) == 2
+    motion = pd.DataFrame({"relative range": [0.1, 0.2], "relative mean motion": [0.05, 0.1]},
+                          index=pd.Index([0, 1], name="layer"))
+    fig = plotting.motion_by_layer({"pos": motion}, seeds=[{"pos": motion}, {"pos": 3 * motion}])
+    np.testing.assert_allclose(fig.axes[1].get_lines()[0].get_ydata(), [0.1, 0.2])
+    assert [len(ax.collections) for ax in fig.axes] == [1, 1] and "2 seeds" in fig.axes[0].get_title()
+
+
+def test_centroid_paths_of_every_seed_share_a_colour_per_label():
+    from ftgeo.spatial import CentroidPaths
+
+    rng = np.random.default_rng(0)
+    paths = {"pos": [CentroidPaths(np.array([0, 5]), ("a", "b"), rng.normal(size=(2, 2, 2)))
+                     for _ in range(2)]}
+    fig = plotting.centroid_paths_figure(paths)
+    assert [t.name for t in fig.data] == ["pos: a, seed 0", "pos: b, seed 0",
+                                          "pos: a, seed 1", "pos: b, seed 1"]
+    assert fig.data[0].line.color == fig.data[2].line.color and fig.data[2].line.dash == "dot"
+
+
+def test_cross_task_figures_draw_every_seed():
+    from ftgeo.probes import ProbeGridResult
+    from ftgeo.spatial import ClusterSummary, ProbedState
+
+    def state(factor):
+        D = factor * np.array([[0, 1, 2], [1, 0, 3], [2, 3, 0]], float)
+        summary = ClusterSummary(np.arange(3), np.arange(3), np.repeat(np.arange(3), 6), D)
+        return ProbedState(ProbeGridResult((8, 8), 1e-3, 0.9, np.array([0.8, 0.8]), None), summary, 1.0)
+
+    seeds = [{"pretrained": state(1.0), "finetuned on pos": state(0.5)}, {"finetuned on pos": state(2.0)}]
+    fig = plotting.cross_task_scatter(seeds, target="ps-fxn")
+    assert [ax.get_title() for ax in fig.axes] == ["finetuned on pos"]
+    assert len(fig.axes[0].collections) == 2  # one scatter per fine-tuning seed
+    menu = plotting.cross_task_menu(seeds, ["x", "y", "z"], target="ps-fxn")
+    assert [t.name for t in menu.data] == ["seed 0", "seed 1", "no change"]
+    assert list(menu.data[1].y) == [2.0, 2.0, 4.0] and list(menu.data[0].text) == ["x", "y", "z"]
+
+
 # -- chapters 02, 03 and 04: before and after fine-tuning, per task -------------------------
 def _states(tasks, value):
     return {(task, state): value for task in tasks for state in ("pretrained", "finetuned")}

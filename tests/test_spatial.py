@@ -198,6 +198,57 @@ def test_the_record_holds_what_the_trajectory_computed():
     assert task.closest_distance_last == traj.closest(3).last.tolist()
 
 
+
+def test_the_record_holds_every_fine_tuning_seed_with_the_first_seeds_closest_labels():
+    grown, _, _ = _trajectory([1.0, 2.0])
+    shrunk, _, _ = _trajectory([1.0, 0.5])  # another seed: the same start, the space shrinks
+    task = grown.record(n_closest=3, seeds=[shrunk])
+    assert task.min_distance_seeds[0] == task.min_distance  # the first seed's first
+    assert task.min_distance_seeds[1]["z"] == shrunk.min_distance[:, 3].tolist()
+    assert task.scale_seeds == [grown.scale.tolist(), shrunk.scale.tolist()]
+    assert task.separable_seeds == [[True, True], [True, True]]
+    names = grown.closest(3).labels
+    np.testing.assert_allclose(task.closest_distance_last_seeds[1], shrunk.closest(3, names).last)
+    np.testing.assert_allclose(task.closest_distance_last_seeds[1],
+                               0.25 * np.asarray(task.closest_distance_last_seeds[0]), rtol=1e-3)
+    assert grown.record().min_distance_seeds is None  # one seed: no per-seed fields
+    longer, _, _ = _trajectory([1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match="same steps and labels"):
+        grown.record(seeds=[longer])
+
+
+def test_centroid_paths_of_several_seeds_share_axes_and_start_together():
+    grown, _, _ = _trajectory([1.0, 2.0])
+    shrunk, _, _ = _trajectory([1.0, 0.5])
+    a, b = spatial.centroid_paths([grown, shrunk], ["z", "w"])
+    np.testing.assert_allclose(a.coords[0], b.coords[0], atol=1e-12)  # step 0: the same model
+    # the centroids are 2-D, so one shared 2-component PCA keeps every distance between paths
+    np.testing.assert_allclose(np.linalg.norm(a.coords[1, 0] - b.coords[1, 0]),
+                               np.linalg.norm(grown.centroids[1, 3] - shrunk.centroids[1, 3]), rtol=1e-9)
+    alone = grown.centroid_paths(["z", "w"])
+    (same,) = spatial.centroid_paths([grown], ["z", "w"])
+    np.testing.assert_allclose(alone.coords, same.coords)
+
+
+def test_growth_summary_over_seeds_counts_a_label_only_where_every_seed_moves_it():
+    import pandas as pd
+
+    steps = pd.Index([0, 5], name="step")
+    first = pd.DataFrame([[1.0, 2.0, 3.0, 4.0], [3.0, 3.0, 3.0, 3.0]], index=steps, columns=list("abcd"))
+    second = pd.DataFrame([[1.0, 2.0, 3.0, 4.0], [0.5, 3.0, 2.0, 3.0]], index=steps, columns=list("abcd"))
+    one = spatial.growth_summary({"t": first})
+    assert "fine-tuning seeds" not in one and one.loc["t", "grew"] == 2
+    table = spatial.growth_summary({"t": first}, seeds=[{"t": first}, {"t": second}])
+    row = table.loc["t"]
+    # a grew on one seed and shrank on the other; b grew on both; c, d shrank on the second only
+    assert (row["grew"], row["shrank"]) == (1, 1)  # b on both; d (-1, -1) on both
+    assert row["grew, per seed"] == "2/1" and row["shrank, per seed"] == "1/3"
+    assert row["mean change"] == pytest.approx((0.5 + (-0.5 + 1 - 1 - 1) / 4) / 2)
+    assert row["sd change"] == pytest.approx(np.std([0.5, -0.375], ddof=1))
+    assert row["fine-tuning seeds"] == 2 and row["separable steps"] == "2/2 of 2"
+    assert table["mean change"].dtype == float and table["grew"].dtype == int
+
+
 def test_growth_summary_counts_and_correlates_the_changes():
     import pandas as pd
 
@@ -307,6 +358,74 @@ def test_task_table_and_the_layers_record():
     assert task.steps == [0, 30] and task.n_labels == 4
     assert task.similarity == [[1.0, 0.9], [1.0, 0.7]] and task.final_similarity == [0.9, 0.7]
     assert task.range_of_motion == motion.table()["range of motion"].tolist()
+
+
+
+def test_the_layers_record_holds_every_seed_and_the_summary_counts_a_task_only_on_every_seed():
+    import pandas as pd
+
+    X, y = _layers()
+    motions = [spatial.centroid_motion(X, X + 1.0, y), spatial.centroid_motion(X, X + 2.0, y)]
+    sims = [pd.DataFrame({0: [1.0, 1.0], 30: [0.9, 0.7]}, index=pd.Index([1, 2], name="layer")),
+            pd.DataFrame({0: [1.0, 1.0], 30: [0.8, 0.3]}, index=pd.Index([1, 2], name="layer"))]
+    task = spatial.layers_task(sims[0], motions[0], seeds=list(zip(sims, motions, strict=True)))
+    assert task.final_similarity == [0.9, 0.7] and task.final_similarity_seeds == [[0.9, 0.7], [0.8, 0.3]]
+    assert task.similarity_seeds[1] == [[1.0, 0.8], [1.0, 0.3]] and len(task.relative_range_seeds) == 2
+    assert spatial.layers_task(sims[0], motions[0]).final_similarity_seeds is None
+    with pytest.raises(ValueError, match="same layers and steps"):
+        spatial.layers_task(sims[0], motions[0], seeds=[(sims[0].iloc[:, :1], motions[0])])
+    # per (task, seed) rows: pos is above 0.5 on one seed only
+    final = spatial.seed_table([spatial.task_table({"pos": s.iloc[:, -1], "dep": sims[0].iloc[:, -1]})
+                                for s in sims])
+    assert final.index.names == ["task", "fine-tuning seed"]
+    assert final.index.tolist() == [("pos", 0), ("pos", 1), ("dep", 0), ("dep", 1)]
+    motion = final * 0 + pd.Series({1: 0.1, 2: 0.2})  # the top layer moves most, every seed
+    s = spatial.layers_summary(final, motion)
+    assert (s["n_tasks"], s["n_top_defined"], s["n_top_above_half"], s["n_top_lowest"]) == (2, 2, 1, 2)
+    assert s["min_top_sim"] == pytest.approx(0.3) and s["min_top_task"] == "pos"
+    assert s["n_top_moves_most"] == 2
+    gap = final.copy()
+    gap.loc[("dep", 1), 2] = np.nan  # dep's top layer is undefined on one seed
+    assert spatial.layers_summary(gap, motion)["n_top_defined"] == 1
+
+
+def _probed(distances, accuracy, n_points=6):
+    """A ProbedState whose clusters are the labels themselves, with the given label-pair
+    distances (a symmetric matrix), and an MLP probe of the given accuracies."""
+    from ftgeo.probes import ProbeGridResult
+
+    D = np.asarray(distances, dtype=float)
+    k = len(D)
+    summary = spatial.ClusterSummary(np.arange(k), np.arange(k), np.repeat(np.arange(k), n_points), D)
+    mlp = ProbeGridResult((8, 8), 1e-3, 0.9, np.asarray(accuracy, float), None)
+    return spatial.ProbedState(mlp, summary, 1.0)
+
+
+def test_the_cross_task_table_and_record_cover_every_fine_tuning_seed():
+    import pandas as pd
+
+    base = np.array([[0, 1, 2, 4], [1, 0, 3, 5], [2, 3, 0, 6], [4, 5, 6, 0]], float)
+    pre = _probed(base, [0.80, 0.82])
+    seeds = [{"pretrained": pre, "finetuned on pos": _probed(0.5 * base, [0.70, 0.72])},
+             {"finetuned on pos": _probed(base * [[1, 1, 1, 2]] * [[1], [1], [1], [2]], [0.60, 0.62])}]
+    table = spatial.cross_task_table(seeds)
+    row = table.loc["finetuned on pos"]
+    assert row["MLP accuracy"] == pytest.approx(0.66)
+    assert row["sd"] == pytest.approx(np.std([0.71, 0.61], ddof=1))
+    assert row["clusters"] == "4/4" and row["fine-tuning seeds"] == 2
+    # minimum distances before: 1, 1, 2, 4; seed 0 halves them all, seed 1 doubles the last label's
+    assert (row["labels grew"], row["labels shrank"]) == (0, 0)
+    assert row["mean change"] == pytest.approx((-(0.5 + 0.5 + 1 + 2) / 4 + 4 / 4) / 2)
+    assert table.loc["pretrained", "MLP accuracy"] == pytest.approx(0.81)
+    assert pd.isna(table.loc["pretrained", "labels grew"])
+    states = spatial.cross_task_states(seeds, ["a", "b", "c", "d"])
+    assert states["pretrained"].mlp_seeds is None and states["pretrained"].min_distance["d"] == 4.0
+    pos = states["finetuned on pos"]
+    assert pos.mlp == [0.70, 0.72] and pos.mlp_seeds == [[0.70, 0.72], [0.60, 0.62]]
+    assert pos.min_distance_seeds[1]["d"] == 8.0 and pos.clusters_seeds == [4, 4]
+    assert pos.similarity_to_pretrained_seeds[0] == pytest.approx(1.0)  # a uniform scaling
+    assert spatial.cross_task_states(seeds[:1], list("abcd"))["finetuned on pos"].mlp_seeds is None
+
 
 
 def test_clusters_alone_match_the_full_fit_and_are_cached_apart(store):

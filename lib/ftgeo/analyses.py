@@ -4,6 +4,7 @@ these and draw; the measures themselves are in :mod:`ftgeo.isotropy` and :mod:`f
 
     study = isotropy_study(runs, data, tasks, max_items=5000)
     study.last_layer()            # the measures at each task's last layer, per state
+    enhancement_table(study)      # the paper's enhancement evaluation, per method and state
     study.record(**header)        # results.IsotropyRecord
 
     study = cka_study(runs, data, tasks)
@@ -25,16 +26,23 @@ import numpy as np
 import pandas as pd
 
 from . import cka, isotropy, results, spatial
-from ._util import check, progress
+from ._util import check, one_torch_thread, progress
 from .finetune import state_steps
 from .probes import linear_probe_layers
 
 __all__ = [
     "CKAStudy",
+    "ENHANCEMENTS",
+    "ENHANCEMENT_CLASSIFIER",
     "IsotropyStudy",
     "STATES",
     "VARIANTS",
+    "classifier_accuracies",
+    "classifier_settings",
     "cka_study",
+    "enhancement_accuracy",
+    "enhancement_facts",
+    "enhancement_table",
     "enhancement_variants",
     "isotropy_study",
     "item_words",
@@ -46,7 +54,42 @@ __all__ = [
 ]
 
 STATES = results.STATES
-#: The representations the enhancement probes compare: untouched, the top D principal
+ENHANCEMENTS = isotropy.ENHANCEMENTS
+#: The classifier Rajaee & Pilehvar (2021) train on frozen, enhanced representations, as their
+#: code does (Sara-Rajaee/clusterbased_isotropy_enhancement, its classification part): one
+#: hidden ReLU layer of ``hidden`` units, no regulariser, Adam with step ``learning_rate``,
+#: mini-batches of ``batch_size``, ``epochs`` epochs, the epoch with the best dev accuracy kept.
+#: The vectors go in as they are: a standardizing classifier would undo what the enhancements
+#: do to the scale of each direction. One change: the code's step is 3e-5, for an input of 64
+#: token vectors of 768 features flattened; on one item vector (384 features here) 10 epochs at
+#: that step leave the classifier near chance on small sets, and underfit on large ones (on
+#: MiniLM's pretrained last layer, a held-out fifth of POS's training sentences: 0.65 accuracy,
+#: against 0.89 at 1e-3), so the step is Adam's default, 1e-3. ``{"learning_rate": 3e-5}`` as
+#: the changes of :func:`classifier_settings` restores the code's.
+ENHANCEMENT_CLASSIFIER = {"hidden": 100, "learning_rate": 1e-3, "batch_size": 32, "epochs": 10}
+
+
+def classifier_settings(changes: Mapping[str, float] | None = None) -> dict[str, float]:
+    """:data:`ENHANCEMENT_CLASSIFIER` with ``changes`` applied (None or {}: as it is).
+
+    >>> classifier_settings({"learning_rate": 1e-3})["learning_rate"]
+    0.001
+    """
+    changes = dict(changes or {})
+    unknown = sorted(set(changes) - set(ENHANCEMENT_CLASSIFIER))
+    check(not unknown, f"classifier: unknown setting(s) {unknown}; use {sorted(ENHANCEMENT_CLASSIFIER)}")
+    settings = {**ENHANCEMENT_CLASSIFIER, **changes}
+    for name in ("hidden", "batch_size", "epochs"):
+        v = settings[name]
+        check(isinstance(v, (int, np.integer)) and v >= 1,
+              f"classifier: {name} must be an integer >= 1, got {v!r}")
+    rate = settings["learning_rate"]
+    check(rate > 0, f"classifier: learning_rate must be > 0, got {rate!r}")
+    return settings
+
+
+#: The representations the ridge probes of :func:`enhancement_variants` compare (what removing
+#: directions costs a standardized linear probe, per layer): untouched, the top D principal
 #: directions removed (Mu & Viswanath 2018), D random directions removed (the control), and
 #: the top D removed within each k-means cluster (Rajaee & Pilehvar 2021b).
 VARIANTS = ("none", "top D removed", "random D removed", "per cluster")
@@ -136,6 +179,106 @@ def enhancement_variants(
     return out
 
 
+def classifier_accuracies(
+    train: Mapping[str, np.ndarray],
+    test: Mapping[str, np.ndarray],
+    y_train: np.ndarray,
+    y_test: np.ndarray,
+    fit: np.ndarray,
+    dev: np.ndarray,
+    *,
+    n_inits: int = 1,
+    seed: int = 0,
+    classifier: Mapping[str, float] | None = None,
+) -> dict[str, float]:
+    """``{name: test accuracy}`` of the paper's classifier (:data:`ENHANCEMENT_CLASSIFIER`, with
+    the changes in ``classifier``) trained on ``train[name][fit]`` for each representation
+    ``name``, its epoch chosen on ``train[name][dev]``: the mean over ``n_inits``
+    initializations (seeds ``seed``, ``seed + 1``, ...). One network per representation, trained
+    side by side, each with the same initial weights and the same mini-batches. NaN when the
+    fitting rows hold one label.
+
+    train, test : name -> ndarray of shape (n_samples, n_features), the same names and shapes;
+    used as they are (not standardized)
+
+    >>> rng = np.random.default_rng(0)
+    >>> y = np.repeat([0, 1], 200)
+    >>> X = rng.normal(size=(400, 8)) + 3.0 * y[:, None]
+    >>> fit, dev = np.arange(0, 400, 2), np.arange(1, 400, 2)
+    >>> classifier_accuracies({"X": X}, {"X": X}, y, y, fit, dev)["X"] > 0.95
+    True
+    """
+    import torch
+
+    from .probes import _class_codes, _MLPBatch, _train_batch
+
+    names = list(train)
+    check(names and set(test) == set(names), f"train and test must name the same representations, "
+          f"got {sorted(train)} and {sorted(test)}")
+    shapes = {train[k].shape[1:] for k in names} | {test[k].shape[1:] for k in names}
+    check(len(shapes) == 1 and all(train[k].ndim == 2 and len(train[k]) == len(train[names[0]])
+                                   and test[k].shape == test[names[0]].shape for k in names),
+          "train and test: every representation must be (n_samples, n_features) with the same shape")
+    check(isinstance(n_inits, (int, np.integer)) and n_inits >= 1,
+          f"n_inits must be an integer >= 1, got {n_inits!r}")
+    check(len(fit) >= 1 and len(dev) >= 1, f"fit and dev need a row each, got {len(fit)} and {len(dev)}")
+    y_train, y_test = np.asarray(y_train), np.asarray(y_test)
+    classes = np.unique(y_train[fit])
+    if len(classes) < 2:
+        return dict.fromkeys(names, float("nan"))
+
+    def stack(arrays, rows=slice(None)):
+        return torch.from_numpy(np.stack([np.asarray(arrays[k][rows], dtype=np.float32) for k in names]))
+
+    c = classifier_settings(classifier)
+    X_fit, X_dev, X_test = stack(train, fit), stack(train, dev), stack(test)
+    t_fit, t_dev = _class_codes(y_train[fit], classes), _class_codes(y_train[dev], classes)
+    correct = np.zeros(len(names))
+    for init in range(seed, seed + n_inits):
+        net = _MLPBatch(X_fit.shape[-1], (c["hidden"],), len(classes), [0.0] * len(names),
+                        [init] * len(names))
+        with one_torch_thread():
+            _train_batch(net, X_fit, t_fit, X_dev, t_dev, max_iter=c["epochs"], batch_size=c["batch_size"],
+                         learning_rate=c["learning_rate"], patience=c["epochs"], seed=init)
+            with torch.no_grad():
+                predicted = net.logits(X_test).argmax(-1).numpy()  # (n_names, n_test)
+        correct += np.mean(classes[predicted] == y_test[None], axis=1)
+    return {k: float(v / n_inits) for k, v in zip(names, correct, strict=True)}
+
+
+def enhancement_accuracy(
+    X_train: np.ndarray,
+    X_test: np.ndarray,
+    y_train: np.ndarray,
+    y_test: np.ndarray,
+    fit: np.ndarray,
+    dev: np.ndarray,
+    *,
+    n_removed: int,
+    n_clusters: int,
+    seed: int = 0,
+    n_inits: int = 1,
+    classifier: Mapping[str, float] | None = None,
+) -> dict[str, float]:
+    """Rajaee & Pilehvar's (2021) evaluation of isotropy enhancement: ``{method: test accuracy}``
+    for each of :data:`ENHANCEMENTS`, the paper's classifier (:func:`classifier_accuracies`)
+    trained on the enhanced ``X_train[fit]`` and scored on the enhanced ``X_test``.
+
+    As the authors' code does, each enhancement is learnt on the training and test vectors
+    together (unsupervised: no label is read); ``n_clusters`` is capped at their number.
+    X_train, X_test : ndarray of shape (n_samples, n_features), one layer's item vectors
+    """
+    check(X_train.ndim == X_test.ndim == 2 and X_train.shape[1] == X_test.shape[1],
+          f"X_train and X_test must be 2-D with the same features, got {X_train.shape} and {X_test.shape}")
+    both = np.concatenate([X_train, X_test])
+    enhanced = isotropy.enhancements(both, n_removed, min(n_clusters, len(both)), random_state=seed)
+    n = len(X_train)
+    train = {m: E[:n] for m, E in enhanced.items()}
+    test = {m: E[n:] for m, E in enhanced.items()}
+    return classifier_accuracies(train, test, y_train, y_test, fit, dev, n_inits=n_inits, seed=seed,
+                                 classifier=classifier)
+
+
 # ---------------------------------------------------------------------------------------------
 # One layer
 # ---------------------------------------------------------------------------------------------
@@ -214,6 +357,9 @@ class IsotropyStudy:
     settings : what the measures read (``vectors``, ``max_tokens`` or ``max_items``) and
         the clustering and direction settings
     n_vectors : task -> the number of vectors the isotropy measures read (the last state's)
+    enhancement : one row per (task, state, method) at the last layer: the paper's evaluation
+        of isotropy enhancement (:func:`enhancement_accuracy`), the test accuracy of the
+        classifier trained on the vectors enhanced by ``method`` (``"none"``: as they are), D
     """
 
     tasks: list[str]
@@ -226,6 +372,7 @@ class IsotropyStudy:
     n_test: dict[str, int]
     settings: dict[str, Any]
     n_vectors: dict[str, int] = dataclasses.field(default_factory=dict)
+    enhancement: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
 
     def last_layer(self) -> pd.DataFrame:
         """:attr:`measures` at each task's last layer, indexed by (task, state)."""
@@ -284,9 +431,6 @@ class IsotropyStudy:
         def cost(state: str, variant: str) -> pd.Series:
             return S[f"probe_{state}_none"] - S[f"probe_{state}_{variant}"]
 
-        gain_global = -cost("finetuned", "top D removed")
-        gain_cluster = -cost("finetuned", "per cluster")
-        helped = [t for t in self.tasks if max(gain_global[t], gain_cluster[t]) > ACCURACY_MARGIN]
         word_tasks = S.index[S["word_share_pretrained"].notna()]
         one_sign = np.log10(
             S[[f"partition one sign_{s}" for s in STATES]].to_numpy()
@@ -316,10 +460,6 @@ class IsotropyStudy:
             "cost_post": f"{cost('finetuned', 'top D removed').mean():.3f}",
             "cost_pre": f"{cost('pretrained', 'top D removed').mean():.3f}",
             "cost_random_post": f"{cost('finetuned', 'random D removed').mean():.3f}",
-            "helped": len(helped),
-            "helped_names": ", ".join(helped) or "none",
-            "enhance_global": f"{gain_global.mean():+.3f}",
-            "enhance_cluster": f"{gain_cluster.mean():+.3f}",
             "n_word_tasks": len(word_tasks),
             "word_share_down": int(
                 (S.loc[word_tasks, "word_share_finetuned"] < S.loc[word_tasks, "word_share_pretrained"]).sum()
@@ -346,9 +486,11 @@ class IsotropyStudy:
 
         seeds : the studies of the further fine-tuning seeds' fine-tuned states (same
             tasks; ``isotropy_study(..., states=("finetuned",), probes=False)``): the record
-            then holds every seed's :data:`SEED_MEASURES`, this study's first
+            then holds every seed's :data:`SEED_MEASURES` and enhancement evaluation, this
+            study's first
         """
         S = self.summary()
+        enhanced = enhancement_table(self, seeds)
         every = [self.finetuned_last()] + [study.finetuned_last() for study in seeds]
         for other in seeds:
             check(other.tasks == self.tasks, "seeds: every seed's study must cover the same tasks")
@@ -361,6 +503,17 @@ class IsotropyStudy:
         def per_state(task: str, key: str) -> dict[str, float | None]:
             values = {s: S.loc[task, f"{key}_{s}"] for s in STATES}
             return {s: None if pd.isna(v) else float(v) for s, v in values.items()}
+
+        def enhancement(task: str, state: str) -> dict[str, list[float | None]] | None:
+            part = enhanced[(enhanced["task"] == task) & (enhanced["state"] == state)]
+            if part.empty:
+                return None
+            table = part.pivot(index="seed", columns="method", values="accuracy")
+            return {m: [None if pd.isna(v) else float(v) for v in table[m]] for m in ENHANCEMENTS}
+
+        def removed(task: str) -> int | None:
+            D = enhanced.loc[enhanced["task"] == task, "D"]
+            return int(D.iloc[0]) if len(D) else None
 
         tasks = {
             t: results.IsotropyTask(
@@ -379,12 +532,58 @@ class IsotropyStudy:
                 int(S.loc[t, "D"]),
                 self.n_vectors.get(t),
                 per_seed(t),
+                {m: v[0] for m, v in (enhancement(t, "pretrained") or {}).items()} or None,
+                enhancement(t, "finetuned"),
+                removed(t),
             )
             for t in self.tasks
         }
-        return results.IsotropyRecord(
-            **header, enhancement_evaluation="retrained probe", tasks=tasks, **self.settings
-        )
+        evaluation = results.PAPER_ENHANCEMENT_EVALUATION if len(enhanced) else "none"
+        return results.IsotropyRecord(**header, enhancement_evaluation=evaluation, tasks=tasks,
+                                      **self.settings)
+
+
+def enhancement_table(study: IsotropyStudy, seeds: Sequence[IsotropyStudy] = ()) -> pd.DataFrame:
+    """The paper's enhancement evaluation of ``study`` and of the further fine-tuning seeds'
+    ``seeds`` (their fine-tuned states): one row per (task, state, seed, method) with D, the
+    test accuracy and ``gain``, its change from the vectors as they are (method ``"none"``).
+    ``seed`` counts the fine-tuning seeds from 0 (``study``'s); the pretrained state, which
+    every seed shares, is read from ``study`` alone (seed 0)."""
+    columns = ["task", "state", "seed", "method", "D", "accuracy", "gain"]
+    frames = []
+    for k, one in enumerate([study, *seeds]):
+        e = one.enhancement
+        if len(e):
+            frames.append((e if k == 0 else e[e["state"] == "finetuned"]).assign(seed=k))
+    if not frames:
+        return pd.DataFrame(columns=columns)
+    table = pd.concat(frames, ignore_index=True)
+    keys = ["task", "state", "seed"]
+    none = table[table["method"] == "none"].set_index(keys)["accuracy"]
+    baseline = none.reindex(pd.MultiIndex.from_frame(table[keys])).to_numpy()
+    table["gain"] = table["accuracy"].to_numpy() - baseline
+    return table[columns]
+
+
+def enhancement_facts(table: pd.DataFrame) -> dict[str, Any]:
+    """The figures chapter 8's summary cites from :func:`enhancement_table`: the number of
+    fine-tuning seeds (``enh_seeds``), the classifier's mean accuracy on the vectors as they
+    are (``enh_none_pre``, ``enh_none_post``), and per method its mean change of accuracy
+    (``enh_<method>_pre``, ``enh_<method>_post``, ``method`` with ``_`` for spaces and
+    hyphens): over seeds for each task, then over tasks."""
+    check(len(table) > 0, "table is empty: the study ran without the enhancement evaluation")
+
+    def mean(state: str, method: str, column: str) -> float:
+        part = table[(table["state"] == state) & (table["method"] == method)]
+        return float(part.groupby("task")[column].mean().mean())
+
+    out: dict[str, Any] = {"enh_seeds": int(table.loc[table["state"] == "finetuned", "seed"].nunique())}
+    for state, short in (("pretrained", "pre"), ("finetuned", "post")):
+        out[f"enh_none_{short}"] = f"{mean(state, 'none', 'accuracy'):.3f}"
+        for method in ENHANCEMENTS[1:]:
+            slug = method.replace(" ", "_").replace("-", "_")
+            out[f"enh_{slug}_{short}"] = f"{mean(state, method, 'gain'):+.3f}"
+    return out
 
 
 def token_sentences(
@@ -440,11 +639,16 @@ def isotropy_study(
     store=None,
     states: Sequence[str] = STATES,
     probes: bool = True,
+    enhancement: bool = True,
+    enhancement_clusters: int = 27,
+    enhancement_removed: int | None = 12,
+    enhancement_classifier: Mapping[str, float] | None = None,
 ) -> IsotropyStudy:
     """Chapter 8 on the pretrained (step 0) and fine-tuned (last step) states of each task's
-    run: isotropy and local structure per layer, probes on the enhanced representations per
-    layer (``n_removed`` directions, None: 1% of the features), and removal curves over
-    ``removed_grid`` at the last layer.
+    run: isotropy and local structure per layer, ridge probes on the representations with
+    directions removed per layer (``n_removed`` directions, None: 1% of the features), removal
+    curves over ``removed_grid`` at the last layer, and the paper's evaluation of isotropy
+    enhancement at the last layer (:func:`enhancement_accuracy`).
 
     ``runs`` maps a task to its :class:`ftgeo.finetune.FinetuneRun`, ``data`` a task to its
     ``{"train": TaskData, "test": TaskData}``; ``model`` is the pretrained model the runs
@@ -457,11 +661,18 @@ def isotropy_study(
         the task's training sentences, and against the token's identity. ``"items"``: the
         probed items' vectors (a word, a head-dependent pair, a [CLS]), up to ``max_items``,
         against the word's log frequency (sentence tasks: the log length).
-        The enhancement probes always read the items, which carry the labels.
-    states, probes : the states to measure, and whether to fit the enhancement probes and
-        removal curves; a further fine-tuning seed's study needs ``states=("finetuned",)``
-        (the pretrained state is the same model) and, for :meth:`IsotropyStudy.record`'s
-        ``seeds``, no probes
+        The probes and the enhancement evaluation always read the items, which carry the labels.
+    states, probes : the states to measure, and whether to fit the ridge probes and removal
+        curves; a further fine-tuning seed's study needs ``states=("finetuned",)`` (the
+        pretrained state is the same model) and, for :meth:`IsotropyStudy.record`'s ``seeds``,
+        no probes
+    enhancement : whether to run the paper's evaluation: the four enhancements of
+        :data:`ENHANCEMENTS` with ``enhancement_clusters`` k-means clusters and D =
+        ``enhancement_removed`` directions (None: 1% of the features), learnt on the last
+        layer's training and test items together, each scored by the paper's classifier
+        (:data:`ENHANCEMENT_CLASSIFIER` with the changes in ``enhancement_classifier``) trained
+        on the enhanced training items. The defaults are the authors' code's (27 clusters, D = 12, for
+        BERT-base); a further seed's study runs it too.
     """
     unknown = sorted(set(states) - set(STATES))
     check(states and not unknown, f"states: unknown or no state(s) {unknown or list(states)}; "
@@ -472,6 +683,12 @@ def isotropy_study(
           "vectors='tokens' needs the pretrained model: pass model=... (chapter_runs returns it)")
     check(n_removed is None or n_removed >= 1, f"n_removed must be >= 1 or None, got {n_removed}")
     check(n_clusters >= 1 and n_top >= 1, f"n_clusters and n_top must be >= 1, got {n_clusters}, {n_top}")
+    check(isinstance(enhancement_clusters, (int, np.integer)) and enhancement_clusters >= 1,
+          f"enhancement_clusters must be an integer >= 1, got {enhancement_clusters!r}")
+    check(enhancement_removed is None or enhancement_removed >= 1,
+          f"enhancement_removed must be >= 1 or None, got {enhancement_removed}")
+    classifier = classifier_settings(enhancement_classifier)
+    enhanced_rows = []
     rows, content, shares, probe_rows, curve_rows, properties, n_vectors = [], [], {}, [], [], {}, {}
     for task in progress(list(tasks), desc="isotropy", unit="task"):
         run, d_train, d_test = runs[task], data[task]["train"], data[task]["test"]
@@ -525,6 +742,10 @@ def isotropy_study(
                 rows.append({**key, "layer": layer, **m})
                 content.append({**key, "layer": layer, "property": properties[task], **c})
                 shares[task, state, layer] = s
+            if enhancement:
+                enhanced_rows += _enhancement_rows(
+                    X_train[-1], X_test[-1], d_train.y, d_test.y, fit, dev, enhancement_removed,
+                    enhancement_clusters, seed, classifier, **key, layer=len(X_train) - 1)
             A, B = X_train[-1], X_test[-1]
             for D_ in [k for k in removed_grid if k < A.shape[1] and k < len(fit) and enhance and probes]:
                 for name, remover in (
@@ -553,9 +774,26 @@ def isotropy_study(
         {t: data[t]["test"].n_items for t in tasks},
         {"vectors": vectors, "max_tokens": max_tokens if vectors == "tokens" else None,
          "max_items": max_items if vectors == "items" else None,
-         "n_clusters": n_clusters, "n_top": n_top},
+         "n_clusters": n_clusters, "n_top": n_top,
+         "enhancement_clusters": enhancement_clusters if enhancement else None,
+         "enhancement_classifier": {k: float(v) for k, v in classifier.items()} if enhancement else None},
         n_vectors,
+        pd.DataFrame(enhanced_rows, columns=["task", "state", "layer", "method", "D", "accuracy"]),
     )
+
+
+def _enhancement_rows(X_train, X_test, y_train, y_test, fit, dev, n_removed, n_clusters, seed, classifier,
+                      **key) -> list[dict[str, Any]]:
+    """:func:`enhancement_accuracy` of one state's last layer as table rows (``key``: task,
+    state, layer); NaN accuracies where the layer is degenerate or no split can be held out."""
+    D = n_removed if n_removed is not None else isotropy.default_n_removed(X_train.shape[-1])
+    check(D < X_train.shape[-1], f"enhancement_removed={D} must be below the {X_train.shape[-1]} features")
+    if spatial.is_degenerate(X_train) or len(fit) < 1 or len(dev) < 1:
+        accuracy = dict.fromkeys(ENHANCEMENTS, np.nan)
+    else:
+        accuracy = enhancement_accuracy(X_train, X_test, y_train, y_test, fit, dev, n_removed=D,
+                                        n_clusters=n_clusters, seed=seed, classifier=classifier)
+    return [{**key, "method": m, "D": D, "accuracy": a} for m, a in accuracy.items()]
 
 
 # ---------------------------------------------------------------------------------------------

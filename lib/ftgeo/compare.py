@@ -57,7 +57,8 @@ MEASURES: dict[str, tuple[str, Any]] = {
         "04_linearity", lambda t: (_ratio(t.clusters_pretrained, t.n_labels),
                                    _ratio(t.clusters_finetuned, t.n_labels))),
     "spatial similarity to pretrained": (
-        "07_layers", lambda t: (np.nan, (t.final_similarity or [None])[-1])),
+        "07_layers", lambda t: (np.nan, _seed_mean(_top_layers(t.final_similarity_seeds),
+                                                   (t.final_similarity or [None])[-1]))),
     "IsoScore (last layer)": (
         "08_isotropy", lambda t: (t.isoscore.get("pretrained"), t.isoscore.get("finetuned"))),
     "CKA block contrast": (
@@ -73,6 +74,15 @@ def _seed_mean(per_seed, single) -> float:
     """
     values = [v for v in (per_seed or []) if v is not None]
     return float(np.mean(values)) if values else _number(single)
+
+
+def _top_layers(per_seed) -> list | None:
+    """The top layer's value of each fine-tuning seed's per-layer list (None: no seeds).
+
+    >>> _top_layers([[0.9, 0.7], [0.8, None]]), _top_layers(None)
+    ([0.7, None], None)
+    """
+    return None if per_seed is None else [(values or [None])[-1] for values in per_seed]
 
 
 def _ratio(a, b) -> float:

@@ -26,6 +26,9 @@ Enhancement
       within each k-means cluster (cluster-based isotropy enhancement, Rajaee & Pilehvar
       2021, ACL).
     The classes learn the mean and directions on training data and apply them to test data.
+    - :func:`enhancements`: the four enhancements Rajaee & Pilehvar (2021, Findings of EMNLP)
+      compare (:data:`ENHANCEMENTS`: zero-mean, clustering + zero-mean, global, cluster-based)
+      on one matrix, sharing one k-means clustering, learnt on the matrix itself.
 
 Local structure
     - :func:`kmeans_clusters`, :func:`cluster_isotropy`: isotropy inside k-means clusters.
@@ -51,9 +54,9 @@ from ._util import check, check_Xy, one_blas_thread
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "ClusterDirectionRemover", "DirectionRemover", "IsotropyMeasures", "average_cosine",
-    "cluster_isotropy", "cluster_remove_top_directions", "default_n_removed",
-    "direction_correlations", "direction_group_share", "explained_variance", "isoscore",
+    "ENHANCEMENTS", "ClusterDirectionRemover", "DirectionRemover", "IsotropyMeasures",
+    "average_cosine", "cluster_isotropy", "cluster_remove_top_directions", "default_n_removed",
+    "direction_correlations", "direction_group_share", "enhancements", "explained_variance", "isoscore",
     "isotropy", "kmeans_clusters", "n_directions_for", "n_dominant_directions",
     "partition_isotropy",
     "principal_directions", "remove_random_directions", "remove_top_directions",
@@ -507,6 +510,61 @@ def cluster_remove_top_directions(X: np.ndarray, n_removed: int, n_clusters: int
     """
     remover = ClusterDirectionRemover(n_removed, n_clusters, random_state)
     return remover.fit_transform(X), remover.labels_
+
+
+#: The isotropy enhancements Rajaee & Pilehvar (2021, Findings of EMNLP, section 6) apply to
+#: pretrained and fine-tuned representations, after the representation as it is ("none"):
+#: their names for them are Zero-mean, Clustering+ZM, Global approach (Mu & Viswanath 2018) and
+#: Cluster-based approach (Rajaee & Pilehvar 2021, ACL).
+ENHANCEMENTS = ("none", "zero-mean", "cluster zero-mean", "global", "cluster-based")
+
+
+def _per_cluster(X: np.ndarray, clusters: np.ndarray, n_removed: int) -> np.ndarray:
+    """Each cluster's rows minus the cluster's mean, with the cluster's own top ``n_removed``
+    principal directions projected out (a cluster of at most ``n_removed`` rows is only
+    centered, as :class:`ClusterDirectionRemover` does)."""
+    out = np.empty_like(X)
+    for c in np.unique(clusters):
+        rows = clusters == c
+        k = n_removed if rows.sum() > n_removed else 0
+        out[rows] = DirectionRemover(k).fit_transform(X[rows])
+    return out
+
+
+def enhancements(X: np.ndarray, n_removed: int, n_clusters: int,
+                 random_state: int = 0) -> dict[str, np.ndarray]:
+    """X under each of :data:`ENHANCEMENTS`, every one learnt on X itself, the two cluster
+    methods on one k-means clustering.
+
+    - ``none``: X as it is;
+    - ``zero-mean``: X minus its mean;
+    - ``cluster zero-mean``: each k-means cluster minus its own mean;
+    - ``global``: X minus its mean, its top ``n_removed`` principal directions projected out
+      ("all-but-the-top", Mu & Viswanath 2018);
+    - ``cluster-based``: within each cluster, the cluster's mean subtracted and the cluster's
+      top ``n_removed`` directions projected out (Rajaee & Pilehvar 2021, ACL).
+
+    X : ndarray of shape (n_samples, n_features). Returns ``{method: float64 array of X's
+    shape}``. Rajaee & Pilehvar's code learns the enhancement on the vectors it then
+    evaluates (train and evaluation sets together), as this does on whatever X holds.
+
+    >>> X = np.array([[0.0, 0.0], [4.0, 1.0], [8.0, 0.0]])
+    >>> out = enhancements(X, n_removed=1, n_clusters=1)
+    >>> out["zero-mean"].mean(axis=0).round(12) + 0, out["global"].round(3)
+    (array([0., 0.]), array([[ 0.   , -0.333],
+           [ 0.   ,  0.667],
+           [ 0.   , -0.333]]))
+    """
+    X = _as_float64(X, 1)
+    _check_n_removed(n_removed, X.shape[1])
+    clusters = kmeans_clusters(X, n_clusters, random_state)
+    return {
+        "none": X,
+        "zero-mean": X - X.mean(axis=0),
+        "cluster zero-mean": _per_cluster(X, clusters, 0),
+        "global": DirectionRemover(n_removed).fit_transform(X),
+        "cluster-based": _per_cluster(X, clusters, n_removed),
+    }
 
 
 # ---------------------------------------------------------------------------------------------

@@ -478,7 +478,7 @@ def menu_figure(panels: Mapping[str, Mapping[str, tuple]], *, title: str = "",
                                + f"{xaxis_title or 'x'} %{{x}}<br>{yaxis_title or 'y'} %{{y:.3f}}"
                                + f"<extra>{trace}</extra>")))
             owner.append(i)
-            if diagonal and len(x):
+            if diagonal and np.isfinite(x.astype(float)).any() and np.isfinite(y).any():
                 lows.append(min(np.nanmin(x.astype(float)), np.nanmin(y)))
                 highs.append(max(np.nanmax(x.astype(float)), np.nanmax(y)))
         if diagonal and lows:
@@ -710,8 +710,9 @@ def removal_curves(study):
 
 
 def enhancement_by_layer(study):
-    """Per layer and task, the change of probe accuracy from global (dots) and per-cluster
-    (crosses) removal of the top D directions."""
+    """Per layer and task, the change of the standardized ridge probe's accuracy from global
+    (dots) and per-cluster (crosses) removal of the top D directions: what removing them costs
+    a probe retrained on what is left (the paper's evaluation: :func:`enhancement_methods`)."""
     import matplotlib.pyplot as plt
 
     tasks = study.tasks
@@ -728,6 +729,32 @@ def enhancement_by_layer(study):
         ax.set(title=task, xlabel="layer")
     axes[0, 0].set_ylabel("accuracy change from enhancement")
     axes[0, -1].legend(frameon=False, fontsize=6)
+    fig.tight_layout()
+    return fig
+
+
+def enhancement_methods(table):
+    """Per task, the change of the enhancement classifier's test accuracy from each of the
+    paper's four isotropy enhancements (x axis), pretrained and fine-tuned (one marker per
+    fine-tuning seed); ``table``: :func:`ftgeo.analyses.enhancement_table`."""
+    import matplotlib.pyplot as plt
+
+    check(len(table) > 0, "table is empty: the study ran without the enhancement evaluation")
+    tasks = list(dict.fromkeys(table["task"]))
+    methods = [m for m in dict.fromkeys(table["method"]) if m != "none"]
+    fig, axes = plt.subplots(1, len(tasks), figsize=(2.4 * len(tasks), 3.2), sharey=True, squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        for offset, state in zip((-0.15, 0.15), STATE_STYLE, strict=True):
+            part = table[(table["task"] == task) & (table["state"] == state) & (table["method"] != "none")]
+            x = np.array([methods.index(m) for m in part["method"]]) + offset
+            ax.plot(x, part["gain"], **state_line(state, ls="none", ms=4, alpha=0.8), label=state)
+        ax.axhline(0, color="k", lw=0.6)
+        ax.set_xticks(range(len(methods)), methods, rotation=60, ha="right", fontsize=7)
+        ax.set_title(task)
+    axes[0, 0].set_ylabel("accuracy change from enhancement")
+    handles, labels = axes[0, -1].get_legend_handles_labels()
+    keep = dict(zip(labels, handles, strict=True))  # one entry per state, not per marker
+    axes[0, -1].legend(keep.values(), keep.keys(), frameon=False, fontsize=6)
     fig.tight_layout()
     return fig
 
@@ -781,14 +808,39 @@ def layers_and_dropping(study):
 
 
 # -- chapters 05 and 07: spatial structure along fine-tuning and across layers ---------------
+def _over_seeds(frames: Sequence[object]):
+    """The mean, lowest and highest of DataFrames of one shape (one per fine-tuning seed),
+    NaN-aware, aligned on the first's index and columns: three DataFrames."""
+    import warnings
+
+    import pandas as pd
+
+    first = frames[0]
+    stack = np.stack([np.asarray(f.reindex(index=first.index, columns=first.columns), dtype=float)
+                      for f in frames])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a cell no seed defines stays NaN
+        out = (np.nanmean(stack, axis=0), np.nanmin(stack, axis=0), np.nanmax(stack, axis=0))
+    return tuple(pd.DataFrame(a, index=first.index, columns=first.columns) for a in out)
+
+
+def _band(ax, x, low, high, colour) -> None:
+    """Shade the range between ``low`` and ``high`` (the seeds' extremes) in ``colour``."""
+    ax.fill_between(np.asarray(x, dtype=float), np.asarray(low, dtype=float),
+                    np.asarray(high, dtype=float), color=colour, alpha=0.2, lw=0)
+
+
 def min_distance_extremes(min_distance: Mapping[str, object], n_steps: Mapping[str, int], *,
-                          n_extreme: int = 3):
+                          n_extreme: int = 3, seeds: Sequence[Mapping[str, object]] | None = None):
     """One panel per task: the ``n_extreme`` labels whose minimum distance grew most (solid)
     and least (dashed) along fine-tuning, against the fraction of training.
 
     min_distance : {task: pandas DataFrame of steps x labels}
         (:meth:`ftgeo.spatial.Trajectory.min_distance_table`)
     n_steps : {task: the run's number of training steps}
+    seeds : one such mapping per fine-tuning seed, the first seed's being ``min_distance``:
+        each line is then the mean over seeds (the labels chosen by it) and a band spans the
+        seeds' lowest to highest value
     """
     import matplotlib.pyplot as plt
 
@@ -796,18 +848,24 @@ def min_distance_extremes(min_distance: Mapping[str, object], n_steps: Mapping[s
 
     check(len(min_distance) >= 1, "min_distance is empty")
     check(n_extreme >= 1, f"n_extreme must be >= 1, got {n_extreme}")
+    several = seeds is not None and len(seeds) > 1
     n = len(min_distance)
     fig, axes = plt.subplots(1, n, figsize=(3.4 * n, 3.0), squeeze=False)
     for ax, (task, d) in zip(axes[0], min_distance.items(), strict=True):
+        low = high = None
+        if several:
+            d, low, high = _over_seeds([s[task] for s in seeds])
         g = growth(d)
         x = d.index.to_numpy() / n_steps[task]
-        for lab in g.index[:n_extreme]:
-            ax.plot(x, d[lab], "-", marker=".", label=f"{lab} (+)")
-        for lab in g.index[-n_extreme:]:
-            ax.plot(x, d[lab], "--", marker=".", label=f"{lab} (-)")
+        for sign, ls, labels in (("+", "-", g.index[:n_extreme]), ("-", "--", g.index[-n_extreme:])):
+            for lab in labels:
+                (line,) = ax.plot(x, d[lab], ls, marker=".", label=f"{lab} ({sign})")
+                if several:
+                    _band(ax, x, low[lab], high[lab], line.get_color())
         ax.set(title=task, xlabel="fraction of training")
         ax.legend(frameon=False, fontsize=6)
-    axes[0, 0].set(ylabel="minimum distance to another label")
+    axes[0, 0].set(ylabel="minimum distance to another label"
+                   + (f"\n(mean and range over {len(seeds)} seeds)" if several else ""))
     fig.tight_layout()
     return fig
 
@@ -817,7 +875,9 @@ def centroid_paths_figure(paths: Mapping[str, object], *, title: str = ""):
     (:meth:`ftgeo.spatial.Trajectory.centroid_paths`); a circle marks the first step, a star
     the last; hover for the label and step.
 
-    paths : {task: :class:`ftgeo.spatial.CentroidPaths`}
+    paths : {task: :class:`ftgeo.spatial.CentroidPaths`, or a list of them, one per
+        fine-tuning seed on shared axes (:func:`ftgeo.spatial.centroid_paths`)}: the first
+        seed's path is drawn solid, the others dotted in the same colour
     """
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
@@ -826,18 +886,22 @@ def centroid_paths_figure(paths: Mapping[str, object], *, title: str = ""):
     tasks = list(paths)
     fig = make_subplots(rows=1, cols=len(tasks), subplot_titles=tasks, horizontal_spacing=0.04)
     for col, task in enumerate(tasks, start=1):
-        p = paths[task]
-        n = len(p.steps)
-        colors = label_colors(list(p.labels))
-        sizes, symbols = [5] * n, ["circle"] * n
-        sizes[0], sizes[-1], symbols[-1] = 10, 14, "star"
-        for k, lab in enumerate(p.labels):
-            fig.add_trace(go.Scatter(x=p.coords[:, k, 0], y=p.coords[:, k, 1], mode="lines+markers",
-                                     name=f"{task}: {lab}", line={"color": colors[lab]},
-                                     customdata=np.asarray(p.steps),
-                                     marker={"size": sizes, "symbol": symbols},
-                                     hovertemplate=f"{lab}<br>step %{{customdata}}<extra>{task}</extra>"),
-                          row=1, col=col)
+        every = [paths[task]] if hasattr(paths[task], "coords") else list(paths[task])
+        for seed, p in enumerate(every):
+            n = len(p.steps)
+            colors = label_colors(list(p.labels))
+            sizes, symbols = [5] * n, ["circle"] * n
+            sizes[0], sizes[-1], symbols[-1] = 10, 14, "star"
+            name = "" if len(every) == 1 else f", seed {seed}"
+            for k, lab in enumerate(p.labels):
+                fig.add_trace(go.Scatter(x=p.coords[:, k, 0], y=p.coords[:, k, 1], mode="lines+markers",
+                                         name=f"{task}: {lab}{name}", legendgroup=f"{task}: {lab}",
+                                         line={"color": colors[lab], "dash": "solid" if seed == 0 else "dot"},
+                                         customdata=np.asarray(p.steps),
+                                         marker={"size": sizes, "symbol": symbols},
+                                         hovertemplate=f"{lab}<br>step %{{customdata}}{name}"
+                                                       f"<extra>{task}</extra>"),
+                              row=1, col=col)
     fig.update_layout(template="simple_white", height=400, title=title)
     return fig
 
@@ -896,7 +960,7 @@ def displacement_menu(points: Mapping[str, np.ndarray], labels: Mapping[str, Seq
 
 
 def similarity_by_layer(similarity: Mapping[str, object], n_steps: Mapping[str, int], *,
-                        threshold: float = 0.5):
+                        threshold: float = 0.5, seeds: Sequence[Mapping[str, object]] | None = None):
     """One panel per task: each layer's spatial similarity to the pretrained model against the
     fraction of training (a dotted line at ``threshold``); layers with a missing value are
     left out.
@@ -904,48 +968,128 @@ def similarity_by_layer(similarity: Mapping[str, object], n_steps: Mapping[str, 
     similarity : {task: pandas DataFrame of layers x steps}
         (:func:`ftgeo.spatial.similarity_to_pretrained`)
     n_steps : {task: the run's number of training steps}
+    seeds : one such mapping per fine-tuning seed, the first seed's being ``similarity``: each
+        line is then the mean over the seeds where it is defined, and a band spans the seeds'
+        lowest to highest value
     """
     import matplotlib.pyplot as plt
 
     check(len(similarity) >= 1, "similarity is empty")
+    several = seeds is not None and len(seeds) > 1
     n = len(similarity)
     fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 2.9), sharey=True, squeeze=False)
     cmap = plt.get_cmap("viridis")
     for ax, (task, s) in zip(axes[0], similarity.items(), strict=True):
+        low = high = None
+        if several:
+            s, low, high = _over_seeds([x[task] for x in seeds])
+        x = np.asarray(s.columns) / n_steps[task]
         for k in s.index[s.notna().all(axis=1)]:
-            ax.plot(np.asarray(s.columns) / n_steps[task], s.loc[k],
-                    color=cmap(k / max(len(s) - 1, 1)), marker=".", label=f"layer {k}")
+            colour = cmap(k / max(len(s) - 1, 1))
+            ax.plot(x, s.loc[k], color=colour, marker=".", label=f"layer {k}")
+            if several:
+                _band(ax, x, low.loc[k], high.loc[k], colour)
         ax.axhline(threshold, color="k", lw=0.6, ls=":")
         ax.set(title=task, xlabel="fraction of training")
-    axes[0, 0].set(ylabel="spatial similarity to pretrained")
+    axes[0, 0].set(ylabel="spatial similarity to pretrained"
+                   + (f"\n(mean and range over {len(seeds)} seeds)" if several else ""))
     axes[0, -1].legend(frameon=False, fontsize=6, loc="lower left")
     fig.tight_layout()
     return fig
 
 
-def motion_by_layer(motion: Mapping[str, object]):
+def motion_by_layer(motion: Mapping[str, object], *, seeds: Sequence[Mapping[str, object]] | None = None):
     """Two panels: the relative range of motion and the relative mean motion of label
     centroids per layer, one line per task.
 
     motion : {task: pandas DataFrame with one row per layer}
         (:meth:`ftgeo.spatial.CentroidMotion.table`)
+    seeds : one such mapping per fine-tuning seed, the first seed's being ``motion``: each
+        line is then the mean over seeds, and a band spans the seeds' lowest to highest value
     """
     import matplotlib.pyplot as plt
 
     check(len(motion) >= 1, "motion is empty")
+    several = seeds is not None and len(seeds) > 1
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
     tasks = list(motion)
     for task, m in motion.items():
         colour = task_colour(tasks, task)
-        axes[0].plot(m.index, m["relative range"], marker=".", color=colour, label=task)
-        axes[1].plot(m.index, m["relative mean motion"], marker=".", color=colour, label=task)
+        low = high = None
+        if several:
+            m, low, high = _over_seeds([x[task] for x in seeds])
+        for ax, column in zip(axes, ("relative range", "relative mean motion"), strict=True):
+            ax.plot(m.index, m[column], marker=".", color=colour, label=task)
+            if several:
+                _band(ax, m.index, low[column], high[column], colour)
+    over = f" (mean and range over {len(seeds)} seeds)" if several else ""
     axes[0].set(xlabel="layer", ylabel="(max - min) / mean centroid distance",
-                title="Relative range of motion")
+                title="Relative range of motion" + over)
     axes[1].set(xlabel="layer", ylabel="mean displacement / mean centroid distance",
-                title="Relative motion")
+                title="Relative motion" + over)
     axes[1].legend(frameon=False, fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def cross_task_scatter(seeds: Sequence[Mapping[str, object]], *, target: str = "",
+                       pretrained: str = "pretrained"):
+    """One panel per fine-tuned state (matplotlib): each target label's minimum distance in
+    the pretrained state against that after fine-tuning, one colour per fine-tuning seed,
+    with the line of no change.
+
+    seeds : one {state: :class:`ftgeo.spatial.ProbedState`} per fine-tuning seed, the first
+        seed's first and holding the ``pretrained`` state too
+    """
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    check(len(seeds) >= 1 and pretrained in seeds[0],
+          f"seeds: the first seed's states must include {pretrained!r}")
+    names = [n for n in seeds[0] if n != pretrained]
+    check(len(names) >= 1, "seeds: no fine-tuned state")
+    base = pd.Series(seeds[0][pretrained].clusters.min_distances(), dtype=float)
+    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.6), sharey=True, squeeze=False)
+    colours = plt.get_cmap("tab10")
+    for ax, name in zip(axes[0], names, strict=True):
+        top = base.max()  # NaN, silently, where no label has a distance
+        for k, s in enumerate(seeds):
+            after = pd.Series(s[name].clusters.min_distances(), dtype=float).reindex(base.index)
+            ax.scatter(base.to_numpy(), after.to_numpy(), s=12, color=colours(k % 10), alpha=0.8,
+                       label=f"seed {k}")
+            top = np.fmax(top, after.max())
+        lim = [0, top * 1.05]
+        ax.plot(lim, lim, "k--", lw=0.8)
+        ax.set(title=name, xlabel="minimum distance, pretrained")
+    axes[0, 0].set(ylabel="minimum distance after fine-tuning")
+    if len(seeds) > 1:
+        axes[0, -1].legend(frameon=False, fontsize=7, title="fine-tuning", title_fontsize=7)
+    fig.suptitle(f"{target} labels: minimum distance before and after fine-tuning on each task".strip(),
+                 fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def cross_task_menu(seeds: Sequence[Mapping[str, object]], labels: Sequence[str], *, target: str = "",
+                    pretrained: str = "pretrained"):
+    """The data of :func:`cross_task_scatter` as a plotly menu, one entry per fine-tuned state
+    and one trace per fine-tuning seed; hover for the label.
+
+    seeds : as for :func:`cross_task_scatter`
+    labels : the target task's label names, indexed by label code
+    """
+    import pandas as pd
+
+    check(len(seeds) >= 1 and pretrained in seeds[0],
+          f"seeds: the first seed's states must include {pretrained!r}")
+    base = pd.Series(seeds[0][pretrained].clusters.min_distances(), dtype=float)
+    names = [labels[k] for k in base.index]
+    panels = {name: {f"seed {k}": (base.to_numpy(), pd.Series(s[name].clusters.min_distances(), dtype=float)
+                                   .reindex(base.index).to_numpy(), names)
+                     for k, s in enumerate(seeds)}
+              for name in seeds[0] if name != pretrained}
+    return menu_figure(panels, title=f"{target}: minimum distance".lstrip(": "), xaxis_title="pretrained",
+                       yaxis_title="after fine-tuning", mode="markers", diagonal=True)
 
 
 # -- chapters 02, 03 and 04: before and after fine-tuning, per task -------------------------

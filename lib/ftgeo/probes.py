@@ -216,10 +216,14 @@ def _train_batch(net: _MLPBatch, X, t, X_dev, t_dev, *, max_iter: int, batch_siz
     (its parameters and Adam moments are sliced out), so the others train on alone at
     less cost; Adam is elementwise, so this does not change their training.
 
+    X, X_dev : (n, n_features), the same inputs for every network, or (M, n, n_features),
+    each network its own (then none leaves early: ``patience`` must be at least ``max_iter``).
     Returns the best dev accuracy and the epoch it was reached, each of shape (M,).
     """
     import torch
 
+    check(X.dim() == 2 or patience >= max_iter,
+          f"inputs per network need patience >= max_iter, got {patience} < {max_iter}")
     params = net.parameters()
     opt = torch.optim.Adam(params, lr=learning_rate)
     M = params[0].shape[0]
@@ -235,7 +239,7 @@ def _train_batch(net: _MLPBatch, X, t, X_dev, t_dev, *, max_iter: int, batch_siz
         for start in range(0, n, batch_size):
             idx = order[start:start + batch_size]
             opt.zero_grad()
-            net.loss(X[idx], t[idx]).backward()
+            net.loss(X[..., idx, :], t[idx]).backward()
             opt.step()
         with torch.no_grad():
             acc = (net.logits(X_dev).argmax(-1) == t_dev).float().mean(-1).numpy()

@@ -42,6 +42,7 @@ __all__ = [
     "LinearityRecord",
     "LinearityTask",
     "ModelInfo",
+    "PAPER_ENHANCEMENT_EVALUATION",
     "ProbingRecord",
     "ProbingTask",
     "Record",
@@ -200,6 +201,13 @@ class SpatialTask:
     closest_distance_first: list[float | None]  # their pairwise distances at the first step
     closest_distance_last: list[float | None]  # ... and at the last
     separable: list[bool] | None = None  # linearly separable at each step (else no distances)
+    # one entry per fine-tuning seed, the first seed's first (None: a record from one seed); the
+    # steps, the labels and the closest labels (chosen at step 0, the pretrained model, which
+    # every seed shares) are the same for every seed
+    min_distance_seeds: list[dict[str, list[float | None]]] | None = None
+    scale_seeds: list[list[float]] | None = None
+    closest_distance_last_seeds: list[list[float | None]] | None = None
+    separable_seeds: list[list[bool]] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -217,6 +225,13 @@ class CrossTaskState:
     min_distance: dict[str, float | None]  # target label -> its minimum distance
     scale: float  # the spread of the target's representation in this state
     similarity_to_pretrained: float | None
+    # a fine-tuned state: one entry per fine-tuning seed, the first seed's first (None: the
+    # pretrained state, or a record from one seed)
+    mlp_seeds: list[list[float]] | None = None
+    clusters_seeds: list[int] | None = None
+    min_distance_seeds: list[dict[str, float | None]] | None = None
+    scale_seeds: list[float] | None = None
+    similarity_to_pretrained_seeds: list[float | None] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -238,6 +253,12 @@ class LayersTask:
     relative_motion: list[float | None]
     range_of_motion: list[float | None]
     relative_range: list[float | None]
+    # one entry per fine-tuning seed, the first seed's first (None: a record from one seed)
+    similarity_seeds: list[list[list[float | None]]] | None = None
+    final_similarity_seeds: list[list[float | None]] | None = None
+    relative_motion_seeds: list[list[float | None]] | None = None
+    range_of_motion_seeds: list[list[float | None]] | None = None
+    relative_range_seeds: list[list[float | None]] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -266,18 +287,35 @@ class IsotropyTask:
     # measure -> one value per fine-tuning seed (fine-tuned state, last layer), the first
     # seed's first (None: a record from one seed); ftgeo.analyses.SEED_MEASURES
     finetuned_seeds: dict[str, list[float | None]] | None = None
+    # the paper's evaluation of isotropy enhancement (PAPER_ENHANCEMENT_EVALUATION), last layer:
+    # enhancement method (ftgeo.isotropy.ENHANCEMENTS, "none" first) -> test accuracy of the
+    # classifier trained on the enhanced vectors; pretrained once, fine-tuned once per
+    # fine-tuning seed, the first seed's first (None: not evaluated)
+    enhanced_pretrained: dict[str, float | None] | None = None
+    enhanced_finetuned: dict[str, list[float | None]] | None = None
+    enhanced_removed: int | None = None  # D of the global and cluster-based enhancements
+
+
+#: :attr:`IsotropyRecord.enhancement_evaluation` when chapter 8 scored enhancement as Rajaee &
+#: Pilehvar (2021) do: a classifier trained on the enhanced (unstandardized) vectors of the
+#: last layer. Older records hold "retrained probe" (a standardized ridge probe, which can hardly
+#: gain from removing directions), records without the evaluation "none".
+PAPER_ENHANCEMENT_EVALUATION = "classifier trained on enhanced vectors (paper)"
 
 
 @dataclass(frozen=True, kw_only=True)
 class IsotropyRecord(Record):
     chapter: ClassVar[str] = "08_isotropy"
-    enhancement_evaluation: str  # how enhanced vectors are scored: "retrained probe" here
+    enhancement_evaluation: str  # how enhanced vectors are scored: PAPER_ENHANCEMENT_EVALUATION
     max_items: int | None
     n_clusters: int
     n_top: int
     tasks: dict[str, IsotropyTask]
     vectors: str = "items"  # what the measures read: "tokens" (every token) or "items"
     max_tokens: int | None = None
+    enhancement_clusters: int | None = None  # k-means clusters of the paper's enhancements
+    # the paper's classifier as trained here (ftgeo.analyses.ENHANCEMENT_CLASSIFIER and changes)
+    enhancement_classifier: dict[str, float] | None = None
 
 
 # -- chapter 09 -------------------------------------------------------------------------

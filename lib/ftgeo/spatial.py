@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -395,11 +396,15 @@ class Trajectory:
         return pd.DataFrame(self.min_distance, index=pd.Index(self.steps.tolist(), name="step"),
                             columns=list(self.labels))
 
-    def closest(self, n: int = 3) -> ClosestLabels:
+    def closest(self, n: int = 3, names: Sequence[str] | None = None) -> ClosestLabels:
         """The ``n`` labels with the smallest minimum distance at the first step, and their
-        pairwise hull distances at the first and last step (Zhou & Srikumar 2022, Fig. 3)."""
+        pairwise hull distances at the first and last step (Zhou & Srikumar 2022, Fig. 3).
+
+        names : these labels instead (e.g. another fine-tuning seed's closest labels)
+        """
         check(n >= 1, f"n must be >= 1, got {n}")
-        names = self.min_distance_table().iloc[0].sort_values().index[:n].tolist()
+        if names is None:
+            names = self.min_distance_table().iloc[0].sort_values().index[:n].tolist()
         idx = label_rows(self.labels, names)
         pairs = np.triu_indices(len(idx), 1)
         first = self.label_distances[0][np.ix_(idx, idx)][pairs]
@@ -408,26 +413,70 @@ class Trajectory:
 
     def centroid_paths(self, names: Sequence[str], n_components: int = 2) -> CentroidPaths:
         """The centroids of the labels ``names`` at every step, projected by one PCA fitted on
-        all of those centroids together (so the paths share axes)."""
-        C = self.centroids[:, label_rows(self.labels, names)]  # (n_steps, n_names, n_features)
-        flat = C.reshape(-1, C.shape[-1])
-        flat = flat - flat.mean(axis=0)
-        P = flat @ _principal_axes(flat, n_components).T
-        return CentroidPaths(self.steps, tuple(names), P.reshape(len(self.steps), len(names), -1))
+        all of those centroids together (so the paths share axes); :func:`centroid_paths`
+        projects several trajectories on shared axes."""
+        return centroid_paths([self], names, n_components)[0]
 
-    def record(self, n_closest: int = 3):
-        """This trajectory as chapter 5's :class:`ftgeo.results.SpatialTask`."""
+    def record(self, n_closest: int = 3, seeds: Sequence[Trajectory] = ()):
+        """This trajectory as chapter 5's :class:`ftgeo.results.SpatialTask`.
+
+        seeds : the trajectories of the further fine-tuning seeds' runs (same sample, steps
+            and labels): the record then holds every seed's minimum distances, spread,
+            separability and distances of the closest labels (this trajectory's closest
+            labels, chosen at step 0, which every seed shares), this trajectory's first
+        """
         from .results import SpatialTask
 
+        for other in seeds:
+            check(np.array_equal(other.steps, self.steps) and other.labels == self.labels,
+                  "seeds: every seed's trajectory must follow the same steps and labels; got steps "
+                  f"{other.steps.tolist()} for {self.steps.tolist()}")
         closest = self.closest(n_closest)
-        table = self.min_distance_table()
-        def floats(values) -> list[float | None]:
-            return [float(v) if np.isfinite(v) else None for v in values]
+        every = [self, *seeds]
 
-        return SpatialTask(self.steps.tolist(), {lab: floats(table[lab]) for lab in table.columns},
-                           self.scale.tolist(), list(closest.labels), floats(closest.first),
-                           floats(closest.last),
-                           None if self.separable is None else [bool(v) for v in self.separable])
+        def distances(t: Trajectory) -> dict[str, list[float | None]]:
+            return {lab: _floats(t.min_distance[:, i]) for i, lab in enumerate(t.labels)}
+
+        def separable(t: Trajectory) -> list[bool] | None:
+            return None if t.separable is None else [bool(v) for v in t.separable]
+
+        per_seed = {}
+        if seeds:
+            per_seed = {"min_distance_seeds": [distances(t) for t in every],
+                        "scale_seeds": [t.scale.tolist() for t in every],
+                        "closest_distance_last_seeds": [_floats(t.closest(n_closest, closest.labels).last)
+                                                        for t in every]}
+            if all(t.separable is not None for t in every):
+                per_seed["separable_seeds"] = [separable(t) for t in every]
+        return SpatialTask(self.steps.tolist(), distances(self), self.scale.tolist(),
+                           list(closest.labels), _floats(closest.first), _floats(closest.last),
+                           separable(self), **per_seed)
+
+
+def _floats(values) -> list[float | None]:
+    """Finite values as floats, the others (NaN: undefined) as None.
+
+    >>> _floats([1, float("nan")])
+    [1.0, None]
+    """
+    return [float(v) if np.isfinite(v) else None for v in values]
+
+
+def centroid_paths(trajectories: Sequence[Trajectory], names: Sequence[str],
+                   n_components: int = 2) -> list[CentroidPaths]:
+    """The centroids of the labels ``names`` at every step of each trajectory (one per
+    fine-tuning seed, say), projected by one PCA fitted on all of those centroids together,
+    so that every path shares the axes.
+
+    Returns one :class:`CentroidPaths` per trajectory, in order.
+    """
+    check(len(trajectories) >= 1, "trajectories is empty")
+    C = [t.centroids[:, label_rows(t.labels, names)] for t in trajectories]  # (n_steps, n_names, n_features)
+    flat = np.concatenate([c.reshape(-1, c.shape[-1]) for c in C])
+    mean = flat.mean(axis=0)
+    axes = _principal_axes(flat - mean, n_components)
+    return [CentroidPaths(t.steps, tuple(names), ((c - mean) @ axes.T))
+            for t, c in zip(trajectories, C, strict=True)]
 
 
 def trajectory(representations: Iterable[np.ndarray], y: np.ndarray, steps: Sequence[int],
@@ -478,31 +527,96 @@ def growth(min_distance):
     return (min_distance.iloc[-1] - min_distance.iloc[0]).sort_values(ascending=False)
 
 
-def growth_summary(min_distance: Mapping[str, object]):
+def _start_change_corr(d) -> float:
+    """The correlation across labels between the first step's minimum distance and its change
+    to the last step (NaN with fewer than 3 labels or a constant column)."""
+    g = growth(d)
+    if len(g) <= 2:
+        return float("nan")
+    with np.errstate(all="ignore"):
+        return float(np.corrcoef(d.iloc[0], g.loc[d.columns])[0, 1])
+
+
+def growth_summary(min_distance: Mapping[str, object], *,
+                   seeds: Sequence[Mapping[str, object]] | None = None):
     """One row per task: at how many steps the labels are linearly separable (the others have
     no distances), how many labels' minimum distance grew and shrank from the first to
     the last step, the mean and median change, and the correlation across labels between the
     starting distance and the change (NaN with fewer than 3 labels).
 
     min_distance : {task: DataFrame of steps x labels} (:meth:`Trajectory.min_distance_table`)
+    seeds : one such mapping per fine-tuning seed, the first seed's being ``min_distance``.
+        Then "grew" and "shrank" count the labels that grew (shrank) on every seed, "grew,
+        per seed" and "shrank, per seed" give each seed's counts joined by "/", "separable
+        steps" each seed's count; "mean change", "median change" and "corr(start, change)"
+        are means over the seeds where they are defined, "sd change" the sd of the mean
+        change over seeds; and "fine-tuning seeds" is their number
+
+    >>> import pandas as pd
+    >>> d = pd.DataFrame({"a": [1.0, 2.0], "b": [1.0, 0.5]}, index=[0, 10])
+    >>> t = growth_summary({"pos": d}, seeds=[{"pos": d}, {"pos": d.assign(b=[1.0, 1.5])}])
+    >>> row = t.loc["pos"]
+    >>> int(row["grew"]), int(row["shrank"]), row["grew, per seed"], float(row["mean change"])
+    (1, 0, '1/2', 0.5)
     """
     import pandas as pd
 
+    every = None if seeds is None else list(seeds)
     rows = {}
     for task, d in min_distance.items():
         g = growth(d)
-        corr = (float(np.corrcoef(d.iloc[0], g.loc[d.columns])[0, 1]) if len(g) > 2
-                else float("nan"))
-        rows[task] = {"labels": len(g), "separable steps": f"{int(d.notna().any(axis=1).sum())} of {len(d)}",
-                      "grew": int((g > 0).sum()), "shrank": int((g < 0).sum()),
-                      "mean change": float(g.mean()), "median change": float(g.median()),
-                      "corr(start, change)": corr}
+        row = {"labels": len(g), "separable steps": f"{int(d.notna().any(axis=1).sum())} of {len(d)}",
+               "grew": int((g > 0).sum()), "shrank": int((g < 0).sum()),
+               "mean change": float(g.mean()), "median change": float(g.median()),
+               "corr(start, change)": _start_change_corr(d)}
+        if every is not None:
+            tables = [s[task] for s in every]
+            changes = pd.DataFrame({k: growth(t) for k, t in enumerate(tables)})  # labels x seeds
+            means = changes.mean().to_numpy()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # no seed defined: the mean is NaN
+                row = {"labels": len(g),
+                       "separable steps": "/".join(str(int(t.notna().any(axis=1).sum())) for t in tables)
+                                          + f" of {len(d)}",
+                       "grew": int((changes > 0).all(axis=1).sum()),
+                       "shrank": int((changes < 0).all(axis=1).sum()),
+                       "grew, per seed": "/".join(str(int((changes[k] > 0).sum())) for k in changes),
+                       "shrank, per seed": "/".join(str(int((changes[k] < 0).sum())) for k in changes),
+                       "mean change": float(np.nanmean(means)),
+                       "sd change": (float(np.nanstd(means, ddof=1)) if np.isfinite(means).sum() > 1
+                                     else float("nan")),
+                       "median change": float(np.nanmean(changes.median().to_numpy())),
+                       "corr(start, change)": float(np.nanmean([_start_change_corr(t) for t in tables])),
+                       "fine-tuning seeds": len(tables)}
+        rows[task] = row
     table = pd.DataFrame(rows).T.rename_axis("task")
     # one text column makes every column object-typed, which round() would leave unrounded
-    numbers = ["mean change", "median change", "corr(start, change)"]
+    numbers = [c for c in ("mean change", "sd change", "median change", "corr(start, change)")
+               if c in table]
     table[numbers] = table[numbers].astype(float)
-    table[["labels", "grew", "shrank"]] = table[["labels", "grew", "shrank"]].astype(int)
+    integers = [c for c in ("labels", "grew", "shrank", "fine-tuning seeds") if c in table]
+    table[integers] = table[integers].astype(int)
     return table
+
+
+def mean_table(tables: Sequence[object]):
+    """The cell-wise mean of DataFrames of one shape (one per fine-tuning seed), over the
+    tables where a cell is defined (NaN where none is), on the first's index and columns.
+
+    >>> import pandas as pd
+    >>> a = pd.DataFrame({"x": [1.0, np.nan]}, index=[0, 10])
+    >>> mean_table([a, a + 1]).x.tolist()
+    [1.5, nan]
+    """
+    import pandas as pd
+
+    check(len(tables) >= 1, "tables is empty")
+    first = tables[0]
+    stack = np.stack([np.asarray(t.reindex(index=first.index, columns=first.columns), dtype=float)
+                      for t in tables])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a cell no table defines stays NaN
+        return pd.DataFrame(np.nanmean(stack, axis=0), index=first.index, columns=first.columns)
 
 
 # -- chapter 07: layers -----------------------------------------------------------------------
@@ -626,24 +740,62 @@ def task_table(columns: Mapping[str, object], name: str = "layer"):
     return table
 
 
-def layers_task(similarity_table, motion: CentroidMotion):
+def seed_table(tables: Sequence[object]):
+    """One row per (task, fine-tuning seed) from one :func:`task_table` per fine-tuning seed
+    (the first seed's first): index ("task", "fine-tuning seed"), the seed numbered from 0,
+    tasks in the first table's order.
+
+    >>> import pandas as pd
+    >>> a = pd.DataFrame({1: [0.9, 0.8]}, index=pd.Index(["pos", "dep"], name="task"))
+    >>> seed_table([a, a - 0.1]).index.tolist()
+    [('pos', 0), ('pos', 1), ('dep', 0), ('dep', 1)]
+    """
+    import pandas as pd
+
+    check(len(tables) >= 1, "tables is empty")
+    table = pd.concat(list(tables), keys=range(len(tables)), names=["fine-tuning seed"])
+    order = pd.MultiIndex.from_product([list(tables[0].index), range(len(tables))],
+                                       names=["task", "fine-tuning seed"])
+    return table.swaplevel(0, 1).reindex(order)
+
+
+def layers_task(similarity_table, motion: CentroidMotion, *, seeds: Sequence[tuple] | None = None):
     """Chapter 7's :class:`ftgeo.results.LayersTask` from :func:`similarity_to_pretrained`'s
-    table (its columns are the steps used) and the :func:`centroid_motion` of the task."""
+    table (its columns are the steps used) and the :func:`centroid_motion` of the task.
+
+    seeds : one (similarity table, motion) pair per fine-tuning seed, the first seed's being
+        ``(similarity_table, motion)``: the record then holds every seed's figures too
+    """
     from .results import LayersTask
 
-    table = motion.table()
+    def figures(sim, m):
+        table = m.table()
+        return (sim.to_numpy().tolist(), sim.iloc[:, -1].tolist(), table["relative mean motion"].tolist(),
+                table["range of motion"].tolist(), table["relative range"].tolist())
+
+    per_seed = {}
+    if seeds is not None:
+        for sim, _ in seeds:
+            check(list(sim.columns) == list(similarity_table.columns)
+                  and list(sim.index) == list(similarity_table.index),
+                  "seeds: every seed's similarity table must have the same layers and steps")
+        names = ("similarity_seeds", "final_similarity_seeds", "relative_motion_seeds",
+                 "range_of_motion_seeds", "relative_range_seeds")
+        per_seed = dict(zip(names, map(list, zip(*(figures(sim, m) for sim, m in seeds), strict=True)),
+                            strict=True))
     return LayersTask([int(s) for s in similarity_table.columns], int(motion.displacement.shape[1]),
-                      similarity_table.to_numpy().tolist(), similarity_table.iloc[:, -1].tolist(),
-                      table["relative mean motion"].tolist(), table["range of motion"].tolist(),
-                      table["relative range"].tolist())
+                      *figures(similarity_table, motion), **per_seed)
 
 
 def layers_summary(final_similarity, relative_motion) -> dict[str, object]:
     """What chapter 7's summary cites.
 
     final_similarity : tasks x layers, the similarity to pretrained at the end of fine-tuning
-        (NaN where a layer is not linearly separable, before or after)
-    relative_motion : tasks x layers, the relative mean motion of the label centroids
+        (NaN where a layer is not linearly separable, before or after); or one row per (task,
+        fine-tuning seed) (:func:`seed_table`), and then a task counts only where every seed
+        does
+    relative_motion : tasks x layers, the relative mean motion of the label centroids (or one
+        row per task and seed, as ``final_similarity``)
 
     Returns "n_tasks"; "n_top_defined", the tasks whose top layer has a similarity; among
     them "n_top_above_half", "min_top_sim" and "min_top_task" (NaN and "none" when no task
@@ -657,14 +809,152 @@ def layers_summary(final_similarity, relative_motion) -> dict[str, object]:
     >>> s["n_top_defined"], s["n_top_above_half"], s["min_top_task"], s["n_top_lowest"], s["n_top_moves_most"]
     (1, 0, 'pos', 1, 1)
     """
+    def every_seed(flags) -> int:  # tasks whose every row (one per seed) is True
+        return int(flags.groupby(level=0, sort=False).all().sum())
+
+    tasks = final_similarity.index.get_level_values(0)
     top = final_similarity.columns[-1]
-    top_sim = final_similarity[top].dropna()
-    defined = final_similarity.dropna(how="all")
-    lowest = defined.idxmin(axis=1) if len(defined) else defined.index.to_series()
-    return {"n_tasks": len(final_similarity), "n_top_defined": int(top_sim.size),
-            "n_top_above_half": int((top_sim > 0.5).sum()),
-            "min_top_sim": float(top_sim.min()) if len(top_sim) else float("nan"),
-            "min_top_task": str(top_sim.idxmin()) if len(top_sim) else "none",
-            "n_top_lowest": int((lowest == top).sum()),
-            "n_top_moves_most": int(sum(relative_motion.loc[t].idxmax() == relative_motion.columns[-1]
-                                        for t in relative_motion.index))}
+    top_sim = final_similarity[top]
+    defined = top_sim.notna().groupby(level=0, sort=False).all()
+    kept = top_sim[defined.reindex(tasks).to_numpy()]  # the rows of tasks defined on every seed
+    lowest = final_similarity.apply(lambda r: r.idxmin() == top if r.notna().any() else False, axis=1)
+    moves = relative_motion.apply(lambda r: r.idxmax() == relative_motion.columns[-1], axis=1)
+    return {"n_tasks": len(tasks.unique()), "n_top_defined": int(defined.sum()),
+            "n_top_above_half": every_seed(top_sim > 0.5),
+            "min_top_sim": float(kept.min()) if len(kept) else float("nan"),
+            "min_top_task": str(kept.index.get_level_values(0)[kept.to_numpy().argmin()]) if len(kept)
+            else "none",
+            "n_top_lowest": every_seed(lowest), "n_top_moves_most": every_seed(moves)}
+
+
+# -- chapter 06: a target task probed after fine-tuning on other tasks -----------------------
+@dataclass(frozen=True)
+class ProbedState:
+    """What chapter 6 measures of the target task in one model state.
+
+    mlp : :class:`ftgeo.probes.ProbeGridResult`, the MLP probe (train, chosen on dev, tested)
+    clusters : DirectProbe's :class:`ClusterSummary` of a sample of the training split
+    scale : the :func:`spread` of that sample
+    """
+
+    mlp: object
+    clusters: ClusterSummary
+    scale: float
+
+
+def probe_state(X: Mapping[str, np.ndarray], data: Mapping, *, max_items: int | None = None,
+                store=None, **grid) -> ProbedState:
+    """The target task in one model state (Zhou & Srikumar 2022, section 4.4): the MLP probe
+    grid (:func:`ftgeo.probes.probe_grid`, keyword arguments ``grid``) and DirectProbe on
+    the training split, sampled as chapter 3 samples it.
+
+    X : {split: ndarray of shape (n_items, n_features)} for "train", "dev" and "test"
+    data : {split: TaskData}, the labels
+    max_items : DirectProbe on a seeded sample of whole sentences with at most this many
+        items (the same in every state); None: every item
+    """
+    from .probes import probe_grid
+
+    y = {split: data[split].y for split in ("train", "dev", "test")}
+    mlp = probe_grid(X["train"], y["train"], X["dev"], y["dev"], X["test"], y["test"], **grid)
+    rows = data["train"].sample_index(max_items, seed=0)
+    sample = X["train"][rows]
+    return ProbedState(mlp, directprobe_summary(sample, y["train"][rows], store=store), spread(sample))
+
+
+def _min_distance_series(state: ProbedState):
+    import pandas as pd
+
+    return pd.Series(state.clusters.min_distances(), dtype=float)
+
+
+def cross_task_changes(seeds: Sequence[Mapping[str, ProbedState]], pretrained: str = "pretrained"):
+    """Each target label's change of minimum distance from the pretrained state, per
+    fine-tuned state and fine-tuning seed: {state: DataFrame labels x seeds} (label codes,
+    in the pretrained state's order; NaN where a label has no distance).
+
+    seeds : one {state: ProbedState} per fine-tuning seed, the first seed's first and holding
+        the ``pretrained`` state too
+    """
+    import pandas as pd
+
+    base = _min_distance_series(seeds[0][pretrained])
+    return {name: pd.DataFrame({k: _min_distance_series(s[name]).reindex(base.index) - base
+                                for k, s in enumerate(seeds)})
+            for name in seeds[0] if name != pretrained}
+
+
+def cross_task_table(seeds: Sequence[Mapping[str, ProbedState]], *, pretrained: str = "pretrained"):
+    """Chapter 6's table: one row per model state (pandas DataFrame).
+
+    seeds : one {state: ProbedState} per fine-tuning seed, the first seed's first and holding
+        the ``pretrained`` state too; every seed holds the same fine-tuned states
+
+    Columns: "MLP accuracy" and "sd" (pretrained: over probe seeds; fine-tuned, with several
+    seeds: mean and sd over fine-tuning seeds, each seed's figure the mean over its probe
+    seeds), "clusters" (each seed's, joined by "/"), "labels grew" and "labels shrank" (the
+    target labels whose minimum distance grew, or shrank, from the pretrained state on every
+    seed), "mean change" (the mean change of a label's minimum distance, mean over seeds),
+    "similarity to pretrained" (spatial similarity, mean over the seeds where it is defined)
+    and "fine-tuning seeds".
+    """
+    import pandas as pd
+
+    check(len(seeds) >= 1 and pretrained in seeds[0],
+          f"seeds: the first seed's states must include {pretrained!r}")
+    changes = cross_task_changes(seeds, pretrained)
+    base = seeds[0][pretrained]
+    rows = {pretrained: {"MLP accuracy": base.mlp.mean, "sd": base.mlp.sd,
+                         "clusters": str(base.clusters.n_clusters),
+                         "labels grew": None, "labels shrank": None, "mean change": None,
+                         "similarity to pretrained": similarity(base.clusters, base.clusters),
+                         "fine-tuning seeds": None}}
+    for name, change in changes.items():
+        every = [s[name] for s in seeds]
+        means = np.array([p.mlp.mean for p in every])
+        sims = np.array([similarity(p.clusters, base.clusters) for p in every], dtype=float)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # no seed defined: the mean is NaN
+            rows[name] = {"MLP accuracy": float(means.mean()),
+                          "sd": float(np.std(means, ddof=1)) if len(means) > 1 else every[0].mlp.sd,
+                          "clusters": "/".join(str(p.clusters.n_clusters) for p in every),
+                          "labels grew": int((change > 0).all(axis=1).sum()),
+                          "labels shrank": int((change < 0).all(axis=1).sum()),
+                          "mean change": float(np.nanmean(change.mean().to_numpy())),
+                          "similarity to pretrained": float(np.nanmean(sims)),
+                          "fine-tuning seeds": len(every)}
+    table = pd.DataFrame(rows).T
+    floats = ["MLP accuracy", "sd", "mean change", "similarity to pretrained"]
+    table[floats] = table[floats].astype(float)
+    counts = ["labels grew", "labels shrank", "fine-tuning seeds"]
+    table[counts] = table[counts].astype("Int64")  # blank (<NA>) for the pretrained state
+    return table
+
+
+def cross_task_states(seeds: Sequence[Mapping[str, ProbedState]], labels: Sequence[str], *,
+                      pretrained: str = "pretrained") -> dict:
+    """The states of chapter 6's record: {state: :class:`ftgeo.results.CrossTaskState`}, the
+    first seed's figures, and for a fine-tuned state every seed's (with several seeds).
+
+    seeds : as for :func:`cross_task_table`
+    labels : the target task's label names, indexed by label code
+    """
+    from .results import CrossTaskState
+
+    base = seeds[0][pretrained].clusters
+
+    def figures(p: ProbedState) -> dict:
+        return {"mlp": p.mlp.test_accuracy.tolist(), "clusters": int(p.clusters.n_clusters),
+                "min_distance": {labels[k]: (float(v) if np.isfinite(v) else None)
+                                 for k, v in p.clusters.min_distances().items()},
+                "scale": float(p.scale), "similarity_to_pretrained": similarity(p.clusters, base)}
+
+    states = {}
+    for name, first in seeds[0].items():
+        per_seed = {}
+        if name != pretrained and len(seeds) > 1:
+            every = [figures(s[name]) for s in seeds]
+            per_seed = {f"{key}_seeds": [f[key] for f in every]
+                        for key in ("mlp", "clusters", "min_distance", "scale", "similarity_to_pretrained")}
+        states[name] = CrossTaskState(**figures(first), **per_seed)
+    return states
