@@ -20,7 +20,7 @@ other snapshot is extracted during the run. With ``--keep`` the runs and their s
 representations are then moved into the real artifacts folder, so that the book does not
 train them again.
 
-Writes ``<artifacts>/benchmarks/finetune.json``. Targets: run throughput at least 0.8 of
+Writes ``<artifacts>/benchmarks/finetune.json``. Targets: run throughput at least 0.9 of
 the bare pass; the five tasks under 30 minutes of wall time on this machine.
 """
 
@@ -140,14 +140,15 @@ def main() -> None:
         "total_with_pretrained_extraction_s": round(
             sum(r["wall_s"] + r["pretrained_extraction_s"] for r in rows), 1),
         "benchmark_wall_s": round(total, 1),
-        "ratio": round(bare_time / run_time, 3), "target_ratio": 0.8,
+        "ratio": round(bare_time / run_time, 3), "target_ratio": 0.9,
+        "meets_target": bare_time / run_time >= 0.9,
         "total_train_tokens": tokens, "moved_into_artifacts": moved,
         "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                     "python": platform.python_version(), "torch": torch.__version__},
     }
     atomic_write_json(artifacts_dir() / "benchmarks" / "finetune.json", result)
     print(f"five tasks: {result['total_wall_s']:.0f} s (target < 1800 s); run throughput "
-          f"{result['ratio']:.2f} of a bare forward+backward (target >= 0.8)")
+          f"{result['ratio']:.2f} of a bare forward+backward (target >= 0.9)")
 
 
 if __name__ == "__main__":
