@@ -510,3 +510,24 @@ def test_fits_with_warm_starts_equal_the_plain_implementation(seed, monkeypatch)
     dp = DirectProbe().fit(X, y)
     assert calls["seeded"] > 0 and dp.phase2_rejected_ > 0
     assert _partition(dp.labels_) == {frozenset(c) for c in _naive_directprobe(X, y)}
+
+
+def test_first_overlap_is_the_first_state_of_the_phase1_path_with_an_overlap():
+    """The search for phase 2's starting state (galloping back from the end, then bisecting)
+    finds what a scan of every phase-1 state finds, on labels that overlap late in the path."""
+    from ftgeo.directprobe import DirectProbe, _Clusters, _phase1_merges, _state
+
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(80, 3))
+    y = (X[:, 0] + 0.5 * rng.normal(size=80) > 0).astype(np.int64)
+    dp = DirectProbe().fit(X, y)
+    merges = _phase1_merges(X, y)
+    scan = None
+    for j in range(len(merges) + 1):
+        cl = _Clusters(X, y, dp.tol, dp.max_planes)
+        dp._load(cl, _state(len(X), merges, j))
+        if cl.any_overlap():
+            scan = j
+            break
+    assert scan is not None and 0 < scan < len(merges)
+    assert dp.first_overlap_step_ == scan
