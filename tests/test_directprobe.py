@@ -531,3 +531,51 @@ def test_first_overlap_is_the_first_state_of_the_phase1_path_with_an_overlap():
             break
     assert scan is not None and 0 < scan < len(merges)
     assert dp.first_overlap_step_ == scan
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_growing_margin_lp_equals_a_fresh_solve_after_every_round(seed):
+    """Rows added to one HiGHS model (its dual simplex restarting from the last basis) give
+    the optimum that scipy's ``linprog`` finds on the same rows from scratch, round after
+    round: overlapping, touching and separated working sets."""
+    from scipy.optimize import linprog
+
+    from ftgeo.directprobe import _MarginLP
+
+    rng = np.random.default_rng(seed)
+    d = 12
+    for shift in (0.0, 0.5, 3.0):
+        A = rng.normal(0, 1, (150, d))
+        B = rng.normal(0, 1, (150, d)) + shift
+        lp = _MarginLP(d)
+        rows_a, rows_b = np.zeros((0, d)), np.zeros((0, d))
+        for n in (10, 30, 60, 150):
+            lp.add(A[len(rows_a):n], 1)
+            lp.add(B[len(rows_b):n], -1)
+            rows_a, rows_b = A[:n], B[:n]
+            t, w, b = lp.solve()
+            c = np.zeros(d + 2)
+            c[-1] = -1.0
+            M = np.vstack([np.c_[-rows_a, -np.ones(n), np.ones(n)],
+                           np.c_[rows_b, np.ones(n), np.ones(n)]])
+            ref = linprog(c, A_ub=M, b_ub=np.zeros(2 * n), method="highs",
+                          bounds=[(-1, 1)] * d + [(None, None), (None, 1.0)])
+            assert t == pytest.approx(-ref.fun, abs=1e-7)
+            assert np.abs(w).max() <= 1 + 1e-9
+            # (w, b) attains t on the rows (up to HiGHS's feasibility tolerance)
+            assert (rows_a @ w + b >= t - 1e-6).all() and (rows_b @ w + b <= -t + 1e-6).all()
+
+
+def test_the_exact_test_prints_nothing():
+    """HiGHS greets the first model of a process on the C-level stdout; the exact test
+    keeps it quiet (a fresh process, so that this is that first model)."""
+    import subprocess
+    import sys
+
+    code = ("import numpy as np\n"
+            "from ftgeo.directprobe import hull_overlap\n"
+            "A = np.array([[0., 0], [1, 0], [0, 1]])\n"
+            "assert hull_overlap(A, A + 0.2)[0]\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout == "" and out.stderr == ""

@@ -18,7 +18,8 @@ What differs from the reference is *how* overlap is decided, never *what* is dec
 hulls are disjoint iff a separating hyperplane exists; any hyperplane that separates two
 sets also separates their subsets, so hyperplanes are kept per label pair and tried first.
 The exact test is a linear program solved by constraint generation: a max-margin LP on a
-small working set of points, checked against all points, with the violators added; an
+small working set of points, checked against all points, with the violators added to the
+same HiGHS model, whose dual simplex restarts from the last basis; an
 infeasible working set proves overlap (its points are in both hulls' subsets), a hyperplane
 that separates every point proves disjointness. Overlap witnesses are kept too: a cluster
 pair that contains both sides of a witness overlaps.
@@ -43,6 +44,8 @@ from __future__ import annotations
 
 import heapq
 import logging
+import os
+import sys
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
@@ -50,7 +53,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.cluster.hierarchy import linkage
-from scipy.optimize import linprog
 
 from ._util import check, check_Xy, keyed_tasks, one_blas_thread, progress_bar
 
@@ -92,23 +94,76 @@ def _mean_direction(A: np.ndarray, B: np.ndarray, eps: float) -> Hyperplane | No
     return h if h.separates(A, B, eps) else None
 
 
-def _margin_lp(A: np.ndarray, B: np.ndarray) -> tuple[float, np.ndarray, float]:
-    """max t s.t. A w + b >= t, B w + b <= -t, |w_i| <= 1, t <= 1 (HiGHS). Returns (t, w, b)."""
-    n_a, n_b, d = len(A), len(B), A.shape[1]
-    # variables: w (d), b, t; minimize -t
-    c = np.zeros(d + 2)
-    c[-1] = -1.0
-    A_ub = np.empty((n_a + n_b, d + 2))
-    A_ub[:n_a, :d] = -A
-    A_ub[:n_a, d] = -1.0
-    A_ub[n_a:, :d] = B
-    A_ub[n_a:, d] = 1.0
-    A_ub[:, d + 1] = 1.0
-    bounds = [(-1.0, 1.0)] * d + [(None, None), (None, 1.0)]
-    res = linprog(c, A_ub=A_ub, b_ub=np.zeros(n_a + n_b), bounds=bounds, method="highs")
-    if res.status != 0:  # pragma: no cover - the LP is always feasible and bounded
-        raise RuntimeError(f"margin LP failed: {res.message}")
-    return float(res.x[-1]), res.x[:d], float(res.x[d])
+_HIGHS_GREETED = False
+
+
+def _new_highs(highspy):
+    """A silent ``highspy.Highs``. The first one of a process prints HiGHS's banner to the
+    C-level stdout before any option can be set; it is sent to /dev/null (library code is
+    silent but for logging)."""
+    global _HIGHS_GREETED
+    if _HIGHS_GREETED:
+        h = highspy.Highs()
+    else:
+        sys.stdout.flush()
+        saved, null = os.dup(1), os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(null, 1)
+            h = highspy.Highs()
+        finally:
+            os.dup2(saved, 1)
+            os.close(saved)
+            os.close(null)
+        _HIGHS_GREETED = True
+    h.setOptionValue("output_flag", False)
+    return h
+
+
+class _MarginLP:
+    """max t s.t. A w + b >= t, B w + b <= -t, |w_i| <= 1, t <= 1, with rows added as it goes.
+
+    Constraint generation adds the violated points to the working set and solves again.
+    Solving each enlarged LP from scratch repeats the work of the last one; here the
+    rows are added to one HiGHS model (``highspy``), whose dual simplex restarts from the
+    last optimal basis, which stays dual feasible when rows are added. On the two hardest
+    clusters of 12,500 POS words (2,366 and 1,035 points, 384-d) the rounds then take
+    3 s in all instead of 18 s. The LP and its tolerances are those of scipy's
+    ``linprog(method="highs")``, which runs the same solver (HiGHS).
+    """
+
+    def __init__(self, n_features: int):
+        import highspy
+
+        self._inf = highspy.kHighsInf
+        self._optimal = highspy.HighsModelStatus.kOptimal
+        self.h = _new_highs(highspy)
+        d = self.d = n_features
+        # variables: w (d), b, t; minimize -t
+        self.h.addVars(d + 2, np.r_[-np.ones(d), -self._inf, -self._inf],
+                       np.r_[np.ones(d), self._inf, 1.0])
+        self.h.changeColCost(d + 1, -1.0)
+
+    def add(self, Z: np.ndarray, side: int) -> None:
+        """Rows ``side * (z . w + b) - t >= 0`` for the points ``Z`` (side +1 for A, -1 for B)."""
+        n, d = Z.shape
+        if n == 0:
+            return
+        M = np.empty((n, d + 2))
+        M[:, :d] = side * Z
+        M[:, d] = side
+        M[:, d + 1] = -1.0
+        self.h.addRows(n, np.zeros(n), np.full(n, self._inf), n * (d + 2),
+                       np.arange(n, dtype=np.int32) * (d + 2),
+                       np.tile(np.arange(d + 2, dtype=np.int32), n), M.ravel())
+
+    def solve(self) -> tuple[float, np.ndarray, float]:
+        """(t, w, b) at the optimum of the rows added so far."""
+        self.h.run()
+        status = self.h.getModelStatus()
+        if status != self._optimal:  # pragma: no cover - the LP is always feasible and bounded
+            raise RuntimeError(f"margin LP failed: {self.h.modelStatusToString(status)}")
+        x = np.asarray(self.h.getSolution().col_value)
+        return float(x[-1]), x[:self.d], float(x[self.d])
 
 
 def _interpolating_plane(Za: np.ndarray, Zb: np.ndarray) -> tuple[np.ndarray, float]:
@@ -139,7 +194,7 @@ def _svm_direction(Za: np.ndarray, Zb: np.ndarray) -> tuple[np.ndarray, float]:
 
 
 def hull_overlap(A: np.ndarray, B: np.ndarray, *, tol: float = 1e-9, scale: float | None = None,
-                 start: int = 64, grow: int = 128
+                 start: int = 128, grow: int = 256
                  ) -> tuple[bool, Hyperplane | None, tuple[np.ndarray, np.ndarray] | None]:
     """Do the convex hulls of A and B intersect? Exact, up to the LP's tolerance.
 
@@ -167,7 +222,7 @@ def hull_overlap(A: np.ndarray, B: np.ndarray, *, tol: float = 1e-9, scale: floa
 
 
 def _hull_overlap(A: np.ndarray, B: np.ndarray, *, tol: float = 1e-9, scale: float | None = None,
-                  start: int = 64, grow: int = 128,
+                  start: int = 128, grow: int = 256,
                   seed: tuple[np.ndarray, np.ndarray] | None = None
                   ) -> tuple[bool, Hyperplane | None, tuple[np.ndarray, np.ndarray] | None,
                              tuple[np.ndarray, np.ndarray] | None]:
@@ -224,8 +279,11 @@ def _hull_overlap(A: np.ndarray, B: np.ndarray, *, tol: float = 1e-9, scale: flo
         sa, sb = Za @ u + c, Zb @ u + c
         wa = np.argsort(sa)[: min(start, len(A))]
         wb = np.argsort(-sb)[: min(start, len(B))]
+    lp = _MarginLP(A.shape[1])
+    lp.add(Za[wa], 1)
+    lp.add(Zb[wb], -1)
     while True:
-        t, w, b = _margin_lp(Za[wa], Zb[wb])
+        t, w, b = lp.solve()
         if t <= tol_z:
             witness = (np.sort(wa), np.sort(wb))
             return True, None, witness, witness
@@ -247,8 +305,10 @@ def _hull_overlap(A: np.ndarray, B: np.ndarray, *, tol: float = 1e-9, scale: flo
             if len(bad_a) + len(bad_b) == 0:
                 witness = (np.sort(wa), np.sort(wb))
                 return True, None, witness, witness
-        wa = np.union1d(wa, bad_a)
-        wb = np.union1d(wb, bad_b)
+        lp.add(Za[bad_a], 1)
+        lp.add(Zb[bad_b], -1)
+        wa = np.r_[wa, bad_a]
+        wb = np.r_[wb, bad_b]
 
 
 def _nearest_points(A: np.ndarray, B: np.ndarray, eps: float, gray: float,
