@@ -460,7 +460,7 @@ def test_a_seeded_exact_test_decides_as_the_unseeded_one(seed):
             fast = _overlap_seeded(A, B, tol=1e-9, scale=scale, seed=s)
             seeded += fast[3] is not None  # the LP ran
             # and with the working set grown from the seed in small steps
-            for overlap, plane, witness, _ in (fast, _hull_overlap(A, B, scale=scale, grow=16, seed=s)):
+            for overlap, plane, witness, *_ in (fast, _hull_overlap(A, B, scale=scale, grow=16, seed=s)):
                 assert overlap == exact, kind
                 if overlap:
                     assert hull_overlap(A[witness[0]], B[witness[1]], scale=scale)[0], kind
@@ -487,19 +487,49 @@ def test_seeds_are_the_last_support_inside_the_clusters():
     assert cl._seed((0, 2), True, idx, other) is None  # no support for that pair
 
 
+def test_warm_models_are_cut_to_the_clusters():
+    """_Clusters._warm: of the label pair's kept LP models, the one with the largest share of
+    its rows (on its worse side) in the two clusters, at least half, with the rows of
+    other points deleted and the rest mapped to indices into the clusters; else none."""
+    from ftgeo.directprobe import _Clusters, _MarginLP
+
+    X = np.random.default_rng(0).normal(size=(20, 3))
+    y = np.r_[np.zeros(10, dtype=int), np.ones(10, dtype=int)]
+    cl = _Clusters(X, y, 1e-9, 8)
+
+    def model(a, b, key=(0, 1)):
+        lp = _MarginLP(3, np.zeros(3), 1.0)
+        lp.add(X[a], 1, np.arange(len(a)))
+        lp.add(X[b], -1, np.arange(len(b)))
+        cl.lps.append((key, lp, np.r_[a, b]))
+        return lp
+
+    first, second = np.array([0, 1, 2, 4, 8]), np.array([11, 12, 15, 19])
+    other_pair = model([1, 4], [12], key=(0, 2))
+    lp = model([1, 4, 7], [12, 15])  # 2 of 3 and 2 of 2 rows inside
+    worse = model([1, 5, 6], [12, 15])  # 1 of 3: too few
+    assert cl._warm((0, 1), first, second) is lp
+    assert lp.h.getNumRow() == 4 and lp.side.tolist() == [1, 1, -1, -1]
+    assert first[lp.ref[:2]].tolist() == [1, 4] and second[lp.ref[2:]].tolist() == [12, 15]
+    assert [m for _, m, _ in cl.lps] == [other_pair, worse]  # taken out; _exact files it again
+    assert cl._warm((0, 1), first, second) is None  # only the worse model is left
+    assert cl._warm((1, 2), first, second) is None  # no model of that pair
+
+
 @pytest.mark.parametrize("seed", range(3))
 def test_fits_with_warm_starts_equal_the_plain_implementation(seed, monkeypatch):
     """Two labels interleaved in 4 to 6 dimensions, with the nearest-point search left
     undecided so that every pair the caches miss goes to the LP: phase 2 re-tests the same
-    label pair as clusters grow, the LPs start from the last support, and the result is
-    the plain implementation's."""
+    label pair as clusters grow, the LPs go on from the pair's last model (warm) or start
+    from its last support (seeded), and the result is the plain implementation's."""
     import ftgeo.directprobe as dp_module
 
-    calls = {"seeded": 0}
+    calls = {"seeded": 0, "warm": 0}
     seeded = dp_module._overlap_seeded
 
     def counted(*args, **kwargs):
         calls["seeded"] += kwargs.get("seed") is not None
+        calls["warm"] += kwargs.get("warm") is not None
         return seeded(*args, **kwargs)
 
     monkeypatch.setattr(dp_module, "_overlap_seeded", counted)
@@ -508,7 +538,7 @@ def test_fits_with_warm_starts_equal_the_plain_implementation(seed, monkeypatch)
     X = rng.normal(size=(60, 4 + seed))
     y = (np.sin(3 * X[:, 0]) + 0.3 * X[:, 1] > 0).astype(int)
     dp = DirectProbe().fit(X, y)
-    assert calls["seeded"] > 0 and dp.phase2_rejected_ > 0
+    assert calls["warm"] > 0 and dp.phase2_rejected_ > 0
     assert _partition(dp.labels_) == {frozenset(c) for c in _naive_directprobe(X, y)}
 
 
@@ -535,35 +565,43 @@ def test_first_overlap_is_the_first_state_of_the_phase1_path_with_an_overlap():
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_the_growing_margin_lp_equals_a_fresh_solve_after_every_round(seed):
-    """Rows added to one HiGHS model (its dual simplex restarting from the last basis) give
-    the optimum that scipy's ``linprog`` finds on the same rows from scratch, round after
-    round: overlapping, touching and separated working sets."""
+    """Rows added to one HiGHS model (its dual simplex restarting from the last basis), and
+    rows deleted from it, give the optimum that scipy's ``linprog`` finds on the same rows
+    from scratch, round after round: overlapping, touching and separated working sets."""
     from scipy.optimize import linprog
 
     from ftgeo.directprobe import _MarginLP
 
     rng = np.random.default_rng(seed)
     d = 12
+    c = np.zeros(d + 2)
+    c[-1] = -1.0
     for shift in (0.0, 0.5, 3.0):
         A = rng.normal(0, 1, (150, d))
         B = rng.normal(0, 1, (150, d)) + shift
-        lp = _MarginLP(d)
-        rows_a, rows_b = np.zeros((0, d)), np.zeros((0, d))
-        for n in (10, 30, 60, 150):
-            lp.add(A[len(rows_a):n], 1)
-            lp.add(B[len(rows_b):n], -1)
-            rows_a, rows_b = A[:n], B[:n]
+        lp = _MarginLP(d, np.zeros(d), 1.0)
+        ia, ib = np.zeros(0, dtype=int), np.zeros(0, dtype=int)
+        for n in (10, 30, 60, 150, "cut", 120):
+            if n == "cut":  # delete a third of the rows, as when points leave the clusters
+                keep = rng.random(len(lp.side)) > 1 / 3
+                lp.keep(keep)
+                ia, ib = lp.ref[lp.side > 0], lp.ref[lp.side < 0]
+                assert len(lp.side) == keep.sum() and lp.h.getNumRow() == keep.sum()
+            else:
+                new_a = np.setdiff1d(np.arange(n), ia)[: n // 2]
+                new_b = np.setdiff1d(np.arange(n), ib)[: n // 2]
+                lp.add(A[new_a], 1, new_a)
+                lp.add(B[new_b], -1, new_b)
+                ia, ib = np.r_[ia, new_a], np.r_[ib, new_b]
             t, w, b = lp.solve()
-            c = np.zeros(d + 2)
-            c[-1] = -1.0
-            M = np.vstack([np.c_[-rows_a, -np.ones(n), np.ones(n)],
-                           np.c_[rows_b, np.ones(n), np.ones(n)]])
-            ref = linprog(c, A_ub=M, b_ub=np.zeros(2 * n), method="highs",
+            M = np.vstack([np.c_[-A[ia], -np.ones(len(ia)), np.ones(len(ia))],
+                           np.c_[B[ib], np.ones(len(ib)), np.ones(len(ib))]])
+            ref = linprog(c, A_ub=M, b_ub=np.zeros(len(M)), method="highs",
                           bounds=[(-1, 1)] * d + [(None, None), (None, 1.0)])
-            assert t == pytest.approx(-ref.fun, abs=1e-7)
+            assert t == pytest.approx(-ref.fun, abs=1e-7), n
             assert np.abs(w).max() <= 1 + 1e-9
             # (w, b) attains t on the rows (up to HiGHS's feasibility tolerance)
-            assert (rows_a @ w + b >= t - 1e-6).all() and (rows_b @ w + b <= -t + 1e-6).all()
+            assert (A[ia] @ w + b >= t - 1e-6).all() and (B[ib] @ w + b <= -t + 1e-6).all()
 
 
 def test_the_exact_test_prints_nothing():

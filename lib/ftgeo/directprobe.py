@@ -129,9 +129,15 @@ class _MarginLP:
     clusters of 12,500 POS words (2,366 and 1,035 points, 384-d) the rounds then take
     3 s in all instead of 18 s. The LP and its tolerances are those of scipy's
     ``linprog(method="highs")``, which runs the same solver (HiGHS).
+
+    The model outlives one test, too (see :meth:`_Clusters._exact`): the rows of points that
+    left the two clusters are deleted, and the next test of the label pair starts from the
+    rows and basis left. The frame the rows were written in (``mu``, ``local``: the LP's
+    points are ``(x - mu) / local``) is kept with them; ``side`` and ``ref`` give each row's
+    side (+1 for A, -1 for B) and its point's index into A or B.
     """
 
-    def __init__(self, n_features: int):
+    def __init__(self, n_features: int, mu: np.ndarray, local: float):
         import highspy
 
         self._inf = highspy.kHighsInf
@@ -142,12 +148,18 @@ class _MarginLP:
         self.h.addVars(d + 2, np.r_[-np.ones(d), -self._inf, -self._inf],
                        np.r_[np.ones(d), self._inf, 1.0])
         self.h.changeColCost(d + 1, -1.0)
+        self.mu, self.local = mu, local
+        self.side = np.zeros(0, dtype=np.int8)
+        self.ref = np.zeros(0, dtype=np.int64)
 
-    def add(self, Z: np.ndarray, side: int) -> None:
-        """Rows ``side * (z . w + b) - t >= 0`` for the points ``Z`` (side +1 for A, -1 for B)."""
+    def add(self, Z: np.ndarray, side: int, ref: np.ndarray) -> None:
+        """Rows ``side * (z . w + b) - t >= 0`` for the points ``Z`` (side +1 for A, -1 for B),
+        which are points ``ref`` of A or B."""
         n, d = Z.shape
         if n == 0:
             return
+        self.side = np.r_[self.side, np.full(n, side, dtype=np.int8)]
+        self.ref = np.r_[self.ref, ref]
         M = np.empty((n, d + 2))
         M[:, :d] = side * Z
         M[:, d] = side
@@ -155,6 +167,13 @@ class _MarginLP:
         self.h.addRows(n, np.zeros(n), np.full(n, self._inf), n * (d + 2),
                        np.arange(n, dtype=np.int32) * (d + 2),
                        np.tile(np.arange(d + 2, dtype=np.int32), n), M.ravel())
+
+    def keep(self, rows: np.ndarray) -> None:
+        """Delete every row but ``rows`` (a boolean mask over the rows, in order)."""
+        drop = np.flatnonzero(~rows).astype(np.int32)
+        if len(drop):
+            self.h.deleteRows(len(drop), drop)
+        self.side, self.ref = self.side[rows], self.ref[rows]
 
     def solve(self) -> tuple[float, np.ndarray, float]:
         """(t, w, b) at the optimum of the rows added so far."""
@@ -223,32 +242,41 @@ def hull_overlap(A: np.ndarray, B: np.ndarray, *, tol: float = 1e-9, scale: floa
 
 def _hull_overlap(A: np.ndarray, B: np.ndarray, *, tol: float = 1e-9, scale: float | None = None,
                   start: int = 128, grow: int = 256,
-                  seed: tuple[np.ndarray, np.ndarray] | None = None
-                  ) -> tuple[bool, Hyperplane | None, tuple[np.ndarray, np.ndarray] | None,
-                             tuple[np.ndarray, np.ndarray] | None]:
+                  seed: tuple[np.ndarray, np.ndarray] | None = None,
+                  warm: _MarginLP | None = None):
     """:func:`hull_overlap`, with a warm start and what a later warm start needs.
 
     seed : indices into A and B, both sides non-empty: the LP's first working set, in
         place of the soft-margin SVM's candidate and its worst-scored points (the points
         that supported the LP of an earlier, similar pair: see :meth:`_Clusters._exact`)
 
-    Returns (overlap, hyperplane, witness, support): the first three as
+    warm : the margin LP of an earlier test, its rows' ``ref`` remapped to indices into
+        this A and B (rows of other points deleted; both sides non-empty): the LP goes on
+        from its rows and basis, in its frame. Takes precedence over ``seed``.
+
+    Returns (overlap, hyperplane, witness, support, lp): the first three as
     :func:`hull_overlap`; ``support`` (indices into A and B, or None where no LP ran) holds
     the points of the last LP that carry its answer: the constraints tight at the optimum
-    when the hulls are disjoint, the witness when they overlap. The seed changes the
-    working sets, never the criterion: a certificate is checked on every point, and an
-    overlap is proved on a subset.
+    when the hulls are disjoint, the witness when they overlap; ``lp`` the margin LP (None
+    where none ran), for a later ``warm`` start. Seeds and warm starts change the working
+    sets, never the criterion: a certificate is checked on every point, and an overlap is
+    proved on a subset.
     """
-    both = np.vstack([A, B])
-    mu = both.mean(axis=0)
-    local = float(np.abs(both - mu).max()) or 1.0
+    if warm is not None:
+        mu, local = warm.mu, warm.local
+    else:
+        both = np.vstack([A, B])
+        mu = both.mean(axis=0)
+        local = float(np.abs(both - mu).max()) or 1.0
     eps = tol * (local if scale is None else scale)
     h = _mean_direction(A, B, eps)
     if h is not None:
-        return False, h, None, None
+        return False, h, None, None, None
     # The LP runs on the pair rescaled to unit size (separability is affine-invariant, and
     # HiGHS's tolerances are absolute); there the shared criterion is a margin > tol_z for
-    # |w_i| <= 1, since scores are unchanged and coefficients scale with ``local``.
+    # |w_i| <= 1, since scores are unchanged and coefficients scale with ``local``. A warm
+    # start keeps its model's frame, that of a similar earlier pair: any frame gives the
+    # same criterion.
     Za, Zb = (A - mu) / local, (B - mu) / local
     tol_z = eps / local
 
@@ -264,8 +292,10 @@ def _hull_overlap(A: np.ndarray, B: np.ndarray, *, tol: float = 1e-9, scale: flo
         u, c = _interpolating_plane(Za, Zb)
         h = certificate(u, c)
         if h is not None:
-            return False, h, None, None
-    if seed is not None and len(seed[0]) and len(seed[1]):
+            return False, h, None, None, None
+    if warm is not None:
+        wa, wb = warm.ref[warm.side > 0], warm.ref[warm.side < 0]
+    elif seed is not None and len(seed[0]) and len(seed[1]):
         # A warm start: the seed is the LP's first working set. The SVM below is skipped: it
         # failed on the similar pair the seed comes from, and it costs about one LP round.
         wa, wb = np.unique(seed[0]), np.unique(seed[1])
@@ -275,23 +305,26 @@ def _hull_overlap(A: np.ndarray, B: np.ndarray, *, tol: float = 1e-9, scale: flo
         u, c = _svm_direction(Za, Zb)
         h = certificate(u, c)
         if h is not None:
-            return False, h, None, None
+            return False, h, None, None, None
         sa, sb = Za @ u + c, Zb @ u + c
         wa = np.argsort(sa)[: min(start, len(A))]
         wb = np.argsort(-sb)[: min(start, len(B))]
-    lp = _MarginLP(A.shape[1])
-    lp.add(Za[wa], 1)
-    lp.add(Zb[wb], -1)
+    if warm is not None:
+        lp = warm
+    else:
+        lp = _MarginLP(A.shape[1], mu, local)
+        lp.add(Za[wa], 1, wa)
+        lp.add(Zb[wb], -1, wb)
     while True:
         t, w, b = lp.solve()
         if t <= tol_z:
             witness = (np.sort(wa), np.sort(wb))
-            return True, None, witness, witness
+            return True, None, witness, witness, lp
         h = certificate(w, b)
         if h is not None:
             # the constraints tight at the optimum (HiGHS's tolerance is 1e-7, see _GRAY)
             tight = (wa[Za[wa] @ w + b <= t + _TIGHT], wb[Zb[wb] @ w + b >= -t - _TIGHT])
-            return False, h, None, tight
+            return False, h, None, tight, lp
         # add the worst violators of the margin found on the working set
         sa, sb = Za @ w + b, Zb @ w + b
         bad_a = np.setdiff1d(np.flatnonzero(sa < t / 2), wa)
@@ -304,9 +337,9 @@ def _hull_overlap(A: np.ndarray, B: np.ndarray, *, tol: float = 1e-9, scale: flo
             bad_b = np.setdiff1d(np.arange(len(B)), wb)
             if len(bad_a) + len(bad_b) == 0:
                 witness = (np.sort(wa), np.sort(wb))
-                return True, None, witness, witness
-        lp.add(Za[bad_a], 1)
-        lp.add(Zb[bad_b], -1)
+                return True, None, witness, witness, lp
+        lp.add(Za[bad_a], 1, bad_a)
+        lp.add(Zb[bad_b], -1, bad_b)
         wa = np.r_[wa, bad_a]
         wb = np.r_[wb, bad_b]
 
@@ -420,6 +453,10 @@ _MANY_THREADS_CORRAL = 64
 # ``linprog(method="highs")``); a margin 100 times larger is decided the same way by the LP.
 _GRAY = 1e-5
 
+# Margin LP models kept for warm starts (the newest): each holds its working set as dense
+# rows, about 5 MB for 1,500 rows at 384-d (with HiGHS's own copies, a few times that).
+_MAX_LPS = 12
+
 # A constraint of the unit-scaled LP within this of the optimal margin counts as tight
 # (HiGHS's primal feasibility tolerance is 1e-7, as above).
 _TIGHT = 1e-6
@@ -444,13 +481,13 @@ def _overlap(A: np.ndarray, B: np.ndarray, *, tol: float, scale: float
 
 
 def _overlap_seeded(A: np.ndarray, B: np.ndarray, *, tol: float, scale: float,
-                    seed: tuple[np.ndarray, np.ndarray] | None = None
-                    ) -> tuple[bool, Hyperplane | None, tuple[np.ndarray, np.ndarray] | None,
-                               tuple[np.ndarray, np.ndarray] | None]:
-    """:func:`_overlap`, and the LP's support (see :func:`_hull_overlap`).
+                    seed: tuple[np.ndarray, np.ndarray] | None = None,
+                    warm: _MarginLP | None = None):
+    """:func:`_overlap`, and the LP's support and model (see :func:`_hull_overlap`).
 
-    With a ``seed`` (the support of an earlier LP on much the same pair), the
-    nearest-point search and the SVM are skipped and the LP starts from the seed: such a
+    With a ``seed`` (the support of an earlier LP on much the same pair) or a ``warm``
+    model (that LP itself), the nearest-point search and the SVM are skipped and the LP
+    starts from there: such a
     pair sat in the band where both were undecided last time, and there the search costs
     about as much as the LP (hundreds of major cycles on thousands of points: 25 s on the
     full POS set's two hardest clusters, 2,356 and 1,017 points). Either way the answer is
@@ -459,16 +496,18 @@ def _overlap_seeded(A: np.ndarray, B: np.ndarray, *, tol: float, scale: float,
     eps = tol * scale
     h = _mean_direction(A, B, eps)
     if h is not None:
-        return False, h, None, None
+        return False, h, None, None, None
     both = np.vstack([A, B])
     local = float(np.abs(both - both.mean(axis=0)).max()) or 1.0
     with one_blas_thread() if _corral_size(A, B) > _MANY_THREADS_CORRAL else nullcontext():
         h = _fisher_direction(A, B, eps, _GRAY * local)
         if h is not None:
-            return False, h, None, None
-        found = None if seed is not None else _nearest_points(A, B, eps, _GRAY * local)
-    return (*found, None) if found is not None else _hull_overlap(A, B, tol=tol, scale=scale,
-                                                                  seed=seed)
+            return False, h, None, None, None
+        found = (None if seed is not None or warm is not None
+                 else _nearest_points(A, B, eps, _GRAY * local))
+    if found is not None:
+        return (*found, None, None)
+    return _hull_overlap(A, B, tol=tol, scale=scale, seed=seed, warm=warm)
 
 
 def _fisher_direction(A: np.ndarray, B: np.ndarray, eps: float, gray: float) -> Hyperplane | None:
@@ -586,6 +625,9 @@ class _Clusters:
         # per ordered label pair (a, b), a < b: the support of its last LP, as point indices
         # of label a and of label b (warm starts: see _exact)
         self.supports: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+        # margin LP models for warm starts (see _exact), oldest first: (label pair, model,
+        # the point index of each of its rows)
+        self.lps: list[tuple[tuple[int, int], _MarginLP, np.ndarray]] = []
         self.lp_tests = 0
 
     def add(self, idx: np.ndarray) -> int:
@@ -786,32 +828,77 @@ class _Clusters:
     def _exact(self, idx: np.ndarray, A: np.ndarray, label: int, other: int) -> Hyperplane | None:
         """The exact test; its certificate is remembered either way.
 
-        The LP's support is remembered too, per label pair. Where most of the last support
-        of the pair's labels lies in the two clusters (the same two large clusters again,
-        one of them grown by a merge, as in phase 2 and late in phase 1), it seeds the
-        test's LP (:func:`_overlap_seeded`): the margin LP of two such clusters needs a few
-        hundred tight points per side, which the LP otherwise reaches in many rounds.
+        The test sees the pair in the label pair's order (its first label's points as A),
+        so that what it leaves serves the next test of the label pair from either side.
+        The LP models are kept (the newest ``_MAX_LPS``): where most of the rows on each side
+        of one of the label pair's models are points of the two clusters (the same two
+        large clusters again, one of them grown by a merge, as in phase 2 and late in
+        phase 1), the rows of other points are deleted and the test goes on from the rows
+        and basis left (:class:`_MarginLP`). Else the pair's last LP support, where most of it lies in the
+        two clusters, seeds a new LP (:func:`_overlap_seeded`): the margin LP of two such
+        clusters needs a few hundred tight points per side, which the LP otherwise reaches
+        in many rounds, each solved from the start.
         """
         self.lp_tests += 1
         other_idx = self.points[other]
         other_label = self.label[other]
         mine_first = label < other_label
         key = (label, other_label) if mine_first else (other_label, label)
-        seed = self._seed(key, mine_first, idx, other_idx)
-        overlap, plane, witness, support = _overlap_seeded(A, self.X[other_idx], tol=self.tol,
-                                                           scale=self.scale, seed=seed)
+        B = self.X[other_idx]
+        first, second = (idx, other_idx) if mine_first else (other_idx, idx)
+        P, Q = (A, B) if mine_first else (B, A)
+        warm = self._warm(key, first, second)
+        seed = None if warm is not None else self._seed(key, True, first, second)
+        overlap, plane, witness, support, lp = _overlap_seeded(P, Q, tol=self.tol, scale=self.scale,
+                                                               seed=seed, warm=warm)
+        model = lp if lp is not None else warm
+        if model is not None:
+            pos = model.side > 0
+            ids = np.empty(len(pos), dtype=np.int64)
+            ids[pos], ids[~pos] = first[model.ref[pos]], second[model.ref[~pos]]
+            self.lps.append((key, model, ids))
+            del self.lps[:-_MAX_LPS]
         if support is not None:
-            mine_s, other_s = idx[support[0]], other_idx[support[1]]
-            self.supports[key] = (mine_s, other_s) if mine_first else (other_s, mine_s)
+            self.supports[key] = (first[support[0]], second[support[1]])
         if overlap:
-            mine_w, other_w = idx[witness[0]], other_idx[witness[1]]
-            self.witnesses[label].add(mine_w, other_w)
-            self.witnesses[other_label].add(other_w, mine_w)
+            w_first, w_second = first[witness[0]], second[witness[1]]
+            self.witnesses[key[0]].add(w_first, w_second)
+            self.witnesses[key[1]].add(w_second, w_first)
             return None
         if key not in self.planes:
             self.planes[key] = _Planes(self.eps, self.max_planes)
-        self.planes[key].add(plane if mine_first else plane.flipped())
-        return plane
+        self.planes[key].add(plane)  # positive on the first label
+        return plane if mine_first else plane.flipped()
+
+    def _warm(self, key: tuple[int, int], first: np.ndarray, second: np.ndarray
+              ) -> _MarginLP | None:
+        """A kept LP model of the label pair, cut to the rows of points in ``first`` (points
+        of the pair's first label, sorted) and ``second``: the one with the largest share of
+        its rows there, on its worse side, if that is at least half; else None. The model
+        returned leaves the store (:meth:`_exact` files it again after the test)."""
+        best, best_share = None, 0.5
+        for k, (pair, lp, ids) in enumerate(self.lps):
+            if pair != key:
+                continue
+            pos = lp.side > 0
+            at = np.zeros(len(ids), dtype=np.int64)
+            at[pos] = np.searchsorted(first, ids[pos])
+            at[~pos] = np.searchsorted(second, ids[~pos])
+            inside = np.zeros(len(ids), dtype=bool)
+            inside[pos] = first[np.minimum(at[pos], len(first) - 1)] == ids[pos]
+            inside[~pos] = second[np.minimum(at[~pos], len(second) - 1)] == ids[~pos]
+            if not inside[pos].any() or not inside[~pos].any():
+                continue
+            share = min(inside[pos].mean(), inside[~pos].mean())
+            if share >= best_share:
+                best, best_share = (k, lp, at, inside), share
+        if best is None:
+            return None
+        k, lp, at, inside = best
+        del self.lps[k]
+        lp.keep(inside)
+        lp.ref = at[inside]
+        return lp
 
     def _seed(self, key: tuple[int, int], mine_first: bool, idx: np.ndarray, other_idx: np.ndarray
               ) -> tuple[np.ndarray, np.ndarray] | None:
