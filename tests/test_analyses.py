@@ -273,15 +273,19 @@ def test_isotropy_record_validates_and_round_trips(isotropy_setup, tmp_path):
 
 
 def test_isotropy_record_holds_every_fine_tuning_seed(isotropy_setup, tmp_path):
-    """A further seed's study measures the fine-tuned state alone, without probes; the record
-    then holds each seed's last-layer figures, the first seed's equal to its own fields."""
+    """A further seed's study measures the fine-tuned state alone, with the ridge probes at
+    the last layer only and no removal curves; the record then holds each seed's last-layer
+    figures, the first seed's equal to its own fields."""
     rng = np.random.default_rng(5)
     train, test = word_task(split="train"), word_task(20, seed=1, split="test")
     other = {split: {0: layers_for(d, rng), 5: layers_for(d, rng, stretch=1.0)}  # nothing stretched
              for split, d in (("train", train), ("test", test))}
     seed2 = toy_study(train, test, other, n_removed=1, n_top=3, removed_grid=[1, 2],
-                      states=("finetuned",), probes=False)
-    assert set(seed2.measures["state"]) == {"finetuned"} and seed2.probes.empty and seed2.curves.empty
+                      states=("finetuned",), probes="last")
+    assert set(seed2.measures["state"]) == {"finetuned"} and seed2.curves.empty
+    assert set(seed2.probes["layer"]) == {2} and set(seed2.probes["variant"]) == set(analyses.VARIANTS)
+    bare = toy_study(train, test, other, n_removed=1, n_top=3, states=("finetuned",), probes=False)
+    assert bare.probes.empty and bare.finetuned_last()["toy"]["probe none"] is None
     record = isotropy_setup.record(model="toy", fingerprint="f", model_info=INFO, max_sentences=0,
                                    settings=None, seeds=[seed2])
     task = record.tasks["toy"]
@@ -289,9 +293,14 @@ def test_isotropy_record_holds_every_fine_tuning_seed(isotropy_setup, tmp_path):
     assert task.finetuned_seeds["isoscore"][0] == pytest.approx(task.isoscore["finetuned"])
     assert task.finetuned_seeds["elongated"][0] == task.elongated["finetuned"]
     assert task.finetuned_seeds["elongated"][1] < task.elongated["finetuned"]  # the unstretched seed
+    for v in analyses.SEED_PROBES:
+        assert task.finetuned_seeds[f"probe {v}"][0] == pytest.approx(task.probe["finetuned"][v])
+        assert 0 <= task.finetuned_seeds[f"probe {v}"][1] <= 1
     assert results.read_record(results.write_record(tmp_path, record)) == record
     with pytest.raises(ValueError, match="states: unknown"):
         toy_study(train, test, other, states=("tuned",))
+    with pytest.raises(ValueError, match="probes must be"):
+        toy_study(train, test, other, probes="first")
 
 
 def test_the_record_holds_the_paper_enhancement_evaluation_of_every_seed(isotropy_setup, tmp_path):

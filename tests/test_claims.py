@@ -373,6 +373,17 @@ def test_isotropy_claims_use_every_fine_tuning_seed():
     fell = seeded(isotropy(iso=(0.1, 0.2), part=(1e-4, 2e-4)), isoscore=[0.2, 0.05], partition=[2e-4, 2e-4],
                   elongated=[8, 8], word_share=[0.2, 0.2])
     assert CLAIM["rp-not-more-isotropic"].evaluate(fell).verdict == HOLDS
+    # removing the top D costs the fine-tuned probe 0.2 on every seed (random: nothing);
+    # a dissenting seed where it costs no more than D random directions
+    rest = dict(elongated=[8] * 3, isoscore=[0.08] * 3, partition=[2e-4] * 3, word_share=[0.2] * 3)
+    probed = {"probe none": [0.9, 0.88, 0.91], "probe random D removed": [0.9, 0.88, 0.9]}
+    carried = seeded(isotropy(), **rest, **probed, **{"probe top D removed": [0.7, 0.7, 0.72]})
+    outcome = CLAIM["rp-top-carries"].evaluate(carried)
+    assert outcome.verdict == HOLDS and "+0.200/+0.180/+0.190" in outcome.ours, outcome.ours
+    dissent = seeded(isotropy(), **rest, **probed, **{"probe top D removed": [0.7, 0.88, 0.72]})
+    assert CLAIM["rp-top-carries"].evaluate(dissent).verdict == FAILS
+    # records without the seeds' probes (older ones) fall back on the first seed's
+    assert CLAIM["rp-top-carries"].evaluate(seeded(isotropy(), **rest)).verdict == HOLDS
 
 
 

@@ -338,8 +338,12 @@ def _last(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.loc[frame.groupby(["task", "state"])["layer"].idxmax()].set_index(["task", "state"])
 
 
-#: The fine-tuned figures chapter 8 records for every fine-tuning seed (last layer).
-SEED_MEASURES = ("partition", "isoscore", "elongated", "word_share")
+#: The fine-tuned figures chapter 8 records for every fine-tuning seed (last layer): isotropy
+#: measures, and the ridge probe's test accuracy on the vectors as they are and with the top D,
+#: or D random, directions removed (what rp-top-carries compares).
+SEED_PROBES = ("none", "top D removed", "random D removed")
+SEED_MEASURES = ("partition", "isoscore", "elongated", "word_share",
+                 *(f"probe {v}" for v in SEED_PROBES))
 
 
 @dataclass(frozen=True)
@@ -476,16 +480,24 @@ class IsotropyStudy:
             v = frame.loc[(task, "finetuned"), column]
             return None if pd.isna(v) else float(v)
 
+        probe = (self.probes_last().set_index(["task", "state", "variant"])["accuracy"]
+                 if len(self.probes) else pd.Series(dtype=float))
+
+        def probed(task, variant):
+            v = probe.get((task, "finetuned", variant), np.nan)
+            return None if pd.isna(v) else float(v)
+
         return {t: {"partition": value(last, t, "partition"), "isoscore": value(last, t, "isoscore"),
                     "elongated": value(last, t, "elongated"),
-                    "word_share": value(content, t, "word share")}
+                    "word_share": value(content, t, "word share"),
+                    **{f"probe {v}": probed(t, v) for v in SEED_PROBES}}
                 for t in self.tasks}
 
     def record(self, *, seeds: Sequence[IsotropyStudy] = (), **header) -> results.IsotropyRecord:
         """The chapter's results record; ``header`` as :func:`ftgeo.results.header` gives it.
 
         seeds : the studies of the further fine-tuning seeds' fine-tuned states (same
-            tasks; ``isotropy_study(..., states=("finetuned",), probes=False)``): the record
+            tasks; ``isotropy_study(..., states=("finetuned",), probes="last")``): the record
             then holds every seed's :data:`SEED_MEASURES` and enhancement evaluation, this
             study's first
         """
@@ -638,7 +650,7 @@ def isotropy_study(
     seed: int = 0,
     store=None,
     states: Sequence[str] = STATES,
-    probes: bool = True,
+    probes: bool | str = True,
     enhancement: bool = True,
     enhancement_clusters: int = 27,
     enhancement_removed: int | None = 12,
@@ -662,10 +674,11 @@ def isotropy_study(
         probed items' vectors (a word, a head-dependent pair, a [CLS]), up to ``max_items``,
         against the word's log frequency (sentence tasks: the log length).
         The probes and the enhancement evaluation always read the items, which carry the labels.
-    states, probes : the states to measure, and whether to fit the ridge probes and removal
-        curves; a further fine-tuning seed's study needs ``states=("finetuned",)`` (the
-        pretrained state is the same model) and, for :meth:`IsotropyStudy.record`'s ``seeds``,
-        no probes
+    states, probes : the states to measure, and the ridge probes to fit: True at every
+        layer, with the removal curves; ``"last"`` at the last layer only (what
+        :meth:`IsotropyStudy.record` keeps of a further seed); False none. A further
+        fine-tuning seed's study needs ``states=("finetuned",)`` (the pretrained state is the
+        same model) and ``probes="last"``
     enhancement : whether to run the paper's evaluation: the four enhancements of
         :data:`ENHANCEMENTS` with ``enhancement_clusters`` k-means clusters and D =
         ``enhancement_removed`` directions (None: 1% of the features), learnt on the last
@@ -687,6 +700,7 @@ def isotropy_study(
           f"enhancement_clusters must be an integer >= 1, got {enhancement_clusters!r}")
     check(enhancement_removed is None or enhancement_removed >= 1,
           f"enhancement_removed must be >= 1 or None, got {enhancement_removed}")
+    check(probes in (True, False, "last"), f"probes must be True, False or 'last', got {probes!r}")
     classifier = classifier_settings(enhancement_classifier)
     enhanced_rows = []
     rows, content, shares, probe_rows, curve_rows, properties, n_vectors = [], [], {}, [], [], {}, {}
@@ -708,7 +722,9 @@ def isotropy_study(
             D = n_removed if n_removed is not None else isotropy.default_n_removed(X_train.shape[-1])
             check(D < X_train.shape[-1], f"n_removed={D} must be below the {X_train.shape[-1]} features")
             key = {"task": task, "state": state}
-            for layer, X_all in enumerate(X_train if probes else []):
+            probe_layers = {True: range(len(X_train)), "last": [len(X_train) - 1]}.get(probes, [])
+            for layer in probe_layers:
+                X_all = X_train[layer]
                 if spatial.is_degenerate(X_all):
                     continue
                 variants = (
@@ -747,7 +763,8 @@ def isotropy_study(
                     X_train[-1], X_test[-1], d_train.y, d_test.y, fit, dev, enhancement_removed,
                     enhancement_clusters, seed, classifier, **key, layer=len(X_train) - 1)
             A, B = X_train[-1], X_test[-1]
-            for D_ in [k for k in removed_grid if k < A.shape[1] and k < len(fit) and enhance and probes]:
+            curves = enhance and probes is True
+            for D_ in [k for k in removed_grid if k < A.shape[1] and k < len(fit) and curves]:
                 for name, remover in (
                     ("top D removed", isotropy.DirectionRemover(D_)),
                     ("random D removed", isotropy.DirectionRemover(D_, "random", random_state=seed)),
