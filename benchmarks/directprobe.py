@@ -3,7 +3,8 @@ dimensions with 17 labels, from real representations (PUD POS, default model) an
 synthetic Gaussian blobs; how time grows with the number of points.
 
     python benchmarks/directprobe.py [--sizes 1000,3000,10000] [--hard 1000,3000]
-                                     [--pca8 1000,5000] [--full 6,3,0] [--timeout 1800]
+                                     [--pca8 1000,5000] [--full 6,3,0] [--full-finetuned]
+                                     [--timeout 1800]
 
 Real 384-d points are the last layer's word vectors; real 768-d points concatenate the
 word's vectors at layers 3 and 6. ``--hard`` adds the embedding layer (layer 0), whose
@@ -14,7 +15,10 @@ everywhere and phase 2's exact overlap tests are nearly all the time. Points are
 seeded sample (seed 0) of the training words. ``--full`` adds the whole POS training set
 (every training word, no sample) at each layer it lists, as the chapters' full-set
 DirectProbe reads it; a case that runs past ``--timeout`` seconds is recorded as such
-(``"timed_out": true``) and the benchmark goes on. Each case runs in its own process, so that
+(``"timed_out": true``) and the benchmark goes on. ``--full-finetuned`` adds the whole POS
+training set at the last layer of the fine-tuned model that the chapters read (the first
+seed's run of configs/default.yaml, from the artifacts cache; fine-tuned first, a few
+minutes, if it is not there). Each case runs in its own process, so that
 its peak memory is its own. Writes ``<artifacts>/benchmarks/directprobe.json`` (per case:
 seconds, peak memory, clusters, exact overlap tests ``n_lp_tests`` and phase-2 merge
 tries). Target: 10,000 x 384 x 17 labels in under 120 s.
@@ -35,6 +39,7 @@ os.environ.setdefault("FTGEO_PROGRESS", "0")
 
 
 PCA8 = "pud-last PCA-8"
+FINETUNED = "pud-finetuned-last"
 
 
 def pca(X: np.ndarray, n_components: int) -> np.ndarray:
@@ -47,6 +52,19 @@ def points(source: str, n: int, dim: int, seed: int = 0) -> tuple[np.ndarray, np
     if source == PCA8:
         X, y = points("pud-last", n, 384, seed)
         return pca(X, dim), y
+    if source == FINETUNED:
+        from pathlib import Path
+
+        import yaml
+
+        from ftgeo.finetune import chapter_seed_runs
+
+        config = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
+        plan = yaml.safe_load(config.read_text())["parameters"]["finetune"]
+        _, data, runs = chapter_seed_runs("minilm", ["pos"], finetune=plan, train=True,
+                                          first_only=True)
+        run, train = runs["pos"][0], data["pos"]["train"]
+        return run.representations(train, run.final_step)[-1].astype(np.float64), train.y
     rng = np.random.default_rng(seed)
     if source == "blobs":
         y = rng.integers(0, 17, n)
@@ -87,6 +105,8 @@ def main() -> None:
     parser.add_argument("--pca8", default="1000,5000", help=f"sizes of the {PCA8!r} case ('' for none)")
     parser.add_argument("--full", default="", help="layers at which to fit the whole POS training "
                         "set, e.g. 6,3,0 ('' for none)")
+    parser.add_argument("--full-finetuned", action="store_true", help="also fit the whole POS "
+                        "training set at the last layer of the chapters' fine-tuned model")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds a case may run")
     parser.add_argument("--case", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -101,6 +121,7 @@ def main() -> None:
     cases += [("pud-layer0", int(n), 384) for n in args.hard.split(",") if n]
     cases += [(PCA8, int(n), 8) for n in args.pca8.split(",") if n]
     cases += [(f"pud-layer{int(k)}", 0, 384) for k in args.full.split(",") if k]
+    cases += [(FINETUNED, 0, 384)] * args.full_finetuned
     results = []
     for source, n, dim in cases:
         src = "pud-last" if (source == "pud" and dim == 384) else source
