@@ -134,6 +134,11 @@ def test_cluster_remover_makes_every_cluster_isotropic():
     remover = iso.ClusterDirectionRemover(1, n_clusters=3).fit(X)
     assert np.array_equal(remover.predict(X), remover.labels_)
     assert np.allclose(remover.transform(X), remover.fit_transform(X))
+    # a clustering given in place of k-means: the same removal for the same clusters
+    shared = iso.ClusterDirectionRemover(1, n_clusters=3).fit(X, clusters=remover.labels_)
+    assert np.allclose(shared.transform(X), remover.transform(X))
+    with pytest.raises(ValueError, match="every cluster used"):
+        iso.ClusterDirectionRemover(1, n_clusters=4).fit(X, clusters=remover.labels_)
 
 
 def clustered(seed=0, n_clusters=3, d=24):

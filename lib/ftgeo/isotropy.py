@@ -428,10 +428,21 @@ class ClusterDirectionRemover:
         self.n_clusters = n_clusters
         self.random_state = random_state
 
-    def fit(self, X: np.ndarray, y=None) -> ClusterDirectionRemover:
+    def fit(self, X: np.ndarray, y=None, *, clusters: np.ndarray | None = None
+            ) -> ClusterDirectionRemover:
+        """clusters : the cluster of every row, ints in [0, n_clusters), each cluster
+        non-empty (one clustering shared by several removers); None runs k-means."""
         X = _as_float64(X, 1)
         _check_n_removed(self.n_removed, X.shape[1])
-        self.labels_ = kmeans_clusters(X, self.n_clusters, self.random_state)
+        if clusters is None:
+            self.labels_ = kmeans_clusters(X, self.n_clusters, self.random_state)
+        else:
+            clusters = np.asarray(clusters)
+            check(clusters.shape == (len(X),)
+                  and np.array_equal(np.unique(clusters), np.arange(self.n_clusters)),
+                  f"clusters must give each of the {len(X)} rows a cluster in "
+                  f"[0, {self.n_clusters}), every cluster used")
+            self.labels_ = clusters.astype(np.int64)
         self.centers_ = np.stack([X[self.labels_ == c].mean(axis=0)
                                   for c in range(self.n_clusters)])
         self.removers_ = []
@@ -452,8 +463,9 @@ class ClusterDirectionRemover:
         X = _as_float64(X, 1)
         return self._apply(X, self.predict(X))
 
-    def fit_transform(self, X: np.ndarray, y=None) -> np.ndarray:
-        self.fit(X)
+    def fit_transform(self, X: np.ndarray, y=None, *, clusters: np.ndarray | None = None
+                      ) -> np.ndarray:
+        self.fit(X, clusters=clusters)
         return self._apply(_as_float64(X, 1), self.labels_)
 
     def _apply(self, X: np.ndarray, clusters: np.ndarray) -> np.ndarray:
@@ -519,18 +531,6 @@ def cluster_remove_top_directions(X: np.ndarray, n_removed: int, n_clusters: int
 ENHANCEMENTS = ("none", "zero-mean", "cluster zero-mean", "global", "cluster-based")
 
 
-def _per_cluster(X: np.ndarray, clusters: np.ndarray, n_removed: int) -> np.ndarray:
-    """Each cluster's rows minus the cluster's mean, with the cluster's own top ``n_removed``
-    principal directions projected out (a cluster of at most ``n_removed`` rows is only
-    centered, as :class:`ClusterDirectionRemover` does)."""
-    out = np.empty_like(X)
-    for c in np.unique(clusters):
-        rows = clusters == c
-        k = n_removed if rows.sum() > n_removed else 0
-        out[rows] = DirectionRemover(k).fit_transform(X[rows])
-    return out
-
-
 def enhancements(X: np.ndarray, n_removed: int, n_clusters: int,
                  random_state: int = 0) -> dict[str, np.ndarray]:
     """X under each of :data:`ENHANCEMENTS`, every one learnt on X itself, the two cluster
@@ -558,12 +558,18 @@ def enhancements(X: np.ndarray, n_removed: int, n_clusters: int,
     X = _as_float64(X, 1)
     _check_n_removed(n_removed, X.shape[1])
     clusters = kmeans_clusters(X, n_clusters, random_state)
+
+    def per_cluster(D: int) -> np.ndarray:
+        # k-means may leave a cluster empty only in degenerate data; number the used ones
+        used = np.unique(clusters, return_inverse=True)[1]
+        return ClusterDirectionRemover(D, int(used.max()) + 1).fit_transform(X, clusters=used)
+
     return {
         "none": X,
         "zero-mean": X - X.mean(axis=0),
-        "cluster zero-mean": _per_cluster(X, clusters, 0),
+        "cluster zero-mean": per_cluster(0),
         "global": DirectionRemover(n_removed).fit_transform(X),
-        "cluster-based": _per_cluster(X, clusters, n_removed),
+        "cluster-based": per_cluster(n_removed),
     }
 
 
