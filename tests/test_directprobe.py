@@ -613,7 +613,24 @@ def test_the_exact_test_prints_nothing():
     code = ("import numpy as np\n"
             "from ftgeo.directprobe import hull_overlap\n"
             "A = np.array([[0., 0], [1, 0], [0, 1]])\n"
-            "assert hull_overlap(A, A + 0.2)[0]\n")
+            "assert hull_overlap(A, A + 0.2)[0] and hull_overlap(A, A + 0.1)[0]\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout == "" and out.stderr == ""
+
+
+def test_a_warm_model_in_a_far_frame_is_not_reused():
+    """HiGHS's tolerances are absolute, so a model whose frame is far from the pair's own
+    scale (here 10 times) is set aside and the pair is decided afresh, the same way."""
+    from ftgeo.directprobe import _hull_overlap, _overlap_seeded
+
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        A, B = rng.normal(size=(60, 5)), rng.normal(size=(60, 5)) + 0.3  # overlapping
+        overlap, *_, lp = _hull_overlap(A, B, scale=1.0)
+        assert overlap and lp is not None
+        lp.ref = np.r_[lp.ref]  # the same points, as indices into the scaled pair
+        scaled = _overlap_seeded(10 * A, 10 * B, tol=1e-9, scale=10.0, warm=lp)
+        assert scaled[0] and scaled[4] is not lp
+        same = _overlap_seeded(A, B, tol=1e-9, scale=1.0, warm=lp)  # its own frame: reused
+        assert same[0] and same[4] is lp

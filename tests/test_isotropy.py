@@ -137,6 +137,11 @@ def test_cluster_remover_makes_every_cluster_isotropic():
     # a clustering given in place of k-means: the same removal for the same clusters
     shared = iso.ClusterDirectionRemover(1, n_clusters=3).fit(X, clusters=remover.labels_)
     assert np.allclose(shared.transform(X), remover.transform(X))
+    # and one that k-means would not find (a cut along the first axis) is the one used
+    cut = (X[:, 0] > np.median(X[:, 0])).astype(int)
+    out = iso.ClusterDirectionRemover(1, n_clusters=2).fit_transform(X, clusters=cut)
+    for c in (0, 1):
+        assert np.allclose(out[cut == c].mean(axis=0), 0, atol=1e-9)
     with pytest.raises(ValueError, match="every cluster used"):
         iso.ClusterDirectionRemover(1, n_clusters=4).fit(X, clusters=remover.labels_)
 

@@ -601,7 +601,8 @@ def _elongated(r) -> Outcome:
 def _top_carries(r) -> Outcome:
     """Removing the top D directions costs the fine-tuned ridge probe more than removing D
     random ones (beyond 1.645 SE of the difference), and more than it costs the pretrained
-    probe: a task counts only where every fine-tuning seed shows both."""
+    probe: each is counted over the tasks where every fine-tuning seed shows it, and the
+    claim holds where both counts are most tasks."""
     t = _iso(r)
     beyond, costlier = 0, 0
     per_task = []

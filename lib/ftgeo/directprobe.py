@@ -106,14 +106,18 @@ def _new_highs(highspy):
         h = highspy.Highs()
     else:
         sys.stdout.flush()
-        saved, null = os.dup(1), os.open(os.devnull, os.O_WRONLY)
         try:
-            os.dup2(null, 1)
+            saved, null = os.dup(1), os.open(os.devnull, os.O_WRONLY)
+        except OSError:  # no stdout to protect (fd 1 closed)
             h = highspy.Highs()
-        finally:
-            os.dup2(saved, 1)
-            os.close(saved)
-            os.close(null)
+        else:
+            try:
+                os.dup2(null, 1)
+                h = highspy.Highs()
+            finally:
+                os.dup2(saved, 1)
+                os.close(saved)
+                os.close(null)
         _HIGHS_GREETED = True
     h.setOptionValue("output_flag", False)
     return h
@@ -167,6 +171,7 @@ class _MarginLP:
         self.h.addRows(n, np.zeros(n), np.full(n, self._inf), n * (d + 2),
                        np.arange(n, dtype=np.int32) * (d + 2),
                        np.tile(np.arange(d + 2, dtype=np.int32), n), M.ravel())
+        self._check_rows()
 
     def keep(self, rows: np.ndarray) -> None:
         """Delete every row but ``rows`` (a boolean mask over the rows, in order)."""
@@ -174,6 +179,12 @@ class _MarginLP:
         if len(drop):
             self.h.deleteRows(len(drop), drop)
         self.side, self.ref = self.side[rows], self.ref[rows]
+        self._check_rows()
+
+    def _check_rows(self) -> None:
+        """The model's rows are the points the bookkeeping says (an overlap is proved on them)."""
+        if self.h.getNumRow() != len(self.side):  # pragma: no cover - HiGHS refused a change
+            raise RuntimeError(f"margin LP holds {self.h.getNumRow()} rows, expected {len(self.side)}")
 
     def solve(self) -> tuple[float, np.ndarray, float]:
         """(t, w, b) at the optimum of the rows added so far."""
@@ -499,6 +510,10 @@ def _overlap_seeded(A: np.ndarray, B: np.ndarray, *, tol: float, scale: float,
         return False, h, None, None, None
     both = np.vstack([A, B])
     local = float(np.abs(both - both.mean(axis=0)).max()) or 1.0
+    if warm is not None and not 0.5 <= warm.local / local <= 2.0:
+        # HiGHS's tolerances are absolute: in a frame far from the pair's own unit scale,
+        # the band where they could tip the answer widens, so the pair starts afresh
+        warm = None
     with one_blas_thread() if _corral_size(A, B) > _MANY_THREADS_CORRAL else nullcontext():
         h = _fisher_direction(A, B, eps, _GRAY * local)
         if h is not None:
