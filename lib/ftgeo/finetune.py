@@ -513,6 +513,11 @@ def finetune(model: LoadedModel, splits: dict[str, TaskData],
             f"or with python -m ftgeo finetune --model {model.spec.name} --task {train.task} "
             f"--seed {settings.seed} --epochs {settings.epochs} --learning-rate {settings.learning_rate}")
 
+    if settings.autocast == "bf16" and not _native_bf16():
+        log.warning("fine-tuning %s with autocast='bf16' on a CPU without native bfloat16 "
+                    "instructions (AVX-512 BF16 or AMX): it is emulated and slower than float32; "
+                    "set autocast to None (finetune: {autocast: null}) on this machine",
+                    train.task)
     t_start = time.perf_counter()
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
@@ -653,6 +658,13 @@ def finetune(model: LoadedModel, splits: dict[str, TaskData],
     log.info("fine-tuned %s in %.0f s (training %.0f s, snapshots %.0f s); dev accuracy %.4f",
              train.task, timing["total_s"], timing["train_s"], timing["snapshot_s"], dev_acc[-1])
     return FinetuneRun.load(folder)
+
+
+def _native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX-512 BF16 or AMX), where autocast pays."""
+    probe = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return bool((probe is not None and probe()) or (amx is not None and amx()))
 
 
 _finetune_run = finetune  # chapter_runs' parameter ``finetune`` (the settings) hides the function
