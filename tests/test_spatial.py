@@ -456,3 +456,56 @@ def test_a_trajectory_measures_distances_only_where_the_labels_are_separable():
     refit = spatial.trajectory([X, mixed, X], y, [0, 5, 10], ["a", "b", "c", "d"],
                                separable_only=False, store=False)
     assert np.isfinite(refit.min_distance[1]).any()
+
+
+def test_a_trajectory_fits_only_the_separable_steps_and_caches_the_test(store, monkeypatch):
+    """A step that is not separable is decided by the separability test alone; the result is
+    the one a fit at every step gives, and a second pass reads the cached tests."""
+    X, y = _segments([0.0, 3.0, 8.0, 12.0])
+    mixed = X.copy()
+    mixed[y == 3] -= [11.5, 0]
+    every = spatial.trajectory([X, mixed, X], y, [0, 5, 10], ["a", "b", "c", "d"],
+                               separable_only=False, store=False)
+    fits, tests = [], []
+    original_fit, original_test = spatial.DirectProbe.fit, spatial.linearly_separable
+    monkeypatch.setattr(spatial.DirectProbe, "fit",
+                        lambda self, *a: fits.append(1) or original_fit(self, *a))
+    monkeypatch.setattr(spatial, "linearly_separable",
+                        lambda *a, **k: tests.append(1) or original_test(*a, **k))
+    traj = spatial.trajectory([X, mixed, X], y, [0, 5, 10], ["a", "b", "c", "d"], store=store)
+    assert len(fits) == 1 and len(tests) == 2  # X fitted once (cached), mixed only tested
+    assert traj.separable.tolist() == [True, False, True]
+    np.testing.assert_allclose(traj.min_distance[[0, 2]], every.min_distance[[0, 2]])
+    np.testing.assert_allclose(traj.centroids, every.centroids)
+    spatial.trajectory([X, mixed, X], y, [0, 5, 10], ["a", "b", "c", "d"], store=store)
+    assert len(fits) == 1 and len(tests) == 2
+    # a cached fit answers the test too
+    assert spatial.separable(X, y, store=store) and len(tests) == 2
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_separability_test_agrees_with_a_full_fit(seed):
+    from ftgeo.directprobe import DirectProbe, linearly_separable
+
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(0, 0.3 if seed % 2 else 12.0, (4, 3))  # close centers overlap
+    y = rng.integers(0, 4, 200)
+    X = centers[y] + rng.normal(0, 1, (200, 3))
+    fit = DirectProbe().fit(X, y)
+    assert linearly_separable(X, y) == (fit.n_clusters_ == 4)
+    assert linearly_separable(X, y) == (seed % 2 == 0)  # both outcomes occur
+
+
+def test_similarity_to_pretrained_is_blank_without_a_fit_where_a_layer_is_not_separable(monkeypatch):
+    X, y = _segments([0.0, 3.0, 8.0, 12.0])
+    mixed = X.copy()
+    mixed[y == 3] -= [11.5, 0]
+    fits = []
+    original = spatial.DirectProbe.fit
+    monkeypatch.setattr(spatial.DirectProbe, "fit", lambda self, *a: fits.append(1) or original(self, *a))
+    pre = np.stack([X, X, mixed])
+    table = spatial.similarity_to_pretrained(pre, [(5, np.stack([X, mixed, X]))], y, store=False)
+    assert table.loc[1, 5] != table.loc[1, 5] and table.loc[2, 5] != table.loc[2, 5]  # NaN
+    assert len(fits) == 1  # layer 1 of the pretrained model; nothing else needed a fit
+    table = spatial.similarity_to_pretrained(pre, [(5, np.stack([X, 2 * X, X]))], y, store=False)
+    assert table.loc[1, 5] == pytest.approx(1.0)

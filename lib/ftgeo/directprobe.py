@@ -1245,6 +1245,33 @@ class DirectProbe:
         return float(np.mean(self.predict(X) == np.asarray(y)))
 
 
+def linearly_separable(X: np.ndarray, y: np.ndarray, *, tol: float = 1e-9,
+                       max_planes: int = 64) -> bool:
+    """Whether the convex hulls of the labels are pairwise disjoint (every label one cluster).
+
+    This is the test the reference's ``batch_probing`` (Zhou & Srikumar 2022) applies to a
+    state along fine-tuning or to a layer, under one clustering fixed in advance: with one
+    cluster per label, that clustering is the labels. It is the answer of
+    ``DirectProbe(tol=tol).fit(X, y).n_clusters_ == n_labels``, decided by the same exact
+    test at the same scale, but without phase 2: it stops at the first overlapping pair,
+    so a state that is not separable costs one overlap test instead of a whole fit.
+
+    >>> rng = np.random.default_rng(0)
+    >>> X = np.r_[rng.normal(0, 1, (30, 4)), rng.normal(9, 1, (30, 4))]
+    >>> linearly_separable(X, np.repeat([0, 1], 30)), linearly_separable(X, np.arange(60) % 2)
+    (True, False)
+    """
+    X = np.asarray(X, dtype=np.float64)
+    check_Xy(X, y)
+    check(tol >= 0, f"tol must be >= 0, got {tol}")
+    classes, codes = np.unique(np.asarray(y), return_inverse=True)
+    check(len(classes) >= 2, f"a separability test needs at least 2 labels, got {len(classes)}")
+    cl = _Clusters(X, codes, tol, max_planes)
+    for c in range(len(classes)):
+        cl.add(np.flatnonzero(codes == c))
+    return not cl.any_overlap()
+
+
 def spatial_similarity(a: np.ndarray, b: np.ndarray) -> float:
     """Pearson correlation of two distance vectors (Zhou & Srikumar 2022, section 3).
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._util import check, check_Xy, report_status
-from .directprobe import DirectProbe, spatial_similarity
+from .directprobe import DirectProbe, linearly_separable, spatial_similarity
 
 log = logging.getLogger(__name__)
 
@@ -288,6 +288,52 @@ def directprobe_summary(X: np.ndarray, y: np.ndarray, *, store=None, tol: float 
                           arrays["distances"])
 
 
+def separable(X: np.ndarray, y: np.ndarray, *, store=None, tol: float = 1e-9) -> bool:
+    """Whether (X, y) is linearly separable, every label one cluster
+    (:func:`ftgeo.directprobe.linearly_separable`), cached in the store.
+
+    The reference's protocol for states along fine-tuning and for layers: a distance or a
+    similarity is computed only where this holds, so a state that fails it needs no fit.
+    A cached DirectProbe fit of the same data answers without a new test.
+    """
+    from .store import Store
+
+    X, y = np.asarray(X), np.asarray(y)
+    check_Xy(X, y)
+    check(np.issubdtype(y.dtype, np.integer), f"y must hold integer label codes, got {y.dtype}")
+    if is_degenerate(X):
+        return False
+    if store is False:
+        return linearly_separable(X, y, tol=tol)
+    store = Store() if store is None else store
+    digest = _digest(X, y)
+    for distances in (True, False):  # a fit answers too
+        parts = {"what": "directprobe", "version": SPATIAL_VERSION, "tol": tol, "data": digest}
+        if not distances:
+            parts["distances"] = False
+        entry = store.load("directprobe", parts)
+        if entry is not None:
+            return len(np.asarray(entry["cluster_labels"])) == len(np.asarray(entry["classes"]))
+
+    def build():
+        what = f"separability of {len(X)} points x {X.shape[1]} features, {len(np.unique(y))} labels"
+        log.info(what)
+        report_status(what, force=True)
+        flag = linearly_separable(X, y, tol=tol)
+        return {"separable": np.array([flag])}, {"n_points": len(X), "separable": bool(flag)}
+
+    parts = {"what": "separable", "version": SPATIAL_VERSION, "tol": tol, "data": digest}
+    entry, _ = store.get_or_build("separable", parts, build)
+    return bool(np.asarray(entry["separable"])[0])
+
+
+def label_centroids(X: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """(n_labels, n_features): the mean of each label's points, labels in sorted order
+    (the order of :attr:`ClusterSummary.classes`)."""
+    X, y = np.asarray(X), np.asarray(y)
+    return np.stack([X[y == c].mean(axis=0) for c in np.unique(y)])
+
+
 # -- label lookup ---------------------------------------------------------------------------
 def present_labels(labels: Sequence[str], y: np.ndarray) -> tuple[str, ...]:
     """The names of the labels present in ``y``, in code order: the row order of every
@@ -501,21 +547,23 @@ def trajectory(representations: Iterable[np.ndarray], y: np.ndarray, steps: Sequ
     """
     y, steps = np.asarray(y), np.asarray(steps)
     present = present_labels(labels, y)
-    min_distance, label_distances, centroids, scale, separable = [], [], [], [], []
+    min_distance, label_distances, centroids, scale, flags = [], [], [], [], []
     for X in representations:
-        summary = directprobe_summary(X, y, store=store)
-        L = summary.label_distances()
-        separable.append(summary.linearly_separable)
-        if separable_only and not summary.linearly_separable:
-            L = np.where(np.eye(len(L), dtype=bool), 0.0, np.nan)
+        if separable_only and not separable(X, y, store=store):  # no fit needed: all blank
+            flags.append(False)
+            L = np.where(np.eye(len(present), dtype=bool), 0.0, np.nan)
+        else:
+            summary = directprobe_summary(X, y, store=store)
+            flags.append(summary.linearly_separable)
+            L = summary.label_distances()
         min_distance.append(_nearest(L))
         label_distances.append(L)
-        centroids.append(summary.centroids(X, y))
+        centroids.append(label_centroids(X, y))
         scale.append(spread(X))
     check(len(scale) == len(steps), f"{len(scale)} representations for {len(steps)} steps")
     return Trajectory(steps, present, np.asarray(min_distance, dtype=np.float64),
                       np.stack(label_distances), np.stack(centroids),
-                      np.asarray(scale, dtype=np.float64), np.asarray(separable, dtype=bool))
+                      np.asarray(scale, dtype=np.float64), np.asarray(flags, dtype=bool))
 
 
 def growth(min_distance):
@@ -656,10 +704,14 @@ def similarity_to_pretrained(pretrained: np.ndarray, states: Iterable[tuple[int,
     check(np.ndim(pretrained) == 3,
           f"pretrained must have shape (n_layers, n_samples, n_features), got {np.shape(pretrained)}")
     layers = range(1, len(pretrained)) if layers is None else layers
-    start = {k: directprobe_summary(pretrained[k], y, store=store) for k in layers}
+    # the similarity is defined on separable representations only: a layer that is not
+    # separable on either side is blank without a fit
+    start = {k: directprobe_summary(pretrained[k], y, store=store)
+             if separable(pretrained[k], y, store=store) else None for k in layers}
     table = {}
     for step, X in states:
-        table[step] = pd.Series({k: similarity(directprobe_summary(X[k], y, store=store), start[k])
+        table[step] = pd.Series({k: float("nan") if start[k] is None or not separable(X[k], y, store=store)
+                                 else similarity(directprobe_summary(X[k], y, store=store), start[k])
                                  for k in layers}, dtype=float)
     return pd.DataFrame(table).rename_axis("layer")
 
