@@ -476,7 +476,8 @@ def test_isotropy_study_reads_every_token_of_the_training_sentences(minilm, stor
     (special tokens left out), for both states; the probes still read the items."""
     rng = np.random.default_rng(0)
     train, test = word_task(12, seed=0), word_task(6, seed=1, split="test")
-    states = {s: {0: layers_for(d, rng), 5: layers_for(d, rng)} for s, d in (("train", train), ("test", test))}
+    states = {s: {0: layers_for(d, rng), 5: layers_for(d, rng)}
+              for s, d in (("train", train), ("test", test))}
 
     class TokenRun(FakeRun):
         def load_model(self):
@@ -485,14 +486,16 @@ def test_isotropy_study_reads_every_token_of_the_training_sentences(minilm, stor
     study = analyses.isotropy_study({"toy": TokenRun(states)}, {"toy": {"train": train, "test": test}},
                                     ["toy"], model=minilm, n_clusters=2, n_top=2, removed_grid=[1],
                                     store=store)
-    expected = sum(len(minilm.tokenizer(list(s), is_split_into_words=True, add_special_tokens=False)["input_ids"])
+    expected = sum(len(minilm.tokenizer(list(s), is_split_into_words=True,
+                                        add_special_tokens=False)["input_ids"])
                    for s in train.sentences)
     assert study.n_vectors == {"toy": expected}
     assert study.properties == {"toy": "log token frequency"}
     m = study.measures.set_index(["state", "layer"])
     assert sorted(set(m.index.get_level_values("layer"))) == list(range(minilm.n_layers))
     pd_cols = ["partition", "average_cosine", "isoscore"]
-    np.testing.assert_allclose(m.loc["pretrained", pd_cols].to_numpy(), m.loc["finetuned", pd_cols].to_numpy())
+    np.testing.assert_allclose(m.loc["pretrained", pd_cols].to_numpy(),
+                               m.loc["finetuned", pd_cols].to_numpy())
     assert set(study.probes["layer"]) == {0, 1, 2}  # the items' three toy layers
     record = study.record(model="toy", fingerprint="f", model_info=INFO, max_sentences=0, settings=None)
     assert record.vectors == "tokens" and record.tasks["toy"].n_vectors == expected

@@ -219,7 +219,8 @@ def test_the_defaults_are_the_papers_and_clip_only_when_asked(tiny_bert_dir, tmp
     norms = []
     original = torch.nn.utils.clip_grad_norm_
     monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_",
-                        lambda params, max_norm, **kw: norms.append(max_norm) or original(params, max_norm, **kw))
+                        lambda params, max_norm, **kw: norms.append(max_norm)
+                        or original(params, max_norm, **kw))
     splits = _splits("sentence")
     finetune(load_model(str(tiny_bert_dir)), splits, FinetuneSettings(epochs=1, batch_size=8, n_snapshots=2),
              store=store, root=tmp_path)

@@ -601,7 +601,7 @@ def isotropy_by_layer(study):
     fig, axes = plt.subplots(len(panels), len(tasks), figsize=(2.3 * len(tasks), 6.4), sharex=True,
                              squeeze=False)
     for row, (column, label, log) in enumerate(panels):
-        for ax, task in zip(axes[row], tasks):
+        for ax, task in zip(axes[row], tasks, strict=True):
             for state in STATE_STYLE:
                 part = m[(m["task"] == task) & (m["state"] == state)]
                 ax.plot(part["layer"], part[column], label=state, **state_line(state, ms=3))
@@ -630,7 +630,8 @@ def local_structure(study):
     for i, (state, column, colour) in enumerate(bars):
         axes[0].bar(x + (i - 1.5) * width, [last.loc[(t, state), column] for t in tasks], width, color=colour,
                     label=f"{state}, {'within clusters' if 'cluster' in column else 'global'}")
-    axes[0].set(xticks=x, xticklabels=tasks, ylabel="IsoScore, last layer", title="Global and within-cluster isotropy")
+    axes[0].set(xticks=x, xticklabels=tasks, ylabel="IsoScore, last layer",
+                title="Global and within-cluster isotropy")
     axes[0].legend(frameon=False, fontsize=7)
     axes[0].tick_params(axis="x", rotation=45)
     for ax, column, title in ((axes[1], "|r| by direction", "Top directions vs. frequency or length"),
@@ -668,7 +669,8 @@ def elongated_directions(study, top: int = 50):
             axes[1].plot(part["layer"], part["elongated"], ls=ls, marker=".", color=colour)
     axes[0].set(xlabel="top principal directions (last layer)", ylabel="cumulative share of variance",
                 title="Variance held by the top directions")
-    axes[1].set(xlabel="layer", ylabel="elongated directions", title="Directions with at least 10x an isotropic share")
+    axes[1].set(xlabel="layer", ylabel="elongated directions",
+                title="Directions with at least 10x an isotropic share")
     axes[0].legend(frameon=False, fontsize=7, title="solid: finetuned, dashed: pretrained", title_fontsize=7)
     fig.tight_layout()
     return fig
@@ -694,12 +696,14 @@ def removal_curves(study):
 
     tasks, curves, base = study.tasks, study.curves, study.probes_last()
     fig, axes = plt.subplots(1, len(tasks), figsize=(2.4 * len(tasks), 2.9), sharex=True, squeeze=False)
-    for ax, task in zip(axes[0], tasks):
+    for ax, task in zip(axes[0], tasks, strict=True):
         for state in STATE_STYLE:
             colour = STATE_STYLE[state]["color"]
             for name, ls in (("top D removed", "-"), ("random D removed", ":")):
-                part = curves[(curves["task"] == task) & (curves["state"] == state) & (curves["variant"] == name)]
-                ax.plot(part["D"], part["accuracy"], ls=ls, marker=".", color=colour, label=f"{state}, {name.split()[0]}")
+                part = curves[(curves["task"] == task) & (curves["state"] == state)
+                              & (curves["variant"] == name)]
+                ax.plot(part["D"], part["accuracy"], ls=ls, marker=".", color=colour,
+                        label=f"{state}, {name.split()[0]}")
             none = base[(base["task"] == task) & (base["state"] == state) & (base["variant"] == "none")]
             ax.axhline(float(none["accuracy"].iloc[0]), color=colour, lw=0.6)
         ax.set(xscale="log", title=task, xlabel="D removed")
@@ -718,11 +722,12 @@ def enhancement_by_layer(study):
     tasks = study.tasks
     gain = study.probes.pivot_table(index=["task", "state", "layer"], columns="variant", values="accuracy")
     fig, axes = plt.subplots(1, len(tasks), figsize=(2.4 * len(tasks), 2.9), sharey=True, squeeze=False)
-    for ax, task in zip(axes[0], tasks):
+    for ax, task in zip(axes[0], tasks, strict=True):
         for state in STATE_STYLE:
             colour = STATE_STYLE[state]["color"]
             part = gain.loc[(task, state)]
-            ax.plot(part.index, part["top D removed"] - part["none"], color=colour, marker=".", label=f"{state}, global")
+            ax.plot(part.index, part["top D removed"] - part["none"], color=colour, marker=".",
+                    label=f"{state}, global")
             ax.plot(part.index, part["per cluster"] - part["none"], color=colour, marker="x", ls="--",
                     label=f"{state}, per cluster")
         ax.axhline(0, color="k", lw=0.6)
@@ -769,7 +774,8 @@ def cka_heatmaps(study):
     images = {}
     for col, task in enumerate(tasks):
         m, ids = study.matrices[task], study.layers[task]
-        panels = [("pretrained", m["pretrained"], "viridis", (0, 1)), ("finetuned", m["finetuned"], "viridis", (0, 1)),
+        panels = [("pretrained", m["pretrained"], "viridis", (0, 1)),
+                  ("finetuned", m["finetuned"], "viridis", (0, 1)),
                   ("finetuned - pretrained", m["finetuned"] - m["pretrained"], "RdBu_r", (-0.5, 0.5))]
         for row, (name, M, cmap, (lo, hi)) in enumerate(panels):
             ax = axes[row, col]
@@ -782,7 +788,8 @@ def cka_heatmaps(study):
             if name == "finetuned":
                 for a, b in study.blocks[task, "finetuned"].blocks:  # outline the blocks found
                     i, j = ids.index(a), ids.index(b)
-                    ax.add_patch(plt.Rectangle((i - 0.5, i - 0.5), j - i + 1, j - i + 1, fill=False, ec="w", lw=1.5))
+                    ax.add_patch(plt.Rectangle((i - 0.5, i - 0.5), j - i + 1, j - i + 1, fill=False,
+                                               ec="w", lw=1.5))
     fig.colorbar(images[0], ax=axes[:2].ravel().tolist(), shrink=0.5, label="CKA")
     fig.colorbar(images[2], ax=axes[2].tolist(), shrink=0.9, label="difference")
     return fig
@@ -801,7 +808,8 @@ def layers_and_dropping(study):
         axes[1].plot(dropping.columns, dropping.loc[task], marker="o", ms=3, color=colour, label=task)
     axes[0].set(xlabel="layer", ylabel="CKA, pretrained vs. finetuned", title="How much each layer changed",
                 ylim=(0, 1.02))
-    axes[1].set(xlabel="top layers dropped (no further tuning)", ylabel="test accuracy", title="Dropping the top layers")
+    axes[1].set(xlabel="top layers dropped (no further tuning)", ylabel="test accuracy",
+                title="Dropping the top layers")
     axes[1].legend(frameon=False, fontsize=7)
     fig.tight_layout()
     return fig
