@@ -21,7 +21,7 @@ import torch
 
 from ._util import canonical_json, check, progress, sha256_text
 from .data import TaskData
-from .models import LoadedModel
+from .models import LoadedModel, accepts_token_types
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,10 @@ def batches(lengths: Sequence[int], batch_size: int) -> list[np.ndarray]:
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
 
-def _collate(encoded: Sequence[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
+def _collate(encoded: Sequence[Encoded], pad_id: int, *, token_types: bool = True
+             ) -> dict[str, torch.Tensor]:
+    """Padded model inputs; ``token_types=False`` leaves out ``token_type_ids`` (a model
+    without segment ids: :func:`ftgeo.models.accepts_token_types`)."""
     width = max(len(e.input_ids) for e in encoded)
     ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)
     types = torch.zeros((len(encoded), width), dtype=torch.long)
@@ -102,6 +105,8 @@ def _collate(encoded: Sequence[Encoded], pad_id: int) -> dict[str, torch.Tensor]
         ids[r, :n] = torch.tensor(e.input_ids)
         types[r, :n] = torch.tensor(e.token_type_ids)
         mask[r, :n] = 1
+    if not token_types:
+        return {"input_ids": ids, "attention_mask": mask}
     return {"input_ids": ids, "token_type_ids": types, "attention_mask": mask}
 
 
@@ -116,9 +121,10 @@ def forward_batches(model: LoadedModel, encoded: Sequence[Encoded], *, batch_siz
     """
     pad_id = model.tokenizer.pad_token_id or 0
     groups = batches([len(e.input_ids) for e in encoded], batch_size)
+    types = accepts_token_types(model.encoder)
     with torch.inference_mode():
         for index in progress(groups, desc=desc, unit="batch"):
-            inputs = _collate([encoded[i] for i in index], pad_id)
+            inputs = _collate([encoded[i] for i in index], pad_id, token_types=types)
             out = model.encoder(**inputs, output_hidden_states=hidden_states, return_dict=True)
             COUNTERS["forward_batches"] += 1
             COUNTERS["forward_sentences"] += len(index)
@@ -143,7 +149,7 @@ def word_vectors(model: LoadedModel, sentences: Sequence[Sequence[str]], positio
     row_of = {(int(s), int(w)): r for r, (s, w) in enumerate(positions)}
     check(len(row_of) == len(positions), "positions must not repeat a (sentence, word) pair")
     encoded = encode(model.tokenizer, [sentences[s] for s in needed],
-                     max_length=model.encoder.config.max_position_embeddings)
+                     max_length=model.max_length)
     # For every token of every needed sentence: the output row it is pooled into, or -1.
     token_rows = []
     for s, e in zip(needed, encoded, strict=True):
@@ -201,7 +207,7 @@ def cls_vectors(model: LoadedModel, sentences: Sequence[Sequence[str]],
     Returns ndarray of shape (n_layers, n_sentences, n_features), float32.
     """
     encoded = encode(model.tokenizer, sentences, second,
-                     max_length=model.encoder.config.max_position_embeddings)
+                     max_length=model.max_length)
     out = torch.zeros((model.n_layers, len(encoded), model.n_features), dtype=torch.float32)
     for index, H in forward_batches(model, encoded, batch_size=batch_size, desc="sentences"):
         out[:, torch.from_numpy(index)] = H[:, :, 0].float()
@@ -227,7 +233,7 @@ def token_vectors(model: LoadedModel, sentences: Sequence[Sequence[str]],
     comes from.
     """
     encoded = encode(model.tokenizer, sentences, second,
-                     max_length=model.encoder.config.max_position_embeddings)
+                     max_length=model.max_length)
     keep = _content_masks(model.tokenizer, encoded)
     offsets = np.cumsum([0] + [int(k.sum()) for k in keep])
     out = torch.zeros((model.n_layers, int(offsets[-1]), model.n_features), dtype=torch.float32)

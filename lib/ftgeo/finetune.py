@@ -36,7 +36,7 @@ import torch
 from ._util import check, progress_bar, remove_left_by_dead_processes, writing_to
 from .data import TaskData
 from .extract import Encoded, _collate, encode, pool_words, token_row_matrix
-from .models import LoadedModel
+from .models import LoadedModel, accepts_token_types
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,9 @@ class TaskModel(torch.nn.Module):
         self.encoder = encoder
         self.item_kind = item_kind
         width = encoder.config.hidden_size * (2 if item_kind == "pair" else 1)
-        self.dropout = torch.nn.Dropout(encoder.config.hidden_dropout_prob)
+        config = encoder.config  # DistilBERT names its dropout ``dropout``
+        self.dropout = torch.nn.Dropout(getattr(config, "hidden_dropout_prob",
+                                                getattr(config, "dropout", 0.1)))
         self.head = torch.nn.Linear(width, n_labels)
 
     def forward(self, inputs: dict[str, torch.Tensor], rows: torch.Tensor | None = None,
@@ -139,7 +141,7 @@ def _sentence_items(data: TaskData) -> dict[int, list[int]]:
 
 
 def make_batches(data: TaskData, encoded: Sequence[Encoded], pad_id: int, batch_size: int,
-                 rng: np.random.Generator | None) -> list[_Batch]:
+                 rng: np.random.Generator | None, *, token_types: bool = True) -> list[_Batch]:
     """Batches of ``batch_size`` sentences that hold items, bucketed by length.
 
     With ``rng``, sentences are shuffled, sorted by length within buckets of 50 batches,
@@ -162,7 +164,7 @@ def make_batches(data: TaskData, encoded: Sequence[Encoded], pad_id: int, batch_
         groups = [groups[i] for i in rng.permutation(len(groups))]
     batches = []
     for group in groups:
-        inputs = _collate([encoded[s] for s in group], pad_id)
+        inputs = _collate([encoded[s] for s in group], pad_id, token_types=token_types)
         items = [k for s in group for k in by_sentence[s]]
         y = torch.from_numpy(data.y[items])
         if data.item_kind == "sentence":
@@ -416,8 +418,10 @@ class FinetuneRun:
               f"not on {data.task!r}")
         loaded = self.load_model()
         model, tokenizer = self.load_task_model(loaded), loaded.tokenizer
-        batches = make_batches(data, encode(tokenizer, data.sentences, data.second),
-                               tokenizer.pad_token_id or 0, batch_size, None)
+        batches = make_batches(data, encode(tokenizer, data.sentences, data.second,
+                                            max_length=loaded.max_length),
+                               tokenizer.pad_token_id or 0, batch_size, None,
+                               token_types=accepts_token_types(loaded.encoder))
         return model, batches
 
     def evaluate(self, data: TaskData, batch_size: int = 64) -> float:
@@ -523,8 +527,9 @@ def finetune(model: LoadedModel, splits: dict[str, TaskData],
     rng = np.random.default_rng(settings.seed)
     encoder = copy.deepcopy(model.encoder)
     encoded = encode(model.tokenizer, train.sentences, train.second,
-                     max_length=encoder.config.max_position_embeddings)
+                     max_length=model.max_length)
     pad_id = model.tokenizer.pad_token_id or 0
+    token_types = accepts_token_types(encoder)
     # make_batches groups the sentences that hold items, batch_size at a time
     n_batches = -(-len(_sentence_items(train)) // settings.batch_size)
     n_steps = n_batches * settings.epochs
@@ -539,8 +544,9 @@ def finetune(model: LoadedModel, splits: dict[str, TaskData],
     dev = splits.get("dev")
     dev_batches = None
     if dev is not None and dev.n_items:
-        dev_batches = make_batches(dev, encode(model.tokenizer, dev.sentences, dev.second),
-                                   pad_id, settings.batch_size, None)
+        dev_batches = make_batches(dev, encode(model.tokenizer, dev.sentences, dev.second,
+                                               max_length=model.max_length),
+                                   pad_id, settings.batch_size, None, token_types=token_types)
     full_sets = [splits[s] for s in probe_splits]
     trajectory_sets = [d.sample(trajectory_items, seed=0) for d in full_sets]
     followed = [t for s, t in zip(probe_splits, trajectory_sets, strict=True) if s in trajectory_splits]
@@ -600,7 +606,8 @@ def finetune(model: LoadedModel, splits: dict[str, TaskData],
     bar.update(step)
     while epoch < settings.epochs:
         rng.bit_generator.state = epoch_rng_state
-        batches = make_batches(train, encoded, pad_id, settings.batch_size, rng)
+        batches = make_batches(train, encoded, pad_id, settings.batch_size, rng,
+                               token_types=token_types)
         for batch in batches[in_epoch:]:
             t = time.perf_counter()
             opt.zero_grad()

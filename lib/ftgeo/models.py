@@ -66,6 +66,50 @@ class LoadedModel:
     def n_features(self) -> int:
         return int(self.encoder.config.hidden_size)
 
+    @property
+    def max_length(self) -> int:
+        """The most tokens one sequence may have: :func:`max_tokens` of this model."""
+        return max_tokens(self.encoder.config, self.tokenizer)
+
+
+#: Model types whose position ids start after the padding id (``padding_idx + 1``), so that
+#: ``max_position_embeddings`` counts positions no token can use (RoBERTa: 514 for 512 tokens).
+_OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert", "mpnet", "longformer", "data2vec-text",
+                     "roberta-prelayernorm", "xlm-roberta-xl")
+
+
+def max_tokens(config, tokenizer=None) -> int:
+    """The most tokens (special tokens included) one sequence may have, from the model's
+    positions and the tokenizer's ``model_max_length`` together: the smaller of the two,
+    the positions less those that RoBERTa-style models reserve before the first token.
+
+    >>> from types import SimpleNamespace as NS
+    >>> max_tokens(NS(model_type="bert", max_position_embeddings=512))
+    512
+    >>> max_tokens(NS(model_type="roberta", max_position_embeddings=514, pad_token_id=1))
+    512
+    >>> max_tokens(NS(model_type="bert", max_position_embeddings=512), NS(model_max_length=128))
+    128
+    """
+    limit = int(getattr(config, "max_position_embeddings", 0) or 0) or 10**9
+    if getattr(config, "model_type", "") in _OFFSET_POSITIONS:
+        limit -= int(getattr(config, "pad_token_id", 1) or 0) + 1
+    told = getattr(tokenizer, "model_max_length", None)
+    if isinstance(told, int) and 0 < told < 10**7:  # unset: a huge placeholder
+        limit = min(limit, told)
+    return limit
+
+
+def accepts_token_types(encoder) -> bool:
+    """Whether the encoder reads ``token_type_ids`` (segment ids): BERT, ALBERT, ELECTRA do;
+    DistilBERT and MPNet have no such input, and a model with ``type_vocab_size`` 0 (some
+    DeBERTa configurations) has no segment embeddings."""
+    import inspect
+
+    if int(getattr(encoder.config, "type_vocab_size", 1) or 0) < 1:
+        return False
+    return "token_type_ids" in inspect.signature(encoder.forward).parameters
+
 
 @lru_cache(maxsize=32)
 def _folder_fingerprint(folder: str, stamp: str) -> str:
