@@ -32,3 +32,35 @@ def test_folder_without_a_model_is_refused(tmp_path):
 def test_missing_local_path_is_refused():
     with pytest.raises(ValueError, match=r"no such folder"):
         resolve_model("./no/such/folder")
+
+
+def test_the_device_is_resolved_and_a_missing_gpu_is_refused_by_name(monkeypatch):
+    import torch
+
+    from ftgeo._util import DEVICE_ENV, resolve_device
+
+    monkeypatch.delenv(DEVICE_ENV, raising=False)
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device().type == ("cuda" if torch.cuda.is_available() else "cpu")  # auto
+    with pytest.raises(ValueError, match="'tpu' is not one of auto, cpu, cuda, cuda:N"):
+        resolve_device("tpu")
+    monkeypatch.setenv(DEVICE_ENV, "cuda:x")
+    with pytest.raises(ValueError, match=r"'cuda:x' \(from FTGEO_DEVICE\) is not one of"):
+        resolve_device()
+    monkeypatch.setenv(DEVICE_ENV, "cpu")
+    assert resolve_device() == torch.device("cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="sees no CUDA GPU here; use --device cpu"):
+            resolve_device("cuda")
+        with pytest.raises(ValueError, match="sees no CUDA GPU"):
+            load_model("minilm", device="cuda:1")
+
+
+def test_the_cpus_fingerprints_are_unmarked_and_a_gpus_are_marked(tiny_bert_dir):
+    from ftgeo.models import ModelSpec, on_device
+
+    cpu = load_model(str(tiny_bert_dir), device="cpu")
+    assert cpu.spec.fingerprint == model_fingerprint(str(tiny_bert_dir))  # as before devices
+    assert next(cpu.encoder.parameters()).device.type == "cpu"
+    spec = ModelSpec("m", "m", "abc", True)
+    assert on_device(spec, "cpu") is spec and on_device(spec, "cuda:0").fingerprint == "abc@cuda"

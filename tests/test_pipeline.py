@@ -371,3 +371,24 @@ def test_every_fine_tuning_seed_is_trained_and_read(tmp_path, tiny_bert_dir, mon
         == first["pos"].folder
     with pytest.raises(MissingRunError):
         chapter_seed_runs(str(tiny_bert_dir), ["pos"], finetune=plan, max_sentences=8)
+
+
+def test_a_device_that_is_not_there_stops_the_run_before_anything_runs(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible here")
+    config = _config(tmp_path, GOOD)
+    with pytest.raises(ValueError, match=r"--device: device 'cuda': .*sees no CUDA GPU"):
+        run_config(config, runs_dir=tmp_path / "runs", book_dir=tmp_path / "book", device="cuda")
+    bad = _config(tmp_path, GOOD, device="gpu0")
+    with pytest.raises(ValueError, match=r"toy.yaml: device: device 'gpu0' is not one of"):
+        run_config(bad, runs_dir=tmp_path / "runs", book_dir=tmp_path / "book")
+    assert not (tmp_path / "runs").exists()
+    proc = subprocess.run([sys.executable, "-m", "ftgeo", "run", "--config", str(config),
+                           "--device", "cuda"], capture_output=True, text=True,
+                          env={**os.environ, "FTGEO_ARTIFACTS": str(tmp_path / "artifacts")})
+    assert proc.returncode == 1 and "sees no CUDA GPU" in proc.stderr and "Traceback" not in proc.stderr
+    cpu = run_config(_config(tmp_path, GOOD, device="cpu"), runs_dir=tmp_path / "runs",
+                     book_dir=tmp_path / "book")
+    assert cpu["executed"] == ["toy"]

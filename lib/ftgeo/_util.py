@@ -38,6 +38,42 @@ def set_progress(enabled: bool) -> None:
 #: A file that long loops report into (the pipeline sets it for each notebook it runs, and
 #: shows the report in the terminal while the notebook's kernel works).
 STATUS_ENV = "FTGEO_STATUS"
+
+#: The device models load onto when none is named: ``auto`` (the default), ``cpu``,
+#: ``cuda`` or ``cuda:N``; ``python -m ftgeo run --device`` and a config's ``device`` set it
+#: for the run and the notebooks it executes.
+DEVICE_ENV = "FTGEO_DEVICE"
+
+
+def resolve_device(device: Any = None):
+    """The torch device for ``device``: ``"auto"`` is the first CUDA GPU when torch sees one,
+    else the CPU; None reads ``FTGEO_DEVICE`` (default ``auto``). An unknown name, or a GPU
+    that is not there, raises ValueError saying what to pass instead.
+
+    >>> resolve_device("cpu")
+    device(type='cpu')
+    >>> resolve_device("tpu")
+    Traceback (most recent call last):
+    ...
+    ValueError: device 'tpu' is not one of auto, cpu, cuda, cuda:N
+    """
+    import torch
+
+    source = "" if device is not None else f" (from {DEVICE_ENV})"
+    name = str(device if device is not None else os.environ.get(DEVICE_ENV) or "auto").strip().lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    check(re.fullmatch(r"cpu|cuda(:\d+)?", name) is not None,
+          f"device {name!r}{source} is not one of auto, cpu, cuda, cuda:N")
+    chosen = torch.device(name)
+    if chosen.type == "cuda":
+        build = "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
+        check(torch.cuda.is_available(), f"device {name!r}{source}: torch ({torch.__version__}, {build}) "
+              "sees no CUDA GPU here; use --device cpu (or auto, which falls back on the CPU)")
+        check(chosen.index is None or chosen.index < torch.cuda.device_count(),
+              f"device {name!r}{source}: torch sees {torch.cuda.device_count()} GPU(s), "
+              f"numbered from 0")
+    return chosen
 _STATUS_EVERY_S = 1.0
 _STATUS = {"last": 0.0}
 

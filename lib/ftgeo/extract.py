@@ -21,7 +21,7 @@ import torch
 
 from ._util import canonical_json, check, progress, sha256_text
 from .data import TaskData
-from .models import LoadedModel, accepts_token_types
+from .models import LoadedModel, accepts_token_types, encoder_device
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -117,19 +117,23 @@ def forward_batches(model: LoadedModel, encoded: Sequence[Encoded], *, batch_siz
 
     Yields ``(index, H)``: the sentence indices of the batch and, with ``hidden_states``,
     a tensor of shape (n_layers, batch, n_tokens, n_features); otherwise the last layer
-    of shape (batch, n_tokens, n_features).
+    of shape (batch, n_tokens, n_features). The batches go to the encoder's device; H comes
+    back on the CPU.
     """
     pad_id = model.tokenizer.pad_token_id or 0
     groups = batches([len(e.input_ids) for e in encoded], batch_size)
     types = accepts_token_types(model.encoder)
+    device = encoder_device(model.encoder)
     with torch.inference_mode():
         for index in progress(groups, desc=desc, unit="batch"):
             inputs = _collate([encoded[i] for i in index], pad_id, token_types=types)
+            if device.type != "cpu":
+                inputs = {k: v.to(device, non_blocking=True) for k, v in inputs.items()}
             out = model.encoder(**inputs, output_hidden_states=hidden_states, return_dict=True)
             COUNTERS["forward_batches"] += 1
             COUNTERS["forward_sentences"] += len(index)
-            yield index, (torch.stack(out.hidden_states) if hidden_states
-                          else out.last_hidden_state)
+            H = torch.stack(out.hidden_states) if hidden_states else out.last_hidden_state
+            yield index, H.cpu()  # on the CPU already: the same tensor
 
 
 def word_vectors(model: LoadedModel, sentences: Sequence[Sequence[str]], positions: np.ndarray,
@@ -193,7 +197,7 @@ def pool_words(H: torch.Tensor, rows: torch.Tensor, n_rows: int) -> torch.Tensor
     """
     sel = rows >= 0
     target = rows[sel]
-    out = torch.zeros((*H.shape[:-3], n_rows, H.shape[-1]), dtype=H.dtype)
+    out = torch.zeros((*H.shape[:-3], n_rows, H.shape[-1]), dtype=H.dtype, device=H.device)
     out = out.index_add(-2, target, H[..., sel, :])
     counts = torch.bincount(target, minlength=n_rows).clamp(min=1).to(H.dtype)
     return out / counts[:, None]

@@ -36,7 +36,7 @@ import torch
 from ._util import check, progress_bar, remove_left_by_dead_processes, writing_to
 from .data import TaskData
 from .extract import Encoded, _collate, encode, pool_words, token_row_matrix
-from .models import LoadedModel, accepts_token_types
+from .models import LoadedModel, accepts_token_types, encoder_device
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +52,9 @@ class FinetuneSettings:
     weight_decay : AdamW's decoupled weight decay (0: Adam)
     max_grad_norm : clip the gradient's norm to this (None: no clipping, as the paper)
     autocast : None (float32 throughout, the default) or ``"bf16"``: the training steps'
-        forward and backward passes in bfloat16 autocast, about 1.7x faster on a CPU with
-        AVX-512 BF16 (weights, optimizer and the stored representations stay float32). It
+        forward and backward passes in bfloat16 autocast, about 1.5x faster on a CPU with
+        AVX-512 BF16 and on recent GPUs (weights, optimizer and the stored representations
+        stay float32); ``"fp16"`` (GPUs only): float16 autocast with a gradient scaler. It
         changes the weights a run ends with, so it is part of the run's key
     """
 
@@ -77,8 +78,8 @@ class FinetuneSettings:
         check(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
         check(self.max_grad_norm is None or self.max_grad_norm > 0,
               f"max_grad_norm must be > 0 or None (no clipping), got {self.max_grad_norm}")
-        check(self.autocast in (None, "bf16"),
-              f"autocast must be None (float32) or 'bf16', got {self.autocast!r}")
+        check(self.autocast in (None, "bf16", "fp16"),
+              f"autocast must be None (float32), 'bf16' or 'fp16' (CUDA only), got {self.autocast!r}")
         check(self.n_snapshots >= 2, f"n_snapshots must be >= 2 (step 0 and the last), "
               f"got {self.n_snapshots}")
         if n_steps is not None:
@@ -131,6 +132,17 @@ class _Batch:
     n_words: int
     pairs: torch.Tensor | None
     y: torch.Tensor
+
+    def to(self, device) -> _Batch:
+        """This batch on ``device`` (itself when it is there already: the CPU path)."""
+        if device.type == "cpu":
+            return self
+
+        def move(t):
+            return None if t is None else t.to(device, non_blocking=True)
+
+        return _Batch({k: move(v) for k, v in self.inputs.items()}, move(self.rows), self.n_words,
+                      move(self.pairs), move(self.y))
 
 
 def _sentence_items(data: TaskData) -> dict[int, list[int]]:
@@ -205,8 +217,10 @@ def accuracy_dropping_layers(model: TaskModel, batches: Sequence[_Batch]) -> np.
     was_training = model.training
     model.eval()
     right, total = None, 0
+    device = next(model.parameters()).device
     with torch.inference_mode():
         for b in batches:
+            b = b.to(device)
             states = model.encoder(**b.inputs, output_hidden_states=True,
                                    return_dict=True).hidden_states
             hits = []
@@ -226,8 +240,10 @@ def accuracy(model: TaskModel, batches: Sequence[_Batch]) -> float:
     was_training = model.training
     model.eval()
     right = total = 0
+    device = next(model.parameters()).device
     with torch.inference_mode():
         for b in batches:
+            b = b.to(device)
             right += int((_logits(model, b).argmax(-1) == b.y).sum())
             total += len(b.y)
     model.train(was_training)
@@ -345,6 +361,7 @@ class FinetuneRun:
     base: dict
     trajectory_items: int | None
     timing: dict
+    device: str = "cpu"  # the type of device it was trained on
 
     @property
     def final_step(self) -> int:
@@ -387,20 +404,31 @@ class FinetuneRun:
         return representations(LoadedModel(spec, missing, missing), data,
                                store=Store() if store is None else store)
 
-    def load_model(self) -> LoadedModel:
+    def load_model(self, device=None) -> LoadedModel:
         """The fine-tuned encoder (final weights) and tokenizer, under the final state's
-        fingerprint (so its representations of the probing sets come from the store)."""
+        fingerprint (so its representations of the probing sets come from the store).
+
+        device : as for :func:`ftgeo.models.load_model`. On a device of another type than
+            the run was trained on, the fingerprint gains ``@<type>``, so that what it
+            computes there is cached apart.
+        """
         from transformers import AutoModel, AutoTokenizer
 
+        from ._util import resolve_device
         from .models import ModelSpec
 
+        target = resolve_device(device)
         final = self.folder / "final"
         check(final.is_dir(), f"{final} is missing: the run did not finish; fine-tune again")
         encoder = AutoModel.from_pretrained(final).eval()
+        if target.type != "cpu":
+            encoder.to(target)
         tokenizer = AutoTokenizer.from_pretrained(final, use_fast=True)
-        spec = ModelSpec(self.base["name"], str(final), self.state_fingerprint(self.final_step),
-                         True)
-        return LoadedModel(spec, tokenizer, encoder)
+        fingerprint = self.state_fingerprint(self.final_step)
+        if target.type != self.device:
+            fingerprint = f"{fingerprint}@{target.type}"
+        return LoadedModel(ModelSpec(self.base["name"], str(final), fingerprint, True), tokenizer,
+                           encoder)
 
     def load_task_model(self, loaded: LoadedModel | None = None) -> TaskModel:
         """The final encoder with its trained head (eval mode); ``loaded``: the result of
@@ -411,7 +439,7 @@ class FinetuneRun:
         loaded = self.load_model() if loaded is None else loaded
         model = TaskModel(loaded.encoder, result["item_kind"], len(result["labels"]))
         model.head.load_state_dict(load_file(str(self.folder / "final" / "head.safetensors")))
-        return model.eval()
+        return model.to(encoder_device(loaded.encoder)).eval()
 
     def _task_model_and_batches(self, data: TaskData, batch_size: int):
         check(data.task == self.task, f"the run was fine-tuned on {self.task!r}, "
@@ -444,7 +472,7 @@ class FinetuneRun:
         return cls(r["key"], folder, r["task"], np.asarray(r["steps"]),
                    np.asarray(r["dev_accuracy"], dtype=float), np.asarray(r["losses"]),
                    r["n_steps"], FinetuneSettings(**r["settings"]), r["base"],
-                   r["trajectory_items"], r.get("timing", {}))
+                   r["trajectory_items"], r.get("timing", {}), r.get("device", "cpu"))
 
 
 def run_folder(model: LoadedModel, train: TaskData, settings: FinetuneSettings,
@@ -517,7 +545,10 @@ def finetune(model: LoadedModel, splits: dict[str, TaskData],
             f"or with python -m ftgeo finetune --model {model.spec.name} --task {train.task} "
             f"--seed {settings.seed} --epochs {settings.epochs} --learning-rate {settings.learning_rate}")
 
-    if settings.autocast == "bf16" and not _native_bf16():
+    device = encoder_device(model.encoder)
+    check(settings.autocast != "fp16" or device.type == "cuda",
+          f"autocast='fp16' needs a CUDA device; the model is on {device} (use 'bf16' or None)")
+    if settings.autocast == "bf16" and device.type == "cpu" and not _native_bf16():
         log.warning("fine-tuning %s with autocast='bf16' on a CPU without native bfloat16 "
                     "instructions (AVX-512 BF16 or AMX): it is emulated and slower than float32; "
                     "set autocast to None (finetune: {autocast: null}) on this machine",
@@ -550,13 +581,16 @@ def finetune(model: LoadedModel, splits: dict[str, TaskData],
     full_sets = [splits[s] for s in probe_splits]
     trajectory_sets = [d.sample(trajectory_items, seed=0) for d in full_sets]
     followed = [t for s, t in zip(probe_splits, trajectory_sets, strict=True) if s in trajectory_splits]
-    task_model = TaskModel(encoder, train.item_kind, len(train.labels))
+    task_model = TaskModel(encoder, train.item_kind, len(train.labels)).to(device)
     no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight")
     opt = torch.optim.AdamW([
         {"params": [p for n, p in task_model.named_parameters() if not n.endswith(no_decay)],
          "weight_decay": settings.weight_decay},
         {"params": [p for n, p in task_model.named_parameters() if n.endswith(no_decay)],
          "weight_decay": 0.0}], lr=settings.learning_rate, fused=True)  # fused: 6x faster on CPU
+    # float16 gradients underflow without loss scaling; bfloat16 and float32 need none
+    scaler = torch.amp.GradScaler("cuda") if settings.autocast == "fp16" else None
+    amp_dtype = torch.float16 if settings.autocast == "fp16" else torch.bfloat16
     schedule = get_linear_schedule_with_warmup(opt, int(round(settings.warmup * n_steps)), n_steps)
     step, epoch, in_epoch, losses, dev_acc = 0, 0, 0, [], []
     timing = {"train_s": 0.0, "snapshot_s": 0.0, "train_tokens": 0}
@@ -568,6 +602,10 @@ def finetune(model: LoadedModel, splits: dict[str, TaskData],
         opt.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
         torch.set_rng_state(state["torch_rng"])
+        if device.type == "cuda" and "cuda_rng" in state:
+            torch.cuda.set_rng_state(state["cuda_rng"], device)
+        if scaler is not None and "scaler" in state:
+            scaler.load_state_dict(state["scaler"])
         step, epoch, in_epoch = state["step"], state["epoch"], state["in_epoch"]
         losses, dev_acc = state["losses"], state["dev_accuracy"]
         epoch_rng_state, timing = state["epoch_rng"], state["timing"]
@@ -593,11 +631,16 @@ def finetune(model: LoadedModel, splits: dict[str, TaskData],
         if step == steps[-1] or time.perf_counter() - last_checkpoint[0] < CHECKPOINT_EVERY_S:
             return  # the final weights are saved next; or the last checkpoint is recent
         last_checkpoint[0] = time.perf_counter()
+        extra = {}
+        if device.type == "cuda":  # dropout on the GPU draws from its own generator
+            extra["cuda_rng"] = torch.cuda.get_rng_state(device)
+        if scaler is not None:
+            extra["scaler"] = scaler.state_dict()
         _save_checkpoint(ckpt, {
             "model": task_model.state_dict(), "optimizer": opt.state_dict(),
             "schedule": schedule.state_dict(), "torch_rng": torch.get_rng_state(),
             "step": step, "epoch": epoch, "in_epoch": in_epoch, "losses": losses,
-            "dev_accuracy": dev_acc, "epoch_rng": epoch_rng_state, "timing": timing})
+            "dev_accuracy": dev_acc, "epoch_rng": epoch_rng_state, "timing": timing, **extra})
 
     if step == 0 and not dev_acc:
         snapshot()
@@ -610,14 +653,23 @@ def finetune(model: LoadedModel, splits: dict[str, TaskData],
                                token_types=token_types)
         for batch in batches[in_epoch:]:
             t = time.perf_counter()
+            batch = batch.to(device)
             opt.zero_grad()
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=settings.autocast == "bf16"):
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=settings.autocast is not None):
                 logits = _logits(task_model, batch)
             loss = torch.nn.functional.cross_entropy(logits.float(), batch.y)
-            loss.backward()
-            if settings.max_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(task_model.parameters(), settings.max_grad_norm)
-            opt.step()
+            if scaler is None:
+                loss.backward()
+                if settings.max_grad_norm is not None:
+                    torch.nn.utils.clip_grad_norm_(task_model.parameters(), settings.max_grad_norm)
+                opt.step()
+            else:
+                scaler.scale(loss).backward()
+                if settings.max_grad_norm is not None:
+                    scaler.unscale_(opt)
+                    torch.nn.utils.clip_grad_norm_(task_model.parameters(), settings.max_grad_norm)
+                scaler.step(opt)
+                scaler.update()
             schedule.step()
             step += 1
             in_epoch += 1
@@ -658,7 +710,7 @@ def finetune(model: LoadedModel, splits: dict[str, TaskData],
         "losses": losses, "n_steps": n_steps, "settings": settings.as_dict(),
         "base": {"name": model.spec.name, "source": model.spec.source,
                  "fingerprint": model.spec.fingerprint, "local": model.spec.local},
-        "trajectory_items": trajectory_items, "probe_splits": list(probe_splits),
+        "trajectory_items": trajectory_items, "probe_splits": list(probe_splits), "device": device.type,
         "trajectory_splits": [s for s in probe_splits if s in trajectory_splits],
         "timing": timing})
     ckpt.unlink(missing_ok=True)

@@ -159,14 +159,24 @@ def resolve_model(name: str | os.PathLike) -> ModelSpec:
     return ModelSpec(text, text, "", False)
 
 
-def load_model(name: str | os.PathLike, *, revision: str | None = None) -> LoadedModel:
-    """Load tokenizer and encoder (all hidden states, eval mode, on the CPU).
+def load_model(name: str | os.PathLike, *, revision: str | None = None,
+               device: Any = None) -> LoadedModel:
+    """Load tokenizer and encoder (all hidden states, eval mode) onto ``device``.
+
+    device : ``"auto"`` (a CUDA GPU when there is one, else the CPU), ``"cpu"``, ``"cuda"``,
+        ``"cuda:N"``; None reads ``FTGEO_DEVICE`` (default auto). Off the CPU the spec's
+        fingerprint gains ``@cuda``: a GPU's arithmetic gives slightly different vectors, so
+        every cache entry and fine-tuned run made there is kept apart from the CPU's.
 
     Raises ``ValueError`` when the model is not available locally (not an alias, not a
-    folder, not in the Hugging Face cache) with what to do about it.
+    folder, not in the Hugging Face cache) with what to do about it, or when the device
+    is not there.
     """
     from transformers import AutoModel, AutoTokenizer
 
+    from ._util import resolve_device
+
+    target = resolve_device(device)
     spec = resolve_model(name)
     kwargs = {} if revision is None else {"revision": revision}
     from transformers.utils import logging as hf_logging
@@ -196,9 +206,32 @@ def load_model(name: str | os.PathLike, *, revision: str | None = None) -> Loade
         commit = getattr(encoder.config, "_commit_hash", None) or revision or "unknown"
         spec = ModelSpec(spec.name, spec.source, sha256_text(f"{spec.source}@{commit}")[:24],
                          False)
+    if target.type != "cpu":
+        encoder.to(target)
+        spec = on_device(spec, target)
     log.info("loaded model %s (%s, %d layers + embeddings, %d features)", spec.name,
              spec.source, encoder.config.num_hidden_layers, encoder.config.hidden_size)
     return LoadedModel(spec, tokenizer, encoder)
+
+
+def on_device(spec: ModelSpec, device) -> ModelSpec:
+    """``spec`` with its fingerprint marked by ``device``'s type when that is not the CPU (the
+    CPU's fingerprints are unmarked, as they always were).
+
+    >>> on_device(ModelSpec("m", "m", "abc", True), "cuda:1").fingerprint
+    'abc@cuda'
+    """
+    import torch
+
+    kind = torch.device(device).type
+    if kind == "cpu":
+        return spec
+    return ModelSpec(spec.name, spec.source, f"{spec.fingerprint}@{kind}", spec.local)
+
+
+def encoder_device(encoder):
+    """The device of an encoder's weights."""
+    return next(encoder.parameters()).device
 
 
 def model_fingerprint(name: str | os.PathLike) -> str:

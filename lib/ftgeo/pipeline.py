@@ -45,7 +45,7 @@ from ._util import (
 
 log = logging.getLogger(__name__)
 
-CONFIG_KEYS = {"name", "model", "models", "book", "parameters", "notebooks", "notebook_dir"}
+CONFIG_KEYS = {"name", "model", "models", "book", "parameters", "notebooks", "notebook_dir", "device"}
 KERNEL = "python3"
 HIDE_TAG = "remove-cell"
 
@@ -322,6 +322,7 @@ def _library_digest() -> str:
 
 def fingerprint(run: Run) -> dict[str, Any]:
     """Everything a run's result depends on; equal fingerprints mean nothing to redo."""
+    from ._util import resolve_device
     from .data import FILES, data_file, task_name
     from .models import model_fingerprint
 
@@ -333,6 +334,9 @@ def fingerprint(run: Run) -> dict[str, Any]:
     fp = {"notebook": sha256_file(run.notebook), "library": _library_digest(),
           "parameters": dict(run.parameters), "model": model_fingerprint(run.parameters["model"]),
           "data": data}
+    device = resolve_device().type
+    if device != "cpu":  # a GPU's results differ slightly; the CPU's fingerprints stay as they were
+        fp["device"] = device
     if reads_runs(run.notebook):
         fp["runs"] = _runs_digest(run)
     return fp
@@ -511,17 +515,40 @@ def add_parameter_table(nb: nbformat.NotebookNode, notebook: Path,
 def run_config(config_path: str | os.PathLike, *, model: str | None = None,
                tasks: Sequence[str] | None = None, force: bool = False, book: bool | None = None,
                runs_dir: Path | None = None, book_dir: Path | None = None,
-               parameters: Mapping[str, Any] | None = None) -> dict[str, Any]:
+               parameters: Mapping[str, Any] | None = None, device: str | None = None
+               ) -> dict[str, Any]:
     """Run every notebook a config lists; returns a summary (executed, skipped, forward passes).
+
+    device : where models run (``auto``, ``cpu``, ``cuda``, ``cuda:N``); default the config's
+        ``device``, else ``FTGEO_DEVICE``, else auto. It holds for the fine-tuning stage and
+        every notebook (through ``FTGEO_DEVICE``); a GPU's results are cached apart from the
+        CPU's (:func:`ftgeo.models.load_model`).
 
     The runs hold the artifacts directory's lock (:func:`artifacts_lock`): a second pipeline
     on the same directory stops at once with a PipelineError.
     """
+    from ._util import DEVICE_ENV, resolve_device
+
     config = load_config(config_path)
+    chosen = device if device is not None else config.get("device")
+    try:
+        target = resolve_device(chosen)
+    except ValueError as err:
+        where = "--device" if device is not None else f"{config_path}: device" if chosen is not None else ""
+        raise ValueError(f"{where + ': ' if where else ''}{err}") from None
     runs = plan(config, model=model, tasks=tasks, book=book, runs_dir=runs_dir, parameters=parameters)
     book_dir = book_dir or (repo_root() or Path.cwd()) / "book"
-    with artifacts_lock():
-        return _run_all(runs, force=force, book_dir=book_dir)
+    before = os.environ.get(DEVICE_ENV)
+    os.environ[DEVICE_ENV] = str(target)
+    log.info("device: %s", target)
+    try:
+        with artifacts_lock():
+            return _run_all(runs, force=force, book_dir=book_dir)
+    finally:
+        if before is None:
+            os.environ.pop(DEVICE_ENV, None)
+        else:
+            os.environ[DEVICE_ENV] = before
 
 
 #: Notebook parameters that name the tasks whose fine-tuned runs a chapter reads.
@@ -737,6 +764,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_run.add_argument("--book", action=argparse.BooleanOptionalAction, default=None,
                        help="copy the executed notebooks into book/ (default: the config's "
                             "'book', and no when --model or --tasks is given)")
+    p_run.add_argument("--device", default=None,
+                       help="auto (a GPU when there is one), cpu, cuda or cuda:N (default: the "
+                            "config's 'device', else auto)")
     p_run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     p_ft = sub.add_parser("finetune", help="fine-tune a model on a task, with snapshots")
     p_ft.add_argument("--model", default="minilm", help="alias, hub id or local folder")
@@ -753,7 +783,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_ft.add_argument("--max-grad-norm", type=float, default=None,
                       help="clip gradients to this norm (default: no clipping, as the paper)")
     p_ft.add_argument("--bf16", action="store_true",
-                      help="bfloat16 autocast for training steps (faster on CPUs with AVX-512 BF16)")
+                      help="bfloat16 autocast for training steps (faster on CPUs with AVX-512 BF16 "
+                           "and on GPUs); the same as --autocast bf16")
+    p_ft.add_argument("--autocast", choices=["bf16", "fp16"], default=None,
+                      help="autocast for training steps: bf16, or fp16 (GPUs only)")
+    p_ft.add_argument("--device", default=None, help="auto (default), cpu, cuda or cuda:N")
     p_ft.add_argument("--snapshots", type=int, default=None, help="snapshot count (with step 0)")
     p_ft.add_argument("--trajectory-items", type=int, default=1000,
                       help="items of each probing set stored at every snapshot (0: all)")
@@ -769,7 +803,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             run_config(args.config, model=args.model,
                        tasks=None if args.tasks is None else [t for t in args.tasks.split(",") if t],
-                       force=args.force, book=args.book,
+                       force=args.force, book=args.book, device=args.device,
                        parameters={k: yaml.safe_load(v) for k, v in args.parameter})
     except (PipelineError, StorageError, ValueError, FileNotFoundError) as err:
         print(f"ftgeo: error: {err}", file=sys.stderr)
@@ -796,11 +830,12 @@ def _finetune_command(args: argparse.Namespace) -> None:
     overrides = {"epochs": args.epochs, "learning_rate": args.learning_rate,
                  "batch_size": args.batch_size, "n_snapshots": args.snapshots,
                  "weight_decay": args.weight_decay, "max_grad_norm": args.max_grad_norm,
-                 "autocast": "bf16" if args.bf16 else None}
+                 "autocast": args.autocast or ("bf16" if args.bf16 else None)}
     settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
     settings.validate()
     with artifacts_lock():
-        run = finetune(load_model(args.model), load_task(args.task, seed=args.split_seed),
+        run = finetune(load_model(args.model, device=args.device),
+                       load_task(args.task, seed=args.split_seed),
                        settings, trajectory_items=args.trajectory_items or None)
     log.info("fine-tuned %s on %s: %d steps; dev accuracy at the snapshots (steps %s): %s; "
              "weights and curve in %s", args.model, args.task, run.n_steps,
