@@ -161,3 +161,18 @@ def test_cka_matrix_of_a_real_block_diagonal_stack_has_its_blocks():
 def test_block_structure_of_two_layers_is_one_unscored_block():
     found = cka.block_structure(np.array([[1.0, 0.7], [0.7, 1.0]]), offset=1)
     assert found.blocks == ((1, 2),) and found.within == 0.7 and np.isnan(found.score)
+
+
+def test_the_tensor_path_of_a_gpu_gives_the_numpy_value():
+    """On a GPU the centered layers are torch tensors and the products run there; the same
+    code on CPU tensors must give NumPy's ||XᵀY||² (float32 products, float64 sums)."""
+    import torch
+
+    from ftgeo.cka import _cross_sq
+
+    rng = np.random.default_rng(0)
+    X, Y = rng.normal(size=(300, 20)).astype(np.float32), rng.normal(size=(300, 30)).astype(np.float32)
+    expected = _cross_sq(X, Y)
+    assert _cross_sq(torch.from_numpy(X), torch.from_numpy(Y)) == pytest.approx(expected, rel=1e-5)
+    bf = _cross_sq(torch.from_numpy(X).bfloat16(), torch.from_numpy(Y).bfloat16())
+    assert bf == pytest.approx(expected, rel=2e-2) and bf != expected

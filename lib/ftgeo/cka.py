@@ -44,7 +44,7 @@ class _Centered:
     total_sq: float  # ||X||²_F
 
 
-def _prepare(X: np.ndarray, debiased: bool, dtype, name: str = "X") -> _Centered:
+def _prepare(X: np.ndarray, debiased: bool, dtype, name: str = "X", device=None) -> _Centered:
     check_Xy(X, name=name)
     X = np.asarray(X)
     n = X.shape[0]
@@ -60,6 +60,10 @@ def _prepare(X: np.ndarray, debiased: bool, dtype, name: str = "X") -> _Centered
         import torch  # only this option needs it; torch's CPU kernels accumulate in float32
 
         Xc = torch.from_numpy(Xc).to(torch.bfloat16)
+    if device is not None and device.type != "cpu":
+        import torch
+
+        Xc = (Xc if bf16 else torch.from_numpy(Xc)).to(device)
     cross = _cross_sq(Xc, Xc)
     prepared = _Centered(Xc, 0.0, row_sq, total_sq)
     return _Centered(Xc, _hsic(prepared, prepared, cross) if debiased else cross, row_sq, total_sq)
@@ -69,8 +73,10 @@ def _cross_sq(X: np.ndarray, Y: np.ndarray) -> float:
     """||XᵀY||²_F with the smaller side of the product first, accumulated in float64."""
     if isinstance(X, np.ndarray):
         product = X.T @ Y
-    else:  # bfloat16 tensors: see _bf16_product
+    elif str(X.dtype) == "torch.bfloat16":  # see _bf16_product
         product = _bf16_product(X, Y)
+    else:  # float32 or float64 tensors on a GPU: the product there, its square summed in float64
+        return float((X.T @ Y).double().square().sum())
     return float(np.einsum("ij,ij->", product, product, dtype=np.float64))
 
 
@@ -91,11 +97,11 @@ def _bf16_product(X, Y) -> np.ndarray:
     """
     import torch
 
-    out = torch.zeros(X.shape[1], Y.shape[1])
+    out = torch.zeros(X.shape[1], Y.shape[1], device=X.device)
     for start in range(0, X.shape[0], _BF16_CHUNK):
         stop = start + _BF16_CHUNK
         out += X[start:stop].T @ Y[start:stop]
-    return out.numpy()
+    return out.cpu().numpy()
 
 
 def _hsic(a: _Centered, b: _Centered, cross_sq: float) -> float:
@@ -172,7 +178,7 @@ def gram_cka(K: np.ndarray, L: np.ndarray, *, debiased: bool = False) -> float:
 
 
 def cka_matrix(layers: Sequence[np.ndarray], other: Sequence[np.ndarray] | None = None, *,
-               debiased: bool = False, dtype=np.float32) -> np.ndarray:
+               debiased: bool = False, dtype=np.float32, device=None) -> np.ndarray:
     """Layer-by-layer linear CKA.
 
     layers : sequence of n_layers arrays of shape (n_samples, n_features), or one array of
@@ -187,6 +193,8 @@ def cka_matrix(layers: Sequence[np.ndarray], other: Sequence[np.ndarray] | None 
         within about 1e-4 of the float64 value (1.2e-4 at most on the default model's
         stored POS, DEP and TREC-50 representations; ``tests/test_cka.py`` checks 1e-4 on
         synthetic layers with outlier features).
+    device : where the feature products run (:func:`ftgeo._util.resolve_device`; default
+        ``FTGEO_DEVICE``, else a GPU when there is one); on the CPU, NumPy computes them
 
     Returns ndarray of shape (n_layers, n_layers_other): entry [i, j] compares layer i of
     ``layers`` with layer j of ``other``.
@@ -200,7 +208,10 @@ def cka_matrix(layers: Sequence[np.ndarray], other: Sequence[np.ndarray] | None 
         except TypeError:
             known = False
         check(known, f"dtype must be float32, float64 or 'bfloat16', got {dtype!r}")
-    a = [_prepare(X, debiased, dtype, f"layers[{i}]") for i, X in enumerate(layers)]
+    from ._util import resolve_device
+
+    device = resolve_device(device)
+    a = [_prepare(X, debiased, dtype, f"layers[{i}]", device) for i, X in enumerate(layers)]
     n = a[0].X.shape[0]
     check(all(p.X.shape[0] == n for p in a), "every layer must have the same rows")
     if other is None:
@@ -208,7 +219,7 @@ def cka_matrix(layers: Sequence[np.ndarray], other: Sequence[np.ndarray] | None 
         for i, j in itertools.combinations_with_replacement(range(len(a)), 2):
             out[i, j] = out[j, i] = 1.0 if i == j else _cka(a[i], a[j], debiased)
         return out
-    b = [_prepare(Y, debiased, dtype, f"other[{i}]") for i, Y in enumerate(other)]
+    b = [_prepare(Y, debiased, dtype, f"other[{i}]", device) for i, Y in enumerate(other)]
     check(all(p.X.shape[0] == n for p in b),
           f"other must have the same rows as layers ({n}), got {b[0].X.shape[0]}")
     return np.array([[_cka(p, q, debiased) for q in b] for p in a])

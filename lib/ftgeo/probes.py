@@ -163,6 +163,14 @@ class _MLPBatch:
     def parameters(self):
         return [*self.weights, *self.biases]
 
+    def to(self, device) -> _MLPBatch:
+        """Move the networks to ``device`` (initialized on the CPU first, so that a GPU
+        starts from the same weights); nothing happens on the CPU."""
+        if device.type != "cpu":
+            self.alpha = self.alpha_all = self.alpha_all.to(device)
+            self.set_parameters([p.detach().to(device).requires_grad_() for p in self.parameters()])
+        return self
+
     def set_parameters(self, params) -> None:
         k = len(self.weights)
         self.weights, self.biases = list(params[:k]), list(params[k:])
@@ -172,6 +180,7 @@ class _MLPBatch:
         import torch
 
         old = self.parameters()
+        keep = keep.to(old[0].device)
         new = [p.detach()[keep].clone().requires_grad_() for p in old]
         self.set_parameters(new)
         self.alpha = self.alpha[keep]
@@ -234,20 +243,21 @@ def _train_batch(net: _MLPBatch, X, t, X_dev, t_dev, *, max_iter: int, batch_siz
     active = np.arange(M)  # the global index of every network still in the batch
     g = torch.Generator().manual_seed(int(seed))
     n = len(t)
+    device = params[0].device
     for epoch in range(max_iter):
-        order = torch.randperm(n, generator=g)
+        order = torch.randperm(n, generator=g).to(device)  # drawn on the CPU: the same order anywhere
         for start in range(0, n, batch_size):
             idx = order[start:start + batch_size]
             opt.zero_grad()
             net.loss(X[..., idx, :], t[idx]).backward()
             opt.step()
         with torch.no_grad():
-            acc = (net.logits(X_dev).argmax(-1) == t_dev).float().mean(-1).numpy()
+            acc = (net.logits(X_dev).argmax(-1) == t_dev).float().mean(-1).cpu().numpy()
         improved = acc > best[active]
         if improved.any():
-            rows = torch.from_numpy(active[improved])
+            rows = torch.from_numpy(active[improved]).to(device)
             for s, p in zip(best_state, net.parameters(), strict=True):
-                s[rows] = p.detach()[torch.from_numpy(improved)]
+                s[rows] = p.detach()[torch.from_numpy(improved).to(device)]
         best[active] = np.where(improved, acc, best[active])
         best_epoch[active] = np.where(improved, epoch + 1, best_epoch[active])
         waiting[active] = np.where(improved, 0, waiting[active] + 1)
@@ -377,7 +387,7 @@ def probe_grid(X_train: np.ndarray, y_train: np.ndarray, X_dev: np.ndarray, y_de
                hidden_sizes: Sequence[int] = HIDDEN_SIZES,
                alpha_grid: Sequence[float] = MLP_ALPHA_GRID,
                n_seeds: int = 5, max_iter: int = 1000, patience: int = 10, batch_size: int = 256,
-               learning_rate: float = 1e-3, random_state: int = 0) -> ProbeGridResult:
+               learning_rate: float = 1e-3, random_state: int = 0, device=None) -> ProbeGridResult:
     """Grid search of the MLP probe, chosen on dev, then retrained with ``n_seeds`` seeds.
 
     The defaults are Zhou & Srikumar's (2022) grid: hidden sizes {32, 64, 128, 256}^2 and
@@ -391,9 +401,16 @@ def probe_grid(X_train: np.ndarray, y_train: np.ndarray, X_dev: np.ndarray, y_de
     y_train, y_dev, y_test : ndarray of shape (n_samples,)
     hidden_sizes : candidate sizes of each hidden layer (all pairs are tried)
     alpha_grid : candidate regularisers (scikit-learn's ``alpha``, see :class:`MLPProbe`)
+    device : where the networks train (:func:`ftgeo._util.resolve_device`; default
+        ``FTGEO_DEVICE``, else a GPU when there is one); initialization and mini-batch order
+        are drawn on the CPU either way
     """
     import pandas as pd
     import torch
+
+    from ._util import resolve_device
+
+    device = resolve_device(device)
 
     _check_mlp_settings((1, 1), alpha_grid, max_iter, patience, batch_size, learning_rate)
     check(n_seeds >= 1, f"n_seeds must be >= 1, got {n_seeds}")
@@ -405,14 +422,14 @@ def probe_grid(X_train: np.ndarray, y_train: np.ndarray, X_dev: np.ndarray, y_de
     classes = np.unique(y_train)
     check(len(classes) >= 2, f"y_train must hold at least 2 labels, got {len(classes)}")
     _, mean, scale = _standardize(X_train)
-    Xt, Xd, Xs = (_torch_standardize(X, mean, scale) for X in (X_train, X_dev, X_test))
+    Xt, Xd, Xs = (_torch_standardize(X, mean, scale).to(device) for X in (X_train, X_dev, X_test))
 
-    t, td, ts = (_class_codes(y, classes) for y in (y_train, y_dev, y_test))
+    t, td, ts = (_class_codes(y, classes).to(device) for y in (y_train, y_dev, y_test))
     rows = []
     shapes = [(h1, h2) for h1 in hidden_sizes for h2 in hidden_sizes]
     for hidden in progress(shapes, desc="MLP grid", unit="shape"):
         net = _MLPBatch(X_train.shape[1], hidden, len(classes), alpha_grid,
-                        [random_state] * len(alpha_grid))
+                        [random_state] * len(alpha_grid)).to(device)
         best, epochs = _train_batch(net, Xt, t, Xd, td, max_iter=max_iter, batch_size=batch_size,
                                     learning_rate=learning_rate, patience=patience,
                                     seed=random_state)
@@ -422,11 +439,11 @@ def probe_grid(X_train: np.ndarray, y_train: np.ndarray, X_dev: np.ndarray, y_de
     top = dev.sort_values("dev_accuracy", ascending=False, kind="stable").iloc[0]
     hidden, alpha = (int(top.hidden1), int(top.hidden2)), float(top.alpha)
     seeds = [random_state + 1 + k for k in range(n_seeds)]
-    net = _MLPBatch(X_train.shape[1], hidden, len(classes), [alpha] * n_seeds, seeds)
+    net = _MLPBatch(X_train.shape[1], hidden, len(classes), [alpha] * n_seeds, seeds).to(device)
     _train_batch(net, Xt, t, Xd, td, max_iter=max_iter, batch_size=batch_size,
                  learning_rate=learning_rate, patience=patience, seed=random_state + 1)
     with torch.no_grad():
-        test = (net.logits(Xs).argmax(-1) == ts).float().mean(-1).numpy().astype(float)
+        test = (net.logits(Xs).argmax(-1) == ts).float().mean(-1).cpu().numpy().astype(float)
     return ProbeGridResult(hidden, alpha, float(top.dev_accuracy), test, dev)
 
 
