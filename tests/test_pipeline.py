@@ -138,7 +138,10 @@ def test_a_config_can_list_models_with_their_own_parameters(tmp_path):
     by_model = {}
     for run in runs:
         by_model.setdefault(run.parameters["model"], []).append(run)
-    assert len(by_model) == 5 and all(len(r) == 2 for r in by_model.values())
+    chapters = [nb.stem for nb in sorted((ROOT / "notebooks").glob("*.ipynb"))]
+    assert len(by_model) == 5 and all(sorted(r.name for r in rs) == chapters for rs in by_model.values())
+    # the readers (comparison, scorecard) go after every model's chapters
+    assert {r.name for r in runs[-10:]} == {"10_models", "scorecard"}
     epochs = {m: {r.parameters["finetune"]["epochs"] for r in rs if r.name == "02_finetuning"}
               for m, rs in by_model.items()}
     assert epochs["bert-base-uncased"] == {3} and epochs["google/bert_uncased_L-2_H-128_A-2"] == {10}
@@ -148,7 +151,10 @@ def test_a_config_can_list_models_with_their_own_parameters(tmp_path):
     assert {(s.learning_rate, s.weight_decay, s.warmup, s.batch_size)
             for s in settings} == {(3e-4, 0.0, 0.1, 32)}
     assert not any("finetune" in r.parameters for r in runs if r.name == "01_tasks_and_representations")
-    assert len({r.folder for r in runs}) == 10 and not any(r.book for r in runs)
+    assert len({r.folder for r in runs}) == 5 * len(chapters) and not any(r.book for r in runs)
+    phang = pipeline.plan(load_config(ROOT / "configs" / "phang.yaml"), runs_dir=tmp_path)
+    assert {r.parameters["model"] for r in phang if r.name == "09_cka"} == {"roberta-base",
+                                                                          "albert-base-v2"}
     # --model overrides the list
     assert {r.parameters["model"] for r in pipeline.plan(load_config(ROOT / "configs" / "paper.yaml"),
                                                          model="minilm")} == {"minilm"}
