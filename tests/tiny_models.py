@@ -23,7 +23,7 @@ from pathlib import Path
 ARCHITECTURES = ("bert", "roberta", "albert", "distilbert", "electra", "deberta-v2", "mpnet")
 
 HIDDEN, LAYERS, HEADS, INTERMEDIATE = 32, 2, 2, 64
-MAX_LENGTH = 128  # usable tokens per sequence (tokenizer.model_max_length)
+MAX_LENGTH = 512  # usable tokens per sequence (tokenizer.model_max_length), as the real models
 VOCAB_SIZE = 800  # asked of the trainers
 
 # Special tokens in vocabulary order (ids 0, 1, ...), as the real checkpoints order them
