@@ -479,8 +479,11 @@ def test_a_trajectory_fits_only_the_separable_steps_and_caches_the_test(store, m
     np.testing.assert_allclose(traj.centroids, every.centroids)
     spatial.trajectory([X, mixed, X], y, [0, 5, 10], ["a", "b", "c", "d"], store=store)
     assert len(fits) == 1 and len(tests) == 2
-    # a cached fit answers the test too
-    assert spatial.separable(X, y, store=store) and len(tests) == 2
+    # a cached fit answers the test too, with or without its distances
+    for distances in (True, False):
+        fresh = X * (3.0 if distances else 5.0)  # data with no separability entry of its own
+        directprobe_summary(fresh, y, store=store, distances=distances)
+        assert spatial.separable(fresh, y, store=store) and len(tests) == 2
 
 
 @pytest.mark.parametrize("seed", range(4))

@@ -217,7 +217,7 @@ def accuracy_dropping_layers(model: TaskModel, batches: Sequence[_Batch]) -> np.
     was_training = model.training
     model.eval()
     right, total = None, 0
-    device = next(model.parameters()).device
+    device = encoder_device(model)
     with torch.inference_mode():
         for b in batches:
             b = b.to(device)
@@ -240,7 +240,7 @@ def accuracy(model: TaskModel, batches: Sequence[_Batch]) -> float:
     was_training = model.training
     model.eval()
     right = total = 0
-    device = next(model.parameters()).device
+    device = encoder_device(model)
     with torch.inference_mode():
         for b in batches:
             b = b.to(device)

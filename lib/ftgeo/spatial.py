@@ -277,15 +277,19 @@ def directprobe_summary(X: np.ndarray, y: np.ndarray, *, store=None, tol: float 
         arrays, _ = build()
     else:
         store = Store() if store is None else store
-        parts = {"what": "directprobe", "version": SPATIAL_VERSION, "tol": tol,
-                 "data": _digest(X, y)}
-        if not distances:  # the full fit's key stays as it was: its cached entries still count
-            parts["distances"] = False
-        entry, _ = store.get_or_build("directprobe", parts, build)
+        entry, _ = store.get_or_build("directprobe", _fit_parts(_digest(X, y), tol, distances), build)
         arrays = {k: np.asarray(entry[k]) for k in
                   ("classes", "cluster_labels", "assignments", "distances")}
     return ClusterSummary(arrays["classes"], arrays["cluster_labels"], arrays["assignments"],
                           arrays["distances"])
+
+
+def _fit_parts(digest: str, tol: float, distances: bool) -> dict:
+    """The store key of a DirectProbe fit (:func:`directprobe_summary`) of the data ``digest``."""
+    parts = {"what": "directprobe", "version": SPATIAL_VERSION, "tol": tol, "data": digest}
+    if not distances:  # the full fit's key stays as it was: its cached entries still count
+        parts["distances"] = False
+    return parts
 
 
 def separable(X: np.ndarray, y: np.ndarray, *, store=None, tol: float = 1e-9) -> bool:
@@ -308,10 +312,7 @@ def separable(X: np.ndarray, y: np.ndarray, *, store=None, tol: float = 1e-9) ->
     store = Store() if store is None else store
     digest = _digest(X, y)
     for distances in (True, False):  # a fit answers too
-        parts = {"what": "directprobe", "version": SPATIAL_VERSION, "tol": tol, "data": digest}
-        if not distances:
-            parts["distances"] = False
-        entry = store.load("directprobe", parts)
+        entry = store.load("directprobe", _fit_parts(digest, tol, distances))
         if entry is not None:
             return len(np.asarray(entry["cluster_labels"])) == len(np.asarray(entry["classes"]))
 
