@@ -79,3 +79,28 @@ def test_every_architecture_fine_tunes_each_item_kind(tiny, kind, tmp_path):
     start = run.representations(train, 0, store=store)
     assert not torch.equal(torch.from_numpy(final), torch.from_numpy(start))
 
+
+
+@pytest.mark.parametrize("arch", ["roberta", "mpnet"])
+def test_a_hub_style_tokenizer_config_still_gives_word_starts_and_the_position_limit(
+        arch, tmp_path):
+    """Hub tokenizers often leave model_max_length unset (a huge placeholder) and RoBERTa's
+    leaves add_prefix_space off: the length then comes from the positions (514, of which 2
+    are reserved), and pre-split words are still tokenized as words that follow a space."""
+    import json
+
+    folder = build_tiny_model(arch, tmp_path / arch)
+    config_file = folder / "tokenizer_config.json"
+    config = json.loads(config_file.read_text())
+    config["model_max_length"] = int(1e30)
+    if arch == "roberta":
+        config["add_prefix_space"] = False
+    config_file.write_text(json.dumps(config))
+    model = load_model(str(folder))
+    assert model.max_length == MAX_LENGTH
+    assert model.tokenizer.model_max_length > 10**9  # the limit did not come from the tokenizer
+    words = ["The", "cat", "sat"]
+    (e,) = encode(model.tokenizer, [words], max_length=model.max_length)
+    reference = load_model(str(build_tiny_model(arch, tmp_path / "as-built")))
+    (r,) = encode(reference.tokenizer, [words], max_length=reference.max_length)
+    assert e.input_ids == r.input_ids, arch

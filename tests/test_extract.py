@@ -139,3 +139,23 @@ def test_token_vectors_are_every_content_token_counted_against_the_tokenizer(min
             np.testing.assert_allclose(X[:, :n], H[:, 1:-1], rtol=1e-4, atol=1e-4)
         again = extract.token_representations(minilm, SENTENCES, pairs, store=store)
         np.testing.assert_array_equal(again[0], X)
+
+
+def test_pooling_by_a_matrix_product_is_the_sum_index_add_gives(monkeypatch):
+    """The GPU's pooling (a 0/1 matrix times the token vectors, in a fixed order) gives the
+    CPU's means and gradients."""
+    import torch
+
+    from ftgeo import extract
+
+    g = torch.Generator().manual_seed(0)
+    H = torch.randn(3, 2, 7, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    rows = torch.tensor([[-1, 0, 0, 1, 2, -1, -1], [-1, 3, 4, 4, 4, 5, -1]])
+    means = extract.pool_words(H, rows, 6)
+    (grad,) = torch.autograd.grad(means.square().sum(), H)
+    monkeypatch.setattr(extract, "_POOL_BY_MATMUL", True)
+    again = extract.pool_words(H, rows, 6)
+    (grad2,) = torch.autograd.grad(again.square().sum(), H)
+    torch.testing.assert_close(again, means)
+    torch.testing.assert_close(grad2, grad)
+    torch.testing.assert_close(means[1, 4], H[1, 1, 2:5].mean(0))

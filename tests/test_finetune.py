@@ -196,11 +196,17 @@ def test_interrupted_run_resumes_to_the_same_final_weights(tiny_bert_dir, tmp_pa
                     root=tmp_path / "b")
     folder_b = next((tmp_path / "b" / "finetune").iterdir())
     assert (folder_b / "checkpoint.pt").exists() and not (folder_b / "result.json").exists()
-    trained = []
+    trained, loads = [], []
     after_step(trained.append)
+    original_load = torch.load
+    monkeypatch.setattr(torch, "load", lambda *a, **k: loads.append(k.get("map_location"))
+                        or original_load(*a, **k))
     resumed = ft.finetune(load_model(str(tiny_bert_dir)), splits, settings, store=store,
                           root=tmp_path / "b")
     after_step(None)
+    # read onto the CPU, whatever device wrote it: the RNG states must be CPU tensors, and
+    # the optimizer moves its state to the weights' device itself
+    assert loads == ["cpu"]
     # 9 steps, snapshots at 0, 3, 6, 9: killed after step 5, resumed from the step-3 checkpoint
     assert whole.n_steps == 9 and trained == [4, 5, 6, 7, 8, 9]
     np.testing.assert_array_equal(resumed.losses, whole.losses)

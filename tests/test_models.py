@@ -1,6 +1,7 @@
 """Model resolution: the packaged alias, a local folder, and errors that say what to do."""
 
 import pytest
+import torch
 
 from ftgeo.models import load_model, model_fingerprint, resolve_model
 
@@ -64,3 +65,15 @@ def test_the_cpus_fingerprints_are_unmarked_and_a_gpus_are_marked(tiny_bert_dir)
     assert next(cpu.encoder.parameters()).device.type == "cpu"
     spec = ModelSpec("m", "m", "abc", True)
     assert on_device(spec, "cpu") is spec and on_device(spec, "cuda:0").fingerprint == "abc@cuda"
+
+
+def test_a_local_models_fingerprint_on_a_gpu_is_the_one_its_records_carry(tiny_bert_dir,
+                                                                          monkeypatch):
+    """model_fingerprint (the scorecard looks records up by it) follows the device, as
+    load_model does: a GPU's records are found on a GPU, the CPU's on the CPU."""
+    import ftgeo._util
+
+    cpu = model_fingerprint(str(tiny_bert_dir))
+    assert model_fingerprint(str(tiny_bert_dir), device="cpu") == cpu and "@" not in cpu
+    monkeypatch.setattr(ftgeo._util, "resolve_device", lambda device=None: torch.device("cuda", 0))
+    assert model_fingerprint(str(tiny_bert_dir)) == cpu + "@cuda"

@@ -78,6 +78,18 @@ def test_changed_parameter_makes_a_new_run_folder(tmp_path):
     assert len(list((tmp_path / "runs").iterdir())) == 2
 
 
+def test_a_gpu_run_gets_its_own_folder_and_the_cpus_keeps_its_name(tmp_path):
+    from ftgeo.pipeline import load_config, plan
+
+    config = load_config(_config(tmp_path, GOOD))
+    default = plan(config, runs_dir=tmp_path / "runs")
+    cpu = plan(config, runs_dir=tmp_path / "runs", device="cpu")
+    gpu = plan(config, runs_dir=tmp_path / "runs", device="cuda:0")
+    assert [r.folder for r in cpu] == [r.folder for r in default]
+    assert {r.folder for r in gpu}.isdisjoint(r.folder for r in cpu)
+    assert all(r.parameters["output_dir"] == str(r.folder) for r in gpu)
+
+
 def test_failing_notebook_is_named_with_its_cell(tmp_path):
     config = _config(tmp_path, "raise RuntimeError('boom in the compute cell')")
     with pytest.raises(PipelineError, match=r"toy\.ipynb failed in cell \d+.*RuntimeError.*boom"):

@@ -486,6 +486,18 @@ def test_a_trajectory_fits_only_the_separable_steps_and_caches_the_test(store, m
         assert spatial.separable(fresh, y, store=store) and len(tests) == 2
 
 
+def test_a_step_stays_blank_when_the_fit_finds_an_overlap_the_test_did_not(monkeypatch):
+    """Should the separability test and the fit ever disagree, the fit decides: no
+    distances for a step whose fit is not separable."""
+    X, y = _segments([0.0, 3.0, 8.0, 12.0])
+    mixed = X.copy()
+    mixed[y == 3] -= [11.5, 0]
+    monkeypatch.setattr(spatial, "separable", lambda *a, **k: True)  # a test that misses it
+    traj = spatial.trajectory([X, mixed], y, [0, 5], ["a", "b", "c", "d"], store=False)
+    assert traj.separable.tolist() == [True, False]
+    assert np.isnan(traj.min_distance[1]).all() and np.isfinite(traj.min_distance[0]).all()
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_the_separability_test_agrees_with_a_full_fit(seed):
     from ftgeo.directprobe import DirectProbe, linearly_separable

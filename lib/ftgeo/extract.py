@@ -197,10 +197,21 @@ def pool_words(H: torch.Tensor, rows: torch.Tensor, n_rows: int) -> torch.Tensor
     """
     sel = rows >= 0
     target = rows[sel]
-    out = torch.zeros((*H.shape[:-3], n_rows, H.shape[-1]), dtype=H.dtype, device=H.device)
-    out = out.index_add(-2, target, H[..., sel, :])
+    if H.device.type == "cpu" and not _POOL_BY_MATMUL:
+        out = torch.zeros((*H.shape[:-3], n_rows, H.shape[-1]), dtype=H.dtype, device=H.device)
+        out = out.index_add(-2, target, H[..., sel, :])
+    else:
+        # on a GPU, index_add adds with atomics in no fixed order, so two runs would differ in
+        # the last bits; a 0/1 matrix times the token vectors is the same sum, in a fixed order
+        onehot = torch.zeros((n_rows, target.numel()), dtype=H.dtype, device=H.device)
+        onehot[target, torch.arange(target.numel(), device=H.device)] = 1
+        out = onehot @ H[..., sel, :]
     counts = torch.bincount(target, minlength=n_rows).clamp(min=1).to(H.dtype)
     return out / counts[:, None]
+
+
+#: Pool by the 0/1-matrix product on the CPU too (tests compare the two ways).
+_POOL_BY_MATMUL = False
 
 
 def cls_vectors(model: LoadedModel, sentences: Sequence[Sequence[str]],

@@ -289,7 +289,8 @@ def _load_checkpoint(path: Path) -> dict | None:
     if not path.exists():
         return None
     try:
-        state = torch.load(path, weights_only=False)
+        state = torch.load(path, map_location="cpu", weights_only=False)  # the optimizer
+        # moves its state to the weights' device; RNG states must be CPU tensors
         missing = {"model", "optimizer", "schedule", "torch_rng", "step", "epoch", "in_epoch",
                    "losses", "dev_accuracy", "epoch_rng", "timing"} - set(state)
         if missing:

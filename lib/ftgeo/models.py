@@ -197,6 +197,12 @@ def load_model(name: str | os.PathLike, *, revision: str | None = None,
             "as 'prajjwal1/bert-tiny' downloads once; without, download it on another machine "
             "(model.save_pretrained(folder); tokenizer.save_pretrained(folder)) and pass the "
             f"folder. ({type(err).__name__}: {str(err).splitlines()[0][:200]})") from err
+    if getattr(tokenizer, "add_prefix_space", None) is False and _byte_level(tokenizer):
+        # byte-level BPE (RoBERTa, GPT-2) marks a word's start by the space before it: given
+        # pre-split words without that space, every word would be cut as if it continued
+        # the one before it, unlike the text the model was trained on
+        tokenizer = AutoTokenizer.from_pretrained(spec.source, use_fast=True,
+                                                  add_prefix_space=True, **kwargs)
     if not getattr(tokenizer, "is_fast", False):
         raise ValueError(f"model {spec.name!r}: a fast tokenizer is needed to map subwords to "
                          "words; this one is slow (install `tokenizers`, or save a "
@@ -212,6 +218,12 @@ def load_model(name: str | os.PathLike, *, revision: str | None = None,
     log.info("loaded model %s (%s, %d layers + embeddings, %d features)", spec.name,
              spec.source, encoder.config.num_hidden_layers, encoder.config.hidden_size)
     return LoadedModel(spec, tokenizer, encoder)
+
+
+def _byte_level(tokenizer) -> bool:
+    """Whether a fast tokenizer splits text with a byte-level pre-tokenizer."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    return backend is not None and "ByteLevel" in repr(backend.pre_tokenizer)
 
 
 def on_device(spec: ModelSpec, device) -> ModelSpec:
@@ -234,7 +246,13 @@ def encoder_device(encoder):
     return next(encoder.parameters()).device
 
 
-def model_fingerprint(name: str | os.PathLike) -> str:
-    """The fingerprint of a model, loading it only for hub ids (whose commit is needed)."""
+def model_fingerprint(name: str | os.PathLike, device: Any = None) -> str:
+    """The fingerprint of a model as :func:`load_model` gives it on ``device`` (None: the
+    ``FTGEO_DEVICE`` setting; off the CPU it ends in ``@cuda``), loading the model (on the
+    CPU) only for hub ids, whose commit is needed."""
+    from ._util import resolve_device
+
     spec = resolve_model(name)
-    return spec.fingerprint if spec.local else load_model(name).spec.fingerprint
+    if not spec.local:
+        spec = load_model(name, device="cpu").spec
+    return on_device(spec, resolve_device(device)).fingerprint

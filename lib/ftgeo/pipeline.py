@@ -182,8 +182,11 @@ def _slug(text: str) -> str:
 
 def plan(config: Mapping[str, Any], *, model: str | None = None, tasks: Sequence[str] | None = None,
          book: bool | None = None, runs_dir: Path | None = None,
-         parameters: Mapping[str, Any] | None = None) -> list[Run]:
+         parameters: Mapping[str, Any] | None = None, device: Any = "cpu") -> list[Run]:
     """The runs a config asks for, with ``--model`` / ``--tasks`` / ``-p`` overrides applied.
+
+    device : where the runs compute; off the CPU the run folders' names change too (a GPU's
+        results differ in the last bits, and the CPU's runs stay where they are).
 
     Every parameter must be declared by a listed notebook, with the type of its default:
     otherwise ValueError names it, before anything runs.
@@ -226,6 +229,9 @@ def plan(config: Mapping[str, Any], *, model: str | None = None, tasks: Sequence
         check_parameters(model_params, declared, f"{where}: parameters of model {model_id!r}")
     for nb, params in listed:
         check_parameters(params, {nb: declared[nb]}, f"{where}: parameters of notebook {nb.stem!r}")
+    import torch
+
+    kind = torch.device(device).type
     runs = []
     for model_id, model_params in models:
         for nb, params in listed:
@@ -233,7 +239,8 @@ def plan(config: Mapping[str, Any], *, model: str | None = None, tasks: Sequence
             # each notebook gets the parameters it declares, so that a parameter it does not
             # read neither reaches papermill nor changes its run folder
             parameters = {k: v for k, v in given.items() if k in declared[nb] or k == "model"}
-            digest = sha256_text(canonical_json(parameters))[:8]
+            digest = sha256_text(canonical_json(
+                parameters if kind == "cpu" else {**parameters, "device": kind}))[:8]
             model_slug = _slug(Path(model_id).name or model_id)
             folder = runs_dir / f"{nb.stem}--{model_slug}--{digest}"
             parameters["output_dir"] = str(folder)
@@ -536,7 +543,8 @@ def run_config(config_path: str | os.PathLike, *, model: str | None = None,
     except ValueError as err:
         where = "--device" if device is not None else f"{config_path}: device" if chosen is not None else ""
         raise ValueError(f"{where + ': ' if where else ''}{err}") from None
-    runs = plan(config, model=model, tasks=tasks, book=book, runs_dir=runs_dir, parameters=parameters)
+    runs = plan(config, model=model, tasks=tasks, book=book, runs_dir=runs_dir,
+                parameters=parameters, device=target)
     book_dir = book_dir or (repo_root() or Path.cwd()) / "book"
     before = os.environ.get(DEVICE_ENV)
     os.environ[DEVICE_ENV] = str(target)

@@ -550,13 +550,17 @@ def trajectory(representations: Iterable[np.ndarray], y: np.ndarray, steps: Sequ
     present = present_labels(labels, y)
     min_distance, label_distances, centroids, scale, flags = [], [], [], [], []
     for X in representations:
+        blank = np.where(np.eye(len(present), dtype=bool), 0.0, np.nan)
         if separable_only and not separable(X, y, store=store):  # no fit needed: all blank
             flags.append(False)
-            L = np.where(np.eye(len(present), dtype=bool), 0.0, np.nan)
+            L = blank
         else:
             summary = directprobe_summary(X, y, store=store)
             flags.append(summary.linearly_separable)
-            L = summary.label_distances()
+            # the fit has the last word: should it find an overlap the test missed, the step
+            # is not separable and stays blank
+            L = summary.label_distances() if summary.linearly_separable or not separable_only \
+                else blank
         min_distance.append(_nearest(L))
         label_distances.append(L)
         centroids.append(label_centroids(X, y))
