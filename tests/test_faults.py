@@ -25,7 +25,7 @@ from ftgeo import load_model, pipeline
 from ftgeo._util import StorageError, atomic_write_text, storage_error
 from ftgeo.extract import COUNTERS, representations
 from ftgeo.finetune import FinetuneSettings
-from ftgeo.pipeline import PipelineError, artifacts_lock, run_config
+from ftgeo.pipeline import PipelineError, run_config
 from ftgeo.store import Store
 
 TESTS = Path(__file__).resolve().parent
@@ -268,52 +268,57 @@ def test_damaged_checkpoint_is_discarded_and_training_starts_over(tmp_path, tiny
 
 
 # --------------------------------------------------------------------------------------
-# Two pipelines on one artifacts directory
+# Two pipelines on one artifacts directory: per-run locks
 # --------------------------------------------------------------------------------------
 
-def test_second_pipeline_is_refused_while_one_runs_and_not_after_it_dies(tmp_path, artifacts,
-                                                                         tiny_bert_dir):
+def test_a_second_pipeline_waits_for_the_run_another_executes_and_then_reuses_it(
+        tmp_path, artifacts, tiny_bert_dir, caplog):
+    """Each notebook run has its own lock: a second pipeline on the same config waits while the
+    first executes it, names who it waits for, and then finds it current (nothing twice)."""
     (tmp_path / "nbs").mkdir()
-    toy_notebook(tmp_path / "nbs" / "first.ipynb", SAVE)
+    toy_notebook(tmp_path / "nbs" / "first.ipynb", "import time\ntime.sleep(8)\n" + SAVE)
     config = _config(tmp_path, tiny_bert_dir, ["first"])
+    first = subprocess.Popen([sys.executable, "-m", "ftgeo", "run", "--config", str(config)],
+                             cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    try:
+        (run,) = pipeline.plan(pipeline.load_config(config))
+        lock = run.folder / ".lock"
+        deadline = time.time() + 60
+        while not (lock.is_file() and lock.read_text().strip()):  # the first holds it
+            assert time.time() < deadline and first.poll() is None
+            time.sleep(0.2)
+        with caplog.at_level(logging.INFO, logger="ftgeo"):
+            second = run_config(config)
+        assert second["executed"] == [] and second["skipped"] == ["first"]
+        assert f"waiting for PID {first.pid} on " in caplog.text
+        assert first.wait(timeout=60) == 0, first.stderr.read()
+    finally:
+        first.kill()
+        first.wait()
+    assert json.loads((run.folder / "metrics.json").read_text())["twice"] == 4
+
+
+def test_a_lock_whose_holder_died_is_free_and_one_not_waited_for_names_its_holder(tmp_path):
+    from ftgeo._util import LockedError, file_lock
+
+    path = tmp_path / "run" / ".lock"
     holder = _holder(f"""
         import time
-        from ftgeo.pipeline import artifacts_lock
-        with artifacts_lock({str(artifacts)!r}):
+        from ftgeo._util import file_lock
+        with file_lock({str(path)!r}):
             print("ready", flush=True)
             time.sleep(120)
     """, tmp_path)
     try:
-        with pytest.raises(PipelineError) as err:
-            run_config(config)
-        message = str(err.value)
-        assert f"another ftgeo pipeline (PID {holder.pid}, started " in message
-        assert str(artifacts) in message and "Wait for it to finish" in message
-        assert "FTGEO_ARTIFACTS" in message
-        assert not (artifacts / "runs").exists()  # nothing was started
+        with pytest.raises(LockedError, match=f"held by PID {holder.pid} on .*, started "):
+            with file_lock(path, wait=False):
+                pass
     finally:
         holder.kill()  # SIGKILL: the operating system releases its lock
         holder.wait()
-    with artifacts_lock() as lock:
-        assert json.loads(lock.read_text())["pid"] == os.getpid()
-    assert lock.read_text() == ""  # released: the holder's details are cleared
-
-
-@pytest.mark.parametrize("command", [["run", "--config", "{config}"],
-                                     ["finetune", "--model", "{model}", "--task", "pos"]])
-def test_command_line_reports_the_lock_without_a_traceback(tmp_path, artifacts, tiny_bert_dir,
-                                                           command):
-    (tmp_path / "nbs").mkdir()
-    toy_notebook(tmp_path / "nbs" / "first.ipynb", SAVE)
-    config = _config(tmp_path, tiny_bert_dir, ["first"])
-    args = [a.format(config=config, model=tiny_bert_dir) for a in command]
-    with artifacts_lock():
-        proc = subprocess.run([sys.executable, "-m", "ftgeo", *args], cwd=tmp_path,
-                              capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 1, proc.stderr
-    assert f"ftgeo: error: another ftgeo pipeline (PID {os.getpid()}, started " in proc.stderr
-    assert str(artifacts) in proc.stderr and "Traceback" not in proc.stderr
-    assert not (artifacts / "runs").exists() and not (artifacts / "finetune").exists()
+    with file_lock(path, wait=False):
+        assert json.loads(path.read_text())["pid"] == os.getpid()
+    assert path.read_text() == ""  # released: the holder's details are cleared
 
 
 # --------------------------------------------------------------------------------------

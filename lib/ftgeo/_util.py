@@ -13,7 +13,7 @@ import os
 import re
 import tempfile
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -265,6 +265,70 @@ def remove_left_by_dead_processes(paths: Iterable[Path], pid_field: int) -> None
                 shutil.rmtree(path, ignore_errors=True)
             else:
                 path.unlink(missing_ok=True)
+
+
+class LockedError(RuntimeError):
+    """A lock that :func:`file_lock` was told not to wait for is held by another process."""
+
+    def __init__(self, path: Path, holder: str):
+        super().__init__(f"{path} is held by {holder}")
+        self.path, self.holder = path, holder
+
+
+@contextmanager
+def file_lock(path: str | os.PathLike, *, wait: bool = True, what: str = "") -> Iterator[Path]:
+    """Hold an exclusive ``flock`` on ``path`` while the block runs; yields ``path``.
+
+    The holder writes its host, PID, start time, command and Slurm job id (if any) into the
+    file, so that a process that finds the lock taken can say who holds it. ``wait``: block
+    until the holder is done (logging who it waits for); else raise :class:`LockedError`
+    at once. The operating system releases the lock when its process ends, however it ends,
+    so a killed process leaves no stale lock. ``flock`` works across the hosts of a cluster
+    on a shared file system that supports it (NFSv4, Lustre, GPFS, BeeGFS with locking on).
+    """
+    import fcntl
+    import socket
+    import sys
+    import time
+
+    path = Path(path)
+    with writing_to(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = lock_holder(fd)
+            if not wait:
+                raise LockedError(path, holder) from None
+            log.info("waiting for %s%s to finish (lock %s)", holder, f", which {what}" if what else "",
+                     path)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        record = {"host": socket.gethostname(), "pid": os.getpid(),
+                  "started": time.strftime("%Y-%m-%d %H:%M:%S %z"), "command": " ".join(sys.argv),
+                  "slurm_job": os.environ.get("SLURM_JOB_ID")}
+        with writing_to(path):
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, (json.dumps(record) + "\n").encode("utf-8"), 0)
+        try:
+            yield path
+        finally:
+            with suppress(OSError):
+                os.ftruncate(fd, 0)  # the next holder writes its own details
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def lock_holder(fd: int) -> str:
+    """The holder's details recorded in a lock file, as text for a message."""
+    try:
+        holder = json.loads(os.pread(fd, 65536, 0).decode("utf-8"))
+        where = f" on {holder['host']}" if holder.get("host") else ""
+        job = f", Slurm job {holder['slurm_job']}" if holder.get("slurm_job") else ""
+        return f"PID {holder['pid']}{where}{job}, started {holder['started']}: {holder['command']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "a process whose PID is not recorded yet"
 
 
 _UMASK = os.umask(0)  # read once at import (umask can only be read by setting it)

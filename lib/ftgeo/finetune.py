@@ -260,8 +260,23 @@ FINETUNE_VERSION = 4
 _AFTER_STEP = {"hook": None}
 
 #: A checkpoint (weights and optimizer state: 270 MB for the default model, about 0.4 s to
-#: write) is written at a snapshot only if this many seconds have passed since the last one.
+#: write) is written at a snapshot only if this many seconds have passed since the last one;
+#: the environment variable ``FTGEO_CHECKPOINT_EVERY_S`` overrides it (on a cluster whose
+#: jobs are preempted often, checkpoint more often: 0 writes one at every snapshot).
 CHECKPOINT_EVERY_S = 60.0
+CHECKPOINT_ENV = "FTGEO_CHECKPOINT_EVERY_S"
+
+
+def _checkpoint_every_s() -> float:
+    text = os.environ.get(CHECKPOINT_ENV)
+    if text is None:
+        return CHECKPOINT_EVERY_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    check(value >= 0, f"{CHECKPOINT_ENV}={text!r}: give a number of seconds, 0 or more")
+    return value
 
 
 def _save_checkpoint(path: Path, state: dict) -> None:
@@ -516,12 +531,7 @@ def finetune(model: LoadedModel, splits: dict[str, TaskData],
     ``model`` itself is not changed. With ``cached_only``, nothing is trained: a run that
     has not finished raises :class:`MissingRunError`.
     """
-    import shutil
-
-    from transformers import get_linear_schedule_with_warmup
-
-    from ._util import atomic_write_json
-    from .extract import representations, store_subset
+    from ._util import file_lock
     from .store import Store
 
     train = splits["train"]
@@ -546,6 +556,32 @@ def finetune(model: LoadedModel, splits: dict[str, TaskData],
             f"or with python -m ftgeo finetune --model {model.spec.name} --task {train.task} "
             f"--seed {settings.seed} --epochs {settings.epochs} --learning-rate {settings.learning_rate}")
 
+    # one process trains a run; another that asks for it (a second job, a pipeline beside
+    # this one) waits, then finds it finished
+    with file_lock(folder / ".lock", what=f"trains {train.task} there") as lock:
+        if (folder / "result.json").exists():
+            log.info("fine-tuning %s: run %s was finished by another process", train.task, folder)
+            return FinetuneRun.load(folder)
+        run = _train(model, splits, settings, store=store, probe_splits=probe_splits,
+                     trajectory_items=trajectory_items, trajectory_splits=trajectory_splits,
+                     key=key, folder=folder, parts=parts)
+        # safe to remove: whoever opens it from now on finds result.json first
+        lock.unlink(missing_ok=True)
+        return run
+
+
+def _train(model: LoadedModel, splits: dict[str, TaskData], settings: FinetuneSettings, *,
+           store, probe_splits: Sequence[str], trajectory_items: int | None,
+           trajectory_splits: Sequence[str], key: str, folder: Path, parts: dict) -> FinetuneRun:
+    """:func:`finetune`'s training, under the run's lock."""
+    import shutil
+
+    from transformers import get_linear_schedule_with_warmup
+
+    from ._util import atomic_write_json
+    from .extract import representations, store_subset
+
+    train = splits["train"]
     device = encoder_device(model.encoder)
     check(settings.autocast != "fp16" or device.type == "cuda",
           f"autocast='fp16' needs a CUDA device; the model is on {device} (use 'bf16' or None)")
@@ -610,9 +646,11 @@ def finetune(model: LoadedModel, splits: dict[str, TaskData],
         step, epoch, in_epoch = state["step"], state["epoch"], state["in_epoch"]
         losses, dev_acc = state["losses"], state["dev_accuracy"]
         epoch_rng_state, timing = state["epoch_rng"], state["timing"]
+        timing["resumed_at"] = [*timing.get("resumed_at", []), step]  # kept in result.json
         log.info("fine-tuning %s: resuming at step %d of %d", train.task, step, n_steps)
 
     last_checkpoint = [time.perf_counter()]
+    every_s = _checkpoint_every_s()
 
     def snapshot() -> None:
         t = time.perf_counter()
@@ -629,7 +667,7 @@ def finetune(model: LoadedModel, splits: dict[str, TaskData],
         dev_acc.append(accuracy(task_model, dev_batches) if dev_batches else float("nan"))
         task_model.train()
         timing["snapshot_s"] += time.perf_counter() - t
-        if step == steps[-1] or time.perf_counter() - last_checkpoint[0] < CHECKPOINT_EVERY_S:
+        if step == steps[-1] or time.perf_counter() - last_checkpoint[0] < every_s:
             return  # the final weights are saved next; or the last checkpoint is recent
         last_checkpoint[0] = time.perf_counter()
         extra = {}

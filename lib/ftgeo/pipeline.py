@@ -54,58 +54,6 @@ class PipelineError(RuntimeError):
     """A run failed, or could not start; the message says where and what to do."""
 
 
-#: The lock file in the artifacts directory that one pipeline process at a time holds.
-LOCK_FILE = ".lock"
-
-
-@contextmanager
-def artifacts_lock(folder: str | os.PathLike | None = None) -> Iterator[Path]:
-    """Hold the exclusive lock on the artifacts directory (default ``artifacts_dir()``) while
-    the block runs; yields the lock file's path.
-
-    The lock is ``flock`` on ``<folder>/.lock``, taken without waiting: if another process
-    holds it, PipelineError names that process (its PID, start time and command, which the
-    holder writes into the file) and says what to do. The operating system releases the lock
-    when its process ends, however it ends, so a killed run leaves no stale lock.
-    """
-    import fcntl
-
-    folder = artifacts_dir() if folder is None else Path(folder)
-    path = folder / LOCK_FILE
-    with writing_to(path):
-        folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise PipelineError(
-                f"another ftgeo pipeline ({_lock_holder(fd)}) is using the artifacts directory "
-                f"{folder}. Wait for it to finish, or set FTGEO_ARTIFACTS to a different folder "
-                "to run this one beside it.") from None
-        holder = {"pid": os.getpid(), "started": time.strftime("%Y-%m-%d %H:%M:%S %z"),
-                  "command": " ".join(sys.argv)}
-        with writing_to(path):
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, (json.dumps(holder) + "\n").encode("utf-8"), 0)
-        try:
-            yield path
-        finally:
-            with suppress(OSError):
-                os.ftruncate(fd, 0)  # the next holder writes its own details
-    finally:
-        os.close(fd)  # releases the lock
-
-
-def _lock_holder(fd: int) -> str:
-    """The holder's details recorded in the lock file, as text for a message."""
-    try:
-        holder = json.loads(os.pread(fd, 65536, 0).decode("utf-8"))
-        return f"PID {holder['pid']}, started {holder['started']}: {holder['command']}"
-    except (OSError, ValueError, KeyError, TypeError):
-        return "its PID is not recorded yet"
-
-
 @dataclass(frozen=True)
 class Run:
     """One notebook with its parameters and the folder it runs into."""
@@ -531,8 +479,9 @@ def run_config(config_path: str | os.PathLike, *, model: str | None = None,
         every notebook (through ``FTGEO_DEVICE``); a GPU's results are cached apart from the
         CPU's (:func:`ftgeo.models.load_model`).
 
-    The runs hold the artifacts directory's lock (:func:`artifacts_lock`): a second pipeline
-    on the same directory stops at once with a PipelineError.
+    Pipelines may run side by side on one artifacts directory: each notebook run and each
+    fine-tuning run has its own lock, so a run that another process is computing is waited
+    for and then reused, never computed twice.
     """
     from ._util import DEVICE_ENV, resolve_device
 
@@ -550,8 +499,7 @@ def run_config(config_path: str | os.PathLike, *, model: str | None = None,
     os.environ[DEVICE_ENV] = str(target)
     log.info("device: %s", target)
     try:
-        with artifacts_lock():
-            return _run_all(runs, force=force, book_dir=book_dir)
+        return _run_all(runs, force=force, book_dir=book_dir)
     finally:
         if before is None:
             os.environ.pop(DEVICE_ENV, None)
@@ -616,25 +564,13 @@ def _run_all(runs: Sequence[Run], *, force: bool, book_dir: Path) -> dict[str, A
                         if id(run) in chapters and (force or not _is_current(run, chapters[id(run)]))])
     bar = progress_bar(desc="notebooks", unit="notebook", total=len(runs))
     for run in runs:
-        fp = chapters.get(id(run)) or fingerprint(run)
-        started = time.time()
-        if not force and _is_current(run, fp):
-            log.info("%s: unchanged since its last run, skipped (%s)", run.name, run.folder)
-            summary["skipped"].append(run.name)
-        else:
-            log.info("%s: executing into %s", run.name, run.folder)
-            execute(run, show=_shower(bar, run.name))
-            atomic_write_json(run.folder / "params.json", dict(run.parameters))
-            atomic_write_json(run.folder / "fingerprint.json", json.loads(canonical_json(fp)))
-            metrics = _read_metrics(run)
-            summary["forward_batches"] += int(metrics.get("work", {}).get("forward_batches", 0))
-            summary["executed"].append(run.name)
+        outcome = run_one(run, force=force, book_dir=book_dir, fp=chapters.get(id(run)),
+                          show=_shower(bar, run.name))
+        summary["executed" if outcome["executed"] else "skipped"].append(run.name)
+        summary["forward_batches"] += outcome["forward_batches"]
         summary["runs"].append(str(run.folder))
-        summary["timings"].append(_timing(run, started, reused=run.name in summary["skipped"]))
+        summary["timings"].append(outcome["timing"])
         bar.update()
-        if run.book:
-            target = book_dir / run.notebook.name
-            atomic_write_text(target, run.output.read_text(encoding="utf-8"), setting=None)
     bar.close()
     if any(run.book for run in runs):
         write_execution_page(book_dir / EXECUTION_PAGE, summary["timings"])
@@ -643,6 +579,35 @@ def _run_all(runs: Sequence[Run], *, force: bool, book_dir: Path) -> dict[str, A
              summary["forward_batches"],
              " (every representation came from the cache)" if summary["forward_batches"] == 0 else "")
     return summary
+
+
+def run_one(run: Run, *, force: bool = False, book_dir: Path | None = None,
+            fp: Mapping[str, Any] | None = None, show=None) -> dict[str, Any]:
+    """Execute one run unless it is current (same fingerprint), under the run's own lock: a
+    process that finds another executing it waits, then reuses its result. Copies a book run
+    into ``book_dir``. Returns ``{"executed": bool, "forward_batches": int, "timing": row}``
+    (the row of the execution page)."""
+    from ._util import file_lock
+
+    started = time.time()
+    executed, batches = False, 0
+    with file_lock(run.folder / ".lock", what=f"executes {run.name} there"):
+        fp = fp if fp is not None else fingerprint(run)
+        if not force and _is_current(run, fp):
+            log.info("%s: unchanged since its last run, skipped (%s)", run.name, run.folder)
+        else:
+            log.info("%s: executing into %s", run.name, run.folder)
+            execute(run, show=show)
+            atomic_write_json(run.folder / "params.json", dict(run.parameters))
+            atomic_write_json(run.folder / "fingerprint.json", json.loads(canonical_json(fp)))
+            metrics = _read_metrics(run)
+            batches = int(metrics.get("work", {}).get("forward_batches", 0))
+            executed = True
+        timing = _timing(run, started, reused=not executed)
+        if run.book and book_dir is not None:
+            target = Path(book_dir) / run.notebook.name
+            atomic_write_text(target, run.output.read_text(encoding="utf-8"), setting=None)
+    return {"executed": executed, "forward_batches": batches, "timing": timing}
 
 
 def _shower(bar, name: str, log_every_s: float = 30.0):
@@ -841,10 +806,10 @@ def _finetune_command(args: argparse.Namespace) -> None:
                  "autocast": args.autocast or ("bf16" if args.bf16 else None)}
     settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
     settings.validate()
-    with artifacts_lock():
-        run = finetune(load_model(args.model, device=args.device),
-                       load_task(args.task, seed=args.split_seed),
-                       settings, trajectory_items=args.trajectory_items or None)
+    # the run's own lock (in finetune) keeps two processes from training it twice
+    run = finetune(load_model(args.model, device=args.device),
+                   load_task(args.task, seed=args.split_seed),
+                   settings, trajectory_items=args.trajectory_items or None)
     log.info("fine-tuned %s on %s: %d steps; dev accuracy at the snapshots (steps %s): %s; "
              "weights and curve in %s", args.model, args.task, run.n_steps,
              run.steps.tolist(), [round(float(a), 4) for a in run.dev_accuracy], run.folder)
