@@ -25,7 +25,7 @@ from ftgeo import load_model, pipeline
 from ftgeo._util import StorageError, atomic_write_text, storage_error
 from ftgeo.extract import COUNTERS, representations
 from ftgeo.finetune import FinetuneSettings
-from ftgeo.pipeline import PipelineError, run_config
+from ftgeo.pipeline import run_config
 from ftgeo.store import Store
 
 TESTS = Path(__file__).resolve().parent
