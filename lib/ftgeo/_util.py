@@ -267,6 +267,15 @@ def remove_left_by_dead_processes(paths: Iterable[Path], pid_field: int) -> None
                 path.unlink(missing_ok=True)
 
 
+def slurm_job_id() -> str | None:
+    """This process's Slurm job, as ``squeue`` and ``scancel`` name it: ``ARRAYID_TASK`` for a
+    task of a job array, else the job id; None outside Slurm."""
+    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    if array and task:
+        return f"{array}_{task}"
+    return os.environ.get("SLURM_JOB_ID")
+
+
 class LockedError(RuntimeError):
     """A lock that :func:`file_lock` was told not to wait for is held by another process."""
 
@@ -307,7 +316,7 @@ def file_lock(path: str | os.PathLike, *, wait: bool = True, what: str = "") -> 
             fcntl.flock(fd, fcntl.LOCK_EX)
         record = {"host": socket.gethostname(), "pid": os.getpid(),
                   "started": time.strftime("%Y-%m-%d %H:%M:%S %z"), "command": " ".join(sys.argv),
-                  "slurm_job": os.environ.get("SLURM_JOB_ID")}
+                  "slurm_job": slurm_job_id()}
         with writing_to(path):
             os.ftruncate(fd, 0)
             os.pwrite(fd, (json.dumps(record) + "\n").encode("utf-8"), 0)

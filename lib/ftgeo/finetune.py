@@ -864,16 +864,23 @@ def chapter_runs(model: str | LoadedModel, tasks: Sequence[str], *, seed: int = 
 
 def chapter_seed_runs(model: str | LoadedModel, tasks: Sequence[str], *, seed: int = 0,
                       finetune: Mapping[str, Any] | ChapterFinetuning | None = None,
-                      max_sentences: int = 0, train: bool = False, first_only: bool = False
+                      max_sentences: int = 0, train: bool = False, first_only: bool = False,
+                      seeds: Sequence[int] | None = None
                       ) -> tuple[LoadedModel, dict[str, dict[str, TaskData]],
                                  dict[str, list[FinetuneRun]]]:
     """As :func:`chapter_runs`, with every fine-tuning seed's run: ``(model, {task: splits},
     {task: [run per seed]})``, in :attr:`ChapterFinetuning.seeds` order (``first_only``:
-    the first seed's alone)."""
+    the first seed's alone; ``seeds``: these of the fine-tuning seeds alone, e.g. the one
+    seed a cluster job trains)."""
     from .data import load_task
     from .models import load_model
 
     plan = ChapterFinetuning.from_mapping(finetune)
+    chosen = plan.seeds[:1] if first_only else plan.seeds
+    if seeds is not None:
+        check(set(seeds) <= set(plan.seeds), f"seeds {list(seeds)} are not all among the "
+              f"fine-tuning seeds {plan.seeds} of these settings")
+        chosen = [s for s in chosen if s in set(seeds)]
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
     data, runs = {}, {}
     for task in tasks:
@@ -887,8 +894,27 @@ def chapter_seed_runs(model: str | LoadedModel, tasks: Sequence[str], *, seed: i
         data[task] = splits
         runs[task] = [_finetune_run(loaded, splits, replace(task_settings, seed=s),
                                     cached_only=not train, trajectory_items=plan.trajectory_items)
-                      for s in plan.seeds[:1 if first_only else None]]
+                      for s in chosen]
     return loaded, data, runs
+
+
+def unfinished_seed_runs(model: str | LoadedModel, tasks: Sequence[str], *, seed: int = 0,
+                         finetune: Mapping[str, Any] | ChapterFinetuning | None = None,
+                         max_sentences: int = 0) -> list[tuple[str, int]]:
+    """The ``(task, fine-tuning seed)`` runs that :func:`chapter_seed_runs` with ``train=True``
+    would train: those not finished in the cache (nothing is trained here)."""
+    from .models import load_model
+
+    loaded = model if isinstance(model, LoadedModel) else load_model(model)
+    missing = []
+    for task in tasks:
+        for s in ChapterFinetuning.from_mapping(finetune).seeds:
+            try:
+                chapter_seed_runs(loaded, [task], seed=seed, finetune=finetune,
+                                  max_sentences=max_sentences, seeds=[s])
+            except MissingRunError:
+                missing.append((task, s))
+    return missing
 
 
 # --------------------------------------------------------------------------------------

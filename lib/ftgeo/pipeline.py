@@ -470,9 +470,15 @@ def add_parameter_table(nb: nbformat.NotebookNode, notebook: Path,
 def run_config(config_path: str | os.PathLike, *, model: str | None = None,
                tasks: Sequence[str] | None = None, force: bool = False, book: bool | None = None,
                runs_dir: Path | None = None, book_dir: Path | None = None,
-               parameters: Mapping[str, Any] | None = None, device: str | None = None
+               parameters: Mapping[str, Any] | None = None, device: str | None = None,
+               executor: str = "local", slurm: Any = None, wait: bool = True
                ) -> dict[str, Any]:
     """Run every notebook a config lists; returns a summary (executed, skipped, forward passes).
+
+    executor : ``local`` (this process: the fine-tuning stage, then the notebooks in turn) or
+        ``slurm`` (:mod:`ftgeo.cluster`: the same work as Slurm jobs, with ``slurm`` a
+        :class:`ftgeo.cluster.SlurmOptions`; ``wait=False`` returns once they are submitted,
+        and the summary is then ``{"folder", "jobs", "states"}`` of the job plan).
 
     device : where models run (``auto``, ``cpu``, ``cuda``, ``cuda:N``); default the config's
         ``device``, else ``FTGEO_DEVICE``, else auto. It holds for the fine-tuning stage and
@@ -485,12 +491,18 @@ def run_config(config_path: str | os.PathLike, *, model: str | None = None,
     """
     from ._util import DEVICE_ENV, resolve_device
 
+    if executor not in ("local", "slurm"):
+        raise ValueError(f"--executor: {executor!r} is not one of local, slurm")
     config = load_config(config_path)
     chosen = device if device is not None else config.get("device")
+    where = "--device" if device is not None else f"{config_path}: device" if chosen is not None else ""
+    if executor == "slurm":
+        return _run_on_slurm(config, chosen, where, model=model, tasks=tasks, force=force,
+                             book=book, runs_dir=runs_dir, book_dir=book_dir,
+                             parameters=parameters, slurm=slurm, wait=wait)
     try:
         target = resolve_device(chosen)
     except ValueError as err:
-        where = "--device" if device is not None else f"{config_path}: device" if chosen is not None else ""
         raise ValueError(f"{where + ': ' if where else ''}{err}") from None
     runs = plan(config, model=model, tasks=tasks, book=book, runs_dir=runs_dir,
                 parameters=parameters, device=target)
@@ -500,6 +512,42 @@ def run_config(config_path: str | os.PathLike, *, model: str | None = None,
     log.info("device: %s", target)
     try:
         return _run_all(runs, force=force, book_dir=book_dir)
+    finally:
+        if before is None:
+            os.environ.pop(DEVICE_ENV, None)
+        else:
+            os.environ[DEVICE_ENV] = before
+
+
+def _run_on_slurm(config: Mapping[str, Any], chosen: Any, where: str, *, slurm: Any, wait: bool,
+                  book_dir: Path | None, force: bool, **plan_args: Any) -> dict[str, Any]:
+    """run_config's Slurm executor: the jobs' device is decided for the compute nodes, which
+    may have GPUs that this (login) machine lacks."""
+    import torch
+
+    from ._util import DEVICE_ENV, resolve_device
+    from .cluster import SlurmOptions, check_slurm, run_on_slurm
+
+    check_slurm()
+    options = slurm or SlurmOptions()
+    name = str(chosen if chosen is not None else os.environ.get(DEVICE_ENV) or "auto").lower()
+    kind = ("cuda" if options.gpus_per_job else "cpu") if name == "auto" else name.split(":")[0]
+    if kind not in ("cpu", "cuda"):
+        raise ValueError(f"{where or 'device'}: {name!r} is not one of auto, cpu, cuda, cuda:N")
+    if kind == "cuda" and not options.gpus_per_job:
+        raise ValueError(f"{where or 'device'}: {name!r} asks for a GPU, but the jobs ask Slurm "
+                         "for none: add --gpus-per-job 1")
+    # this machine can compute the jobs' cache keys only where it has their kind of device
+    local = kind == "cpu" or torch.cuda.is_available()
+    device = name if name != "auto" else kind
+    before = os.environ.get(DEVICE_ENV)
+    os.environ[DEVICE_ENV] = str(resolve_device(device)) if local else "cpu"
+    try:
+        runs = plan(config, device=kind, **plan_args)
+        book_dir = book_dir or (repo_root() or Path.cwd()) / "book"
+        return run_on_slurm(runs, config_name=str(config["name"]), options=options,
+                            force=force, book_dir=book_dir, wait=wait,
+                            device=device, check_cache=local)
     finally:
         if before is None:
             os.environ.pop(DEVICE_ENV, None)
@@ -740,7 +788,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_run.add_argument("--device", default=None,
                        help="auto (a GPU when there is one), cpu, cuda or cuda:N (default: the "
                             "config's 'device', else auto)")
+    p_run.add_argument("--executor", choices=["local", "slurm"], default="local",
+                       help="local (default: this process) or slurm (jobs through submitit: "
+                            "fine-tuning runs as a job array, then each model's chapters, then "
+                            "the readers)")
+    slurm = p_run.add_argument_group("Slurm executor (--executor slurm)")
+    slurm.add_argument("--partition", help="Slurm partition (default: the cluster's)")
+    slurm.add_argument("--gpus-per-job", type=int, default=0, help="GPUs per job (default 0)")
+    slurm.add_argument("--cpus-per-job", type=int, default=1, help="CPUs per job (default 1)")
+    slurm.add_argument("--mem-gb", type=float, default=None, help="memory per job, GB")
+    slurm.add_argument("--time-min", type=int, default=240,
+                       help="time limit per job, minutes (a job at its limit is requeued and "
+                            "resumes from its checkpoint, up to 3 times)")
+    slurm.add_argument("--slurm-arg", action="append", default=[], metavar="KEY=VALUE",
+                       help="any other #SBATCH option, e.g. account=lab or qos=high; repeatable")
+    slurm.add_argument("--retries", type=int, default=2,
+                       help="resubmissions of a job that leaves the queue unfinished (default 2)")
+    slurm.add_argument("--no-wait", action="store_true",
+                       help="return once the jobs are submitted; follow them with "
+                            "`python -m ftgeo status`")
     p_run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p_status = sub.add_parser("status", help="the state of each job of a Slurm submission")
+    p_status.add_argument("--jobs", default=None,
+                          help="the job folder (default: the latest under <artifacts>/jobs)")
+    p_status.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     p_ft = sub.add_parser("finetune", help="fine-tune a model on a task, with snapshots")
     p_ft.add_argument("--model", default="minilm", help="alias, hub id or local folder")
     p_ft.add_argument("--task", required=True, help="one of: " + ", ".join(_task_names()))
@@ -770,18 +841,43 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="ftgeo: %(message)s")
     for noisy in ("papermill", "traitlets", "httpx", "urllib3", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    from .cluster import ClusterError
+
     try:
         if args.command == "finetune":
             _finetune_command(args)
+        elif args.command == "status":
+            from .cluster import status_report
+
+            print(status_report(args.jobs))
         else:
             run_config(args.config, model=args.model,
                        tasks=None if args.tasks is None else [t for t in args.tasks.split(",") if t],
                        force=args.force, book=args.book, device=args.device,
-                       parameters={k: yaml.safe_load(v) for k, v in args.parameter})
-    except (PipelineError, StorageError, ValueError, FileNotFoundError) as err:
+                       parameters={k: yaml.safe_load(v) for k, v in args.parameter},
+                       executor=args.executor, slurm=_slurm_options(args),
+                       wait=not args.no_wait)
+    except (PipelineError, StorageError, ValueError, FileNotFoundError, ClusterError) as err:
         print(f"ftgeo: error: {err}", file=sys.stderr)
         return 1
     return 0
+
+
+def _slurm_options(args: argparse.Namespace):
+    """The Slurm executor's options from the command line (ValueError for a malformed one)."""
+    from .cluster import SlurmOptions
+
+    extra = {}
+    for item in args.slurm_arg:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--slurm-arg {item!r}: give KEY=VALUE, e.g. account=lab")
+        extra[key.strip().lstrip("-")] = value.strip()
+    options = SlurmOptions(partition=args.partition, gpus_per_job=args.gpus_per_job,
+                           cpus_per_job=args.cpus_per_job, mem_gb=args.mem_gb,
+                           time_min=args.time_min, extra=extra, retries=args.retries)
+    options.validate()
+    return options
 
 
 def _task_names() -> list[str]:
