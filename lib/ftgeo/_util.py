@@ -301,7 +301,7 @@ def file_lock(path: str | os.PathLike, *, wait: bool = True, what: str = "") -> 
     import time
 
     path = Path(path)
-    with writing_to(path):
+    with writing_to(path.parent):  # the folder it locks, which an error names
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:

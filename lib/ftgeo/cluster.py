@@ -162,7 +162,8 @@ def _state_file(folder: Path, name: str) -> Path:
 
 def _record(folder: Path, name: str, state: str, **extra: Any) -> None:
     atomic_write_json(_state_file(folder, name), {
-        "state": state, "slurm_job": slurm_job_id(), "restarts": int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0),
+        "state": state, "slurm_job": slurm_job_id(),
+        "restarts": int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0),
         "host": socket.gethostname(), "pid": os.getpid(), "time": time.time(), **extra})
 
 
