@@ -2,6 +2,8 @@
 trained on the fly (tests/tiny_models.py), saved to folders and loaded by path, go through
 extraction and fine-tuning with no code change."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -104,3 +106,60 @@ def test_a_hub_style_tokenizer_config_still_gives_word_starts_and_the_position_l
     reference = load_model(str(build_tiny_model(arch, tmp_path / "as-built")))
     (r,) = encode(reference.tokenizer, [words], max_length=reference.max_length)
     assert e.input_ids == r.input_ids, arch
+
+
+def _smoke_notebooks() -> list[dict]:
+    """Every chapter with its golden smoke parameters (tests/golden/make_golden.py), one
+    fine-tuning seed and three tasks (a word, a pair and a sentence task: every item kind)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parent / "golden" / "make_golden.py"
+    spec = importlib.util.spec_from_file_location("make_golden", path)
+    golden = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(golden)
+    notebooks = []
+    for name, params in golden.SMOKE.items():
+        params = {k: v for k, v in params.items() if k not in ("output_dir", "runs_dir", "tasks")}
+        if "finetune" in params:
+            params["finetune"] = {**params["finetune"], "n_seeds": 1}
+        if "max_sentences" in params:
+            params["max_sentences"] = 8
+        notebooks.append({"name": name, "parameters": params})
+    return notebooks
+
+
+def test_the_papers_config_runs_every_chapter_on_tiny_models_of_every_architecture(
+        tmp_path, monkeypatch):
+    """configs/paper.yaml with its five hub ids replaced by tiny local models (BERT, RoBERTa,
+    ALBERT, DistilBERT, ELECTRA: each keeps its model's parameters) and DeBERTa-v2 and MPNet
+    added: every chapter, the comparison and the scorecard run for every model, with no
+    code change."""
+    from pathlib import Path
+
+    import yaml
+
+    from ftgeo.pipeline import load_config, run_config
+
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.setenv("FTGEO_ARTIFACTS", str(tmp_path / "artifacts"))
+    monkeypatch.setenv("FTGEO_PROGRESS", "0")
+    paper = load_config(root / "configs" / "paper.yaml")
+    folders = {a: str(build_tiny_model(a, tmp_path / "models" / a)) for a in ARCHITECTURES}
+    models = [{"model": folders[a], "parameters": m["parameters"]}
+              for a, m in zip(("bert", "roberta", "albert", "distilbert", "electra"),
+                              paper["models"], strict=True)]
+    models += [{"model": folders[a]} for a in ("deberta-v2", "mpnet")]
+    assert [n["name"] for n in paper["notebooks"]] == [n["name"] for n in _smoke_notebooks()]
+    config = {"name": "paper-tiny", "book": False, "models": models, "notebooks": _smoke_notebooks(),
+              "notebook_dir": str(root / "notebooks"),
+              "parameters": {**paper["parameters"], "tasks": ["pos", "dep", "trec-50"]}}
+    path = tmp_path / "paper-tiny.yaml"
+    path.write_text(yaml.safe_dump(config))
+    summary = run_config(path, runs_dir=tmp_path / "runs", book_dir=tmp_path / "book")
+    assert len(summary["executed"]) == 7 * len(config["notebooks"]) and not summary["skipped"]
+    for folder in map(Path, summary["runs"]):
+        assert (folder / "metrics.json").is_file(), folder
+    # the comparison of the last model's run reads every model's chapters
+    last = [Path(f) for f in summary["runs"] if Path(f).name.startswith("10_models")][-1]
+    assert len(json.loads((last / "metrics.json").read_text())["models"]) == 7

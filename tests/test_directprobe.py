@@ -634,3 +634,26 @@ def test_a_warm_model_in_a_far_frame_is_not_reused():
         assert scaled[0] and scaled[4] is not lp
         same = _overlap_seeded(A, B, tol=1e-9, scale=1.0, warm=lp)  # its own frame: reused
         assert same[0] and same[4] is lp
+
+
+def test_hull_distance_falls_back_to_a_lower_bound_when_the_svm_does_not_converge(monkeypatch,
+                                                                                 caplog):
+    """Hulls that almost touch make libsvm's hard-margin solve run for minutes; capped, the
+    distance is the bound that the overlap test's separating plane gives, never above the
+    true distance (here about 2: the two sets lie in unit cubes whose faces are 2 apart)."""
+    import logging
+
+    from ftgeo import directprobe
+
+    rng = np.random.default_rng(0)
+    A = rng.uniform(0, 1, size=(40, 3))
+    B = rng.uniform(0, 1, size=(40, 3))
+    A[:, 0] += 3.0  # A in [3, 4], B in [0, 1] along x
+    A[0, 0], B[0, 0] = 3.0, 1.0
+    exact = directprobe.hull_distance(A, B)
+    assert 2.0 - 1e-9 <= exact <= float(np.linalg.norm(A[0] - B[0])) + 1e-9
+    monkeypatch.setattr(directprobe, "SVM_MAX_ITER", 1)
+    with caplog.at_level(logging.WARNING, logger="ftgeo.directprobe"):
+        bound = directprobe.hull_distance(A, B)
+    assert "did not converge in 1 iterations" in caplog.text
+    assert 0.0 < bound <= exact + 1e-9

@@ -1293,18 +1293,33 @@ def hull_distance(A: np.ndarray, B: np.ndarray, *, tol: float = 1e-9) -> float:
     grown until every point respects the margin; the distance is then
     ``2 min_i |w.x_i + b| / ||w||`` over all points, as in the reference.
     """
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.svm import SVC
 
     overlap, plane, _ = hull_overlap(A, B, tol=tol)
     if overlap:
         return 0.0
     sa, sb = A @ plane.w + plane.b, B @ plane.w + plane.b
+    # any plane that separates the two sets bounds the distance from below: the LP's plane is
+    # the fallback should the SVM not converge (hulls that almost touch: libsvm's dual
+    # variables then grow without end, and an uncapped solve ran for many minutes)
+    fallback = _separated_gap(sa, sb, plane.w)
     wa = np.argsort(sa)[:64]
     wb = np.argsort(-sb)[:64]
     for _ in range(100):
         XX = np.vstack([A[wa], B[wb]])
         yy = np.r_[np.ones(len(wa)), -np.ones(len(wb))]
-        svm = SVC(kernel="linear", C=1e6, tol=1e-6).fit(XX, yy)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ConvergenceWarning)
+            svm = SVC(kernel="linear", C=1e6, tol=1e-6, max_iter=SVM_MAX_ITER).fit(XX, yy)
+        if any(issubclass(c.category, ConvergenceWarning) for c in caught):
+            log.warning("hull_distance: the hard-margin SVM between %d and %d points did not "
+                        "converge in %d iterations (the hulls almost touch); using the lower "
+                        "bound %.3g from the separating plane of the overlap test", len(A), len(B),
+                        SVM_MAX_ITER, fallback)
+            return fallback
         w, b = svm.coef_[0], float(svm.intercept_[0])
         sa, sb = A @ w + b, B @ w + b
         bad_a = np.setdiff1d(np.flatnonzero(sa < 1 - 1e-4), wa)
@@ -1314,6 +1329,18 @@ def hull_distance(A: np.ndarray, B: np.ndarray, *, tol: float = 1e-9) -> float:
         wa = np.union1d(wa, bad_a[np.argsort(sa[bad_a])[:128]])
         wb = np.union1d(wb, bad_b[np.argsort(-sb[bad_b])[:128]])
     return float(2 * np.abs(np.r_[sa, sb]).min() / np.linalg.norm(w))
+
+
+#: Iterations of libsvm in :func:`hull_distance` before it falls back to the lower bound.
+SVM_MAX_ITER = 500_000
+
+
+def _separated_gap(sa: np.ndarray, sb: np.ndarray, w: np.ndarray) -> float:
+    """The distance between two point sets that a plane ``w.x + b`` separates bounds from
+    below: the sum of each set's distance to the plane (``sa``, ``sb``: the scores of the
+    two sets' points; 0 if the plane does not separate them)."""
+    gap = (max(sa.min(), 0.0) + max(-sb.max(), 0.0)) / max(float(np.linalg.norm(w)), 1e-300)
+    return float(gap)
 
 
 def point_to_hull(P: np.ndarray, C: np.ndarray, *, max_iter: int = 500, rtol: float = 1e-6
