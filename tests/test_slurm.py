@@ -160,3 +160,37 @@ def test_a_config_fans_out_into_slurm_jobs_survives_preemption_and_cancel_and_ma
     run_config(config, book=False)
     for prefix in ("02_finetuning", "10_models"):  # equal to the last bit
         assert _metrics(shared / "runs", prefix) == _metrics(local / "runs", prefix), prefix
+
+
+def test_job_states_follow_the_state_files_the_queue_and_the_retries(tmp_path, monkeypatch):
+    """Without Slurm: a finished job is done, a queued one pending or running, one gone from
+    the queue unfinished is lost (resubmittable) until it has used its retries, then failed;
+    the jobs after a failed one are blocked."""
+    from ftgeo import cluster
+    from ftgeo.cluster import Job, Plan, SlurmOptions
+
+    jobs = [Job("ft-a", "finetune", "finetune:m", [], {}, ["10_0"]),
+            Job("ft-b", "finetune", "finetune:m", [], {}, ["10_1"]),
+            Job("ft-c", "finetune", "finetune:m", [], {}, ["10_2", "14", "15"]),
+            Job("ch-a", "chapter", "chapter:m", ["ft-a", "ft-b"], {}, ["11_0"]),
+            Job("ch-c", "chapter", "chapter:m", ["ft-c"], {}, ["11_1"]),
+            Job("reader", "reader", "reader", ["ch-a", "ch-c"], {}, ["12"])]
+    plan = Plan(tmp_path, jobs, SlurmOptions(retries=2))
+    queue = {"10_1": "RUNNING", "11_0": "PENDING", "12": "PENDING"}
+    monkeypatch.setattr(cluster, "_queue", lambda: dict(queue))
+    cluster.atomic_write_json(tmp_path / "state" / "ft-a.json", {"state": "done", "host": "n1"})
+    states = plan.states()
+    assert {n: s["state"] for n, s in states.items()} == {
+        "ft-a": "done", "ft-b": "running", "ft-c": "failed", "ch-a": "pending",
+        "ch-c": "blocked", "reader": "pending"}
+    assert "left the queue unfinished 3 times" in states["ft-c"]["error"]
+    # ft-b disappears unfinished (scancel): lost, and resubmittable; ch-a then waits on it
+    del queue["10_1"]
+    assert plan.states()["ft-b"]["state"] == "lost"
+    # ft-b fails in Python: once Slurm drops the chapter after it, that chapter is blocked
+    # (not lost: it is not resubmitted); a job still in the queue stays pending until then
+    cluster.atomic_write_json(tmp_path / "state" / "ft-b.json", {"state": "failed", "error": "boom"})
+    del queue["11_0"]
+    states = plan.states()
+    assert states["ft-b"]["state"] == "failed" and states["ch-a"]["state"] == "blocked"
+    assert states["reader"]["state"] == "pending"  # still queued: Slurm has not dropped it yet

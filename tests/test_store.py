@@ -102,3 +102,19 @@ def test_truncated_entry_is_detected(store):
     file.write_bytes(file.read_bytes()[:50])
     time.sleep(0.01)
     assert store.load("k", {"a": 1}) is None
+
+
+def test_a_sweep_leaves_another_hosts_temporary_folders_alone(tmp_path):
+    """On a shared file system, a PID from another host means nothing here: its temporary
+    folder may belong to a live writer, and is left for its own host to sweep."""
+    from ftgeo import store as store_module
+
+    root = tmp_path / "cache"
+    (root / ".tmp").mkdir(parents=True)
+    dead = 2**22 + 12345  # no such process here
+    other = root / ".tmp" / f"key.{dead}.zzzzzz1234abcd"
+    mine = root / ".tmp" / f"key.{dead}.{store_module._HOST_TAG}1234abcd"
+    other.mkdir()
+    mine.mkdir()
+    Store(root).save("k", {"a": 1}, {"X": np.zeros(2)})
+    assert other.exists() and not mine.exists()

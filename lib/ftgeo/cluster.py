@@ -208,15 +208,18 @@ def run_job(kind: str, payload: Mapping[str, Any]) -> Any:
 
     set_progress(False)
     if kind == "finetune":
-        from .finetune import chapter_seed_runs
+        from .finetune import chapter_seed_runs, unfinished_seed_runs
 
-        _, _, runs = chapter_seed_runs(payload["model"], [payload["task"]], seed=payload["seed"],
-                                       finetune=payload["finetune"],
-                                       max_sentences=payload["max_sentences"], train=True,
-                                       seeds=[payload["ft_seed"]])
+        args = {"seed": payload["seed"], "finetune": payload["finetune"],
+                "max_sentences": payload["max_sentences"]}
+        trains = (payload["task"], payload["ft_seed"]) in unfinished_seed_runs(
+            payload["model"], [payload["task"]], **args)
+        _, _, runs = chapter_seed_runs(payload["model"], [payload["task"]], train=True,
+                                       seeds=[payload["ft_seed"]], **args)
         folder = runs[payload["task"]][0].folder
-        atomic_write_json(folder / "job.json", _job_record())
-        return {"folder": str(folder)}
+        if trains:  # where the run was trained (not written when the cache had it)
+            atomic_write_json(folder / "job.json", _job_record())
+        return {"folder": str(folder), "trained": trains}
     if kind in ("chapter", "reader"):
         from .pipeline import Run, run_one
 
@@ -224,7 +227,8 @@ def run_job(kind: str, payload: Mapping[str, Any]) -> Any:
                   bool(payload["book"]))
         book_dir = None if payload.get("book_dir") is None else Path(payload["book_dir"])
         outcome = run_one(run, force=bool(payload["force"]), book_dir=book_dir)
-        atomic_write_json(run.folder / "job.json", _job_record())
+        if outcome["executed"]:
+            atomic_write_json(run.folder / "job.json", _job_record())
         return outcome
     raise ValueError(f"unknown job kind {kind!r}; one of {', '.join(KINDS)}")
 
@@ -342,6 +346,11 @@ class Plan:
                 final = "blocked"
             elif not job.ids:
                 final = "unsubmitted"
+            elif len(job.ids) > self.options.retries:  # lost once more than it may be resubmitted
+                final = "failed"
+                recorded = {**recorded, "error": recorded.get("error") or (
+                    f"left the queue unfinished {len(job.ids)} times (cancelled, killed, or it "
+                    "could not start: see its log)")}
             else:
                 final = "lost"
             out[job.name] = {**recorded, "state": final, "slurm": queued,
@@ -378,12 +387,21 @@ class Plan:
             bar.close()
 
 
-def _queue() -> dict[str, str]:
-    """Slurm's queue: {job id (array tasks as ``ID_TASK``): state}."""
-    out = subprocess.run(["squeue", "-h", "-r", "-o", "%i %T"], capture_output=True, text=True,
-                         timeout=60)
-    if out.returncode != 0:
-        raise ClusterError(f"squeue failed: {out.stderr.strip()}")
+def _queue(attempts: int = 5) -> dict[str, str]:
+    """Slurm's queue: {job id (array tasks as ``ID_TASK``): state}; a failing ``squeue`` (a
+    busy controller) is asked again a few times before ClusterError."""
+    for attempt in range(attempts):
+        try:
+            out = subprocess.run(["squeue", "-h", "-r", "-o", "%i %T"], capture_output=True,
+                                 text=True, timeout=60)
+        except subprocess.TimeoutExpired:
+            out = None
+        if out is not None and out.returncode == 0:
+            break
+        time.sleep(min(2.0 ** attempt, 30.0))
+    else:
+        raise ClusterError(f"squeue failed {attempts} times: "
+                           f"{out.stderr.strip() if out is not None else 'timed out'}")
     queue = {}
     for line in out.stdout.splitlines():
         parts = line.split()

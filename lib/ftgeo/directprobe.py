@@ -1291,7 +1291,9 @@ def hull_distance(A: np.ndarray, B: np.ndarray, *, tol: float = 1e-9) -> float:
     Twice the margin of the hard-margin linear SVM between A and B: solved on a working set
     of points near the separating hyperplane (scikit-learn's SVC, C = 1e6 as the reference),
     grown until every point respects the margin; the distance is then
-    ``2 min_i |w.x_i + b| / ||w||`` over all points, as in the reference.
+    ``2 min_i |w.x_i + b| / ||w||`` over all points, as in the reference. Should libsvm not
+    converge in ``SVM_MAX_ITER`` iterations (hulls that almost touch), it returns, with a
+    warning, the lower bound that the overlap test's separating plane gives.
     """
     import warnings
 

@@ -539,7 +539,9 @@ def _run_on_slurm(config: Mapping[str, Any], chosen: Any, where: str, *, slurm: 
                          "for none: add --gpus-per-job 1")
     # this machine can compute the jobs' cache keys only where it has their kind of device
     local = kind == "cpu" or torch.cuda.is_available()
-    device = name if name != "auto" else kind
+    # a job sees the GPUs Slurm gave it, numbered from 0: a device index of this machine's
+    # would name a GPU the job does not have
+    device = kind
     before = os.environ.get(DEVICE_ENV)
     os.environ[DEVICE_ENV] = str(resolve_device(device)) if local else "cpu"
     try:

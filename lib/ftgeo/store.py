@@ -34,6 +34,9 @@ from ._util import (
 
 log = logging.getLogger(__name__)
 
+#: Six hex digits of this host's name, in the names of the store's temporary folders.
+_HOST_TAG = __import__("hashlib").sha256(__import__("socket").gethostname().encode()).hexdigest()[:6]
+
 MANIFEST = "manifest.json"
 
 
@@ -115,7 +118,7 @@ class Store:
         with writing_to(final):
             tmp_root.mkdir(parents=True, exist_ok=True)
             self._sweep(tmp_root)
-            tmp = tmp_root / f"{key}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+            tmp = tmp_root / f"{key}.{os.getpid()}.{_HOST_TAG}{uuid.uuid4().hex[:8]}"
             tmp.mkdir()
             try:
                 info = {}
@@ -152,6 +155,9 @@ class Store:
 
     @staticmethod
     def _sweep(tmp_root: Path) -> None:
-        """Remove temporary folders (``<key>.<pid>.<random>``) left by processes that no
-        longer run."""
-        remove_left_by_dead_processes(tmp_root.iterdir(), pid_field=1)
+        """Remove temporary folders (``<key>.<pid>.<host tag><random>``) left by processes of
+        this host that no longer run. Another host's are left alone: on a cluster's shared
+        file system its PIDs mean nothing here, and its writer may well be alive."""
+        mine = [p for p in tmp_root.iterdir()
+                if p.name.split(".")[2:3] and p.name.split(".")[2].startswith(_HOST_TAG)]
+        remove_left_by_dead_processes(mine, pid_field=1)
