@@ -162,9 +162,7 @@ def _state_file(folder: Path, name: str) -> Path:
 
 def _record(folder: Path, name: str, state: str, **extra: Any) -> None:
     atomic_write_json(_state_file(folder, name), {
-        "state": state, "slurm_job": slurm_job_id(),
-        "restarts": int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0),
-        "host": socket.gethostname(), "pid": os.getpid(), "time": time.time(), **extra})
+        "state": state, **_job_record(), "pid": os.getpid(), "time": time.time(), **extra})
 
 
 class Work:
@@ -209,12 +207,14 @@ def run_job(kind: str, payload: Mapping[str, Any]) -> Any:
     set_progress(False)
     if kind == "finetune":
         from .finetune import chapter_seed_runs, unfinished_seed_runs
+        from .models import load_model
 
+        model = load_model(payload["model"])  # once, for the cache check and the training
         args = {"seed": payload["seed"], "finetune": payload["finetune"],
                 "max_sentences": payload["max_sentences"]}
         trains = (payload["task"], payload["ft_seed"]) in unfinished_seed_runs(
-            payload["model"], [payload["task"]], **args)
-        _, _, runs = chapter_seed_runs(payload["model"], [payload["task"]], train=True,
+            model, [payload["task"]], **args)
+        _, _, runs = chapter_seed_runs(model, [payload["task"]], train=True,
                                        seeds=[payload["ft_seed"]], **args)
         folder = runs[payload["task"]][0].folder
         if trains:  # where the run was trained (not written when the cache had it)

@@ -354,20 +354,15 @@ def watching_status(path: Path, show, every_s: float = 2.0) -> Iterator[None]:
                 seen = line
                 show(line)
 
-    before = os.environ.get(STATUS_ENV)
-    os.environ[STATUS_ENV] = str(path)
     thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
-        if before is None:
-            os.environ.pop(STATUS_ENV, None)
-        else:
-            os.environ[STATUS_ENV] = before
-        path.unlink(missing_ok=True)
+    with _environ(STATUS_ENV, str(path)):
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+            path.unlink(missing_ok=True)
 
 
 def execute(run: Run, show=None) -> None:
@@ -507,16 +502,24 @@ def run_config(config_path: str | os.PathLike, *, model: str | None = None,
     runs = plan(config, model=model, tasks=tasks, book=book, runs_dir=runs_dir,
                 parameters=parameters, device=target)
     book_dir = book_dir or (repo_root() or Path.cwd()) / "book"
-    before = os.environ.get(DEVICE_ENV)
-    os.environ[DEVICE_ENV] = str(target)
     log.info("device: %s", target)
-    try:
+    with _environ(DEVICE_ENV, str(target)):
         return _run_all(runs, force=force, book_dir=book_dir)
+
+
+@contextmanager
+def _environ(name: str, value: str) -> Iterator[None]:
+    """Set the environment variable ``name`` while the block runs (notebook kernels and
+    library calls inherit it), then restore what it was."""
+    before = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
     finally:
         if before is None:
-            os.environ.pop(DEVICE_ENV, None)
+            os.environ.pop(name, None)
         else:
-            os.environ[DEVICE_ENV] = before
+            os.environ[name] = before
 
 
 def _run_on_slurm(config: Mapping[str, Any], chosen: Any, where: str, *, slurm: Any, wait: bool,
@@ -539,22 +542,14 @@ def _run_on_slurm(config: Mapping[str, Any], chosen: Any, where: str, *, slurm: 
                          "for none: add --gpus-per-job 1")
     # this machine can compute the jobs' cache keys only where it has their kind of device
     local = kind == "cpu" or torch.cuda.is_available()
-    # a job sees the GPUs Slurm gave it, numbered from 0: a device index of this machine's
-    # would name a GPU the job does not have
-    device = kind
-    before = os.environ.get(DEVICE_ENV)
-    os.environ[DEVICE_ENV] = str(resolve_device(device)) if local else "cpu"
-    try:
+    # the jobs get the device kind: a job sees the GPUs Slurm gave it, numbered from 0, so a
+    # device index of this machine's would name a GPU the job does not have
+    with _environ(DEVICE_ENV, str(resolve_device(kind)) if local else "cpu"):
         runs = plan(config, device=kind, **plan_args)
         book_dir = book_dir or (repo_root() or Path.cwd()) / "book"
         return run_on_slurm(runs, config_name=str(config["name"]), options=options,
                             force=force, book_dir=book_dir, wait=wait,
-                            device=device, check_cache=local)
-    finally:
-        if before is None:
-            os.environ.pop(DEVICE_ENV, None)
-        else:
-            os.environ[DEVICE_ENV] = before
+                            device=kind, check_cache=local)
 
 
 #: Notebook parameters that name the tasks whose fine-tuned runs a chapter reads.
