@@ -401,3 +401,37 @@ def test_trajectory_and_state_representations_read_the_stored_states(tiny_bert_d
     last = dict(iter_state_representations(model, {"synthetic": run}, {"synthetic": splits}, layer=-1,
                                            store=store))
     np.testing.assert_array_equal(last["synthetic", "finetuned"]["dev"], after["dev"][-1])
+
+
+def test_a_dev_sample_between_the_ends_changes_only_those_points_and_the_key(tiny_bert_dir, tmp_path,
+                                                                            store, monkeypatch):
+    """snapshot_dev_items: the first and last dev accuracy read the whole dev split, those in
+    between a seeded sample; a sample as large as the split is no sample (the same run)."""
+    from ftgeo import finetune as ft
+
+    splits = {"train": _synthetic("sentence", 24, 0), "dev": _synthetic("sentence", 16, 1)}
+    settings = FinetuneSettings(epochs=2, batch_size=8, n_snapshots=4)
+    seen = []
+    real = ft.accuracy
+
+    def counting(model, batches):
+        seen.append(sum(len(b.y) for b in batches))
+        return real(model, batches)
+
+    monkeypatch.setattr(ft, "accuracy", counting)
+    whole = finetune(load_model(str(tiny_bert_dir)), splits, settings, store=store, root=tmp_path,
+                     probe_splits=())
+    assert seen == [16] * 4
+    seen.clear()
+    sampled = finetune(load_model(str(tiny_bert_dir)), splits, settings, store=store,
+                       root=tmp_path, probe_splits=(), snapshot_dev_items=5)
+    assert seen == [16, 5, 5, 16]
+    assert sampled.key != whole.key
+    np.testing.assert_array_equal(sampled.losses, whole.losses)  # training is the same
+    assert sampled.dev_accuracy[[0, -1]].tolist() == whole.dev_accuracy[[0, -1]].tolist()
+    same = finetune(load_model(str(tiny_bert_dir)), splits, settings, store=store, root=tmp_path,
+                    probe_splits=(), snapshot_dev_items=16)
+    assert same.key == whole.key
+    with pytest.raises(ValueError, match="snapshot_dev_items must be a whole number >= 1"):
+        finetune(load_model(str(tiny_bert_dir)), splits, settings, store=store, root=tmp_path,
+                 probe_splits=(), snapshot_dev_items=0)

@@ -410,3 +410,39 @@ def test_a_device_that_is_not_there_stops_the_run_before_anything_runs(tmp_path)
     cpu = run_config(_config(tmp_path, GOOD, device="cpu"), runs_dir=tmp_path / "runs",
                      book_dir=tmp_path / "book")
     assert cpu["executed"] == ["toy"]
+
+
+def test_fine_tuning_runs_side_by_side_are_the_runs_one_process_trains(tmp_path, tiny_bert_dir,
+                                                                       monkeypatch, caplog):
+    """finetune_workers: the fine-tuning stage trains the unfinished runs in worker processes,
+    each with its share of the cores; a run is the same as one trained in this process on
+    one thread (same losses to the bit), and a refused worker count is named."""
+    import logging
+
+    import torch
+
+    from ftgeo.finetune import chapter_seed_runs
+
+    plan = {"epochs": 1, "batch_size": 4, "n_snapshots": 2, "n_seeds": 2}
+    spec = {"model": str(tiny_bert_dir), "tasks": ["pos", "trec-50"], "seed": 0,
+            "finetune": plan, "max_sentences": 8}
+    monkeypatch.setenv("FTGEO_ARTIFACTS", str(tmp_path / "side"))
+    with caplog.at_level(logging.INFO, logger="ftgeo"):
+        pipeline._train_side_by_side(spec, 2)
+    assert "4 runs, 2 side by side" in caplog.text and "(4 of 4 runs)" in caplog.text
+    _, _, side = chapter_seed_runs(str(tiny_bert_dir), spec["tasks"], finetune=plan, max_sentences=8)
+    monkeypatch.setenv("FTGEO_ARTIFACTS", str(tmp_path / "alone"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // 2))
+    try:
+        _, _, alone = chapter_seed_runs(str(tiny_bert_dir), spec["tasks"], finetune=plan,
+                                        max_sentences=8, train=True)
+    finally:
+        torch.set_num_threads(threads)
+    for task in spec["tasks"]:
+        assert [r.key for r in side[task]] == [r.key for r in alone[task]]
+        for a, b in zip(side[task], alone[task], strict=True):
+            np.testing.assert_array_equal(a.losses, b.losses)
+    config = _config(tmp_path, GOOD, finetune_workers=0)
+    with pytest.raises(ValueError, match="finetune_workers must be a whole number >= 1, got 0"):
+        run_config(config)
