@@ -412,6 +412,7 @@ def test_a_device_that_is_not_there_stops_the_run_before_anything_runs(tmp_path)
     assert cpu["executed"] == ["toy"]
 
 
+@needs_data("ud-english-pud", "trec")
 def test_fine_tuning_runs_side_by_side_are_the_runs_one_process_trains(tmp_path, tiny_bert_dir,
                                                                        monkeypatch, caplog):
     """finetune_workers: the fine-tuning stage trains the unfinished runs in worker processes,
@@ -430,6 +431,8 @@ def test_fine_tuning_runs_side_by_side_are_the_runs_one_process_trains(tmp_path,
     with caplog.at_level(logging.INFO, logger="ftgeo"):
         pipeline._train_side_by_side(spec, 2)
     assert "4 runs, 2 side by side" in caplog.text and "(4 of 4 runs)" in caplog.text
+    # seed by seed: the runs side by side are of different tasks
+    assert caplog.text.index("trec-50 seed 0") < caplog.text.index("pos seed 1")
     _, _, side = chapter_seed_runs(str(tiny_bert_dir), spec["tasks"], finetune=plan, max_sentences=8)
     monkeypatch.setenv("FTGEO_ARTIFACTS", str(tmp_path / "alone"))
     threads = torch.get_num_threads()
@@ -446,3 +449,9 @@ def test_fine_tuning_runs_side_by_side_are_the_runs_one_process_trains(tmp_path,
     config = _config(tmp_path, GOOD, finetune_workers=0)
     with pytest.raises(ValueError, match="finetune_workers must be a whole number >= 1, got 0"):
         run_config(config)
+    # a run that fails in its worker stops the stage and is named
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "finetune").write_text("a file where the runs' folder should be")
+    monkeypatch.setenv("FTGEO_ARTIFACTS", str(tmp_path / "broken"))
+    with pytest.raises(PipelineError, match=r"on (pos|trec-50) \(seed 0\) failed in its worker"):
+        pipeline._train_side_by_side(spec, 2)

@@ -496,7 +496,14 @@ def run_config(config_path: str | os.PathLike, *, model: str | None = None,
     config = load_config(config_path)
     chosen = device if device is not None else config.get("device")
     where = "--device" if device is not None else f"{config_path}: device" if chosen is not None else ""
+    workers = finetune_workers if finetune_workers is not None else config.get("finetune_workers", 1)
+    if isinstance(workers, bool) or not (isinstance(workers, int) and workers >= 1):
+        raise ValueError(f"{'--finetune-workers' if finetune_workers is not None else config_path}: "
+                         f"finetune_workers must be a whole number >= 1, got {workers!r}")
     if executor == "slurm":
+        if finetune_workers is not None:
+            log.warning("--finetune-workers is for the local executor; on Slurm every "
+                        "fine-tuning run is a job of its own (--cpus-per-job sets its cores)")
         return _run_on_slurm(config, chosen, where, model=model, tasks=tasks, force=force,
                              book=book, runs_dir=runs_dir, book_dir=book_dir,
                              parameters=parameters, slurm=slurm, wait=wait)
@@ -508,10 +515,9 @@ def run_config(config_path: str | os.PathLike, *, model: str | None = None,
                 parameters=parameters, device=target)
     book_dir = book_dir or (repo_root() or Path.cwd()) / "book"
     log.info("device: %s", target)
-    workers = finetune_workers if finetune_workers is not None else config.get("finetune_workers", 1)
-    if isinstance(workers, bool) or not (isinstance(workers, int) and workers >= 1):
-        raise ValueError(f"{'--finetune-workers' if finetune_workers is not None else config_path}: "
-                         f"finetune_workers must be a whole number >= 1, got {workers!r}")
+    if target.type != "cpu" and workers > 1:
+        log.info("fine-tuning one run at a time on %s (finetune_workers is for CPU cores)", target)
+        workers = 1
     with _environ(DEVICE_ENV, str(target)):
         return _run_all(runs, force=force, book_dir=book_dir, workers=workers)
 
@@ -623,9 +629,16 @@ def prepare_finetuning(work: Sequence[tuple[Path, Mapping[str, Any]]], *, worker
 
 
 def _train_side_by_side(spec: Mapping[str, Any], workers: int) -> None:
-    """Train the unfinished runs of one fine-tuning group in ``workers`` processes."""
+    """Train the unfinished runs of one fine-tuning group in ``workers`` processes.
+
+    At most ``workers`` runs are handed out at a time, so that a failure, or Ctrl-C, ends
+    the stage at once: the other workers are stopped (an interrupted run resumes from its
+    checkpoint next time) and the error names the run that failed.
+    """
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    import torch
 
     from .finetune import GLUE_TASKS, ChapterFinetuning, chapter_seed_runs, unfinished_seed_runs
     from .models import load_model
@@ -637,6 +650,7 @@ def _train_side_by_side(spec: Mapping[str, Any], workers: int) -> None:
     if len(missing) < 2:
         return  # nothing to share: the caller trains it in this process, on every core
     _, data, _ = chapter_seed_runs(loaded, spec["tasks"], seeds=[], **common)
+    del loaded
     plan = ChapterFinetuning.from_mapping(spec["finetune"])
 
     def cost(task: str) -> int:  # words seen in training, a proxy of the run's compute
@@ -644,42 +658,65 @@ def _train_side_by_side(spec: Mapping[str, Any], workers: int) -> None:
         epochs = plan.glue_epochs if train.task in GLUE_TASKS else plan.settings.epochs
         return epochs * sum(len(s) for s in [*train.sentences, *(train.second or [])])
 
-    order = sorted(missing, key=lambda run: (-cost(run[0]), run[1]))
-    workers = min(workers, len(order))
-    threads = max(1, len(os.sched_getaffinity(0)) // workers)
-    log.info("fine-tuning %d runs, %d side by side with %d torch thread(s) each: %s", len(order),
-             workers, threads, ", ".join(f"{task} seed {s}" for task, s in order))
+    # seed by seed, the longest task first: runs side by side are of different tasks, so
+    # they do not both compute the pretrained model's vectors of one task
+    seeds = plan.seeds
+    pending = sorted(missing, key=lambda run: (seeds.index(run[1]), -cost(run[0])))
+    workers = min(workers, len(pending))
+    threads = max(1, torch.get_num_threads() // workers)
+    log.info("fine-tuning %d runs, %d side by side with %d torch thread(s) each: %s", len(pending),
+             workers, threads, ", ".join(f"{task} seed {s}" for task, s in pending))
     context = multiprocessing.get_context("spawn")  # a fork of a process with torch threads hangs
-    bar = progress_bar(desc="fine-tuning runs", unit="run", total=len(order))
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
-                             initargs=(threads, logging.getLogger("ftgeo").getEffectiveLevel())
-                             ) as pool:
-        futures = {pool.submit(_train_one, spec["model"], task, s, common): (task, s)
-                   for task, s in order}
-        for done, future in enumerate(as_completed(futures), 1):
-            task, s = futures[future]
-            try:
-                future.result()
-            except Exception as err:
-                for other in futures:
-                    other.cancel()
-                raise PipelineError(f"fine-tuning {spec['model']} on {task} (seed {s}) failed "
-                                    f"in its worker process: {type(err).__name__}: {err}") from err
-            log.info("fine-tuned %s seed %d (%d of %d runs)", task, s, done, len(order))
-            bar.update()
-    bar.close()
+    bar = progress_bar(desc="fine-tuning runs", unit="run", total=len(pending))
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
+                               initargs=(threads, logging.getLogger("ftgeo").getEffectiveLevel()))
+    running: dict[Any, tuple[str, int]] = {}
+    n_done, total = 0, len(pending)
+    try:
+        while pending or running:
+            while pending and len(running) < workers:
+                task, s = pending.pop(0)
+                running[pool.submit(_train_one, spec["model"], task, s, common)] = (task, s)
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                task, s = running.pop(future)
+                try:
+                    future.result()
+                except Exception as err:
+                    raise PipelineError(
+                        f"fine-tuning {spec['model']} on {task} (seed {s}) failed in its worker "
+                        f"process: {type(err).__name__}: {err}") from err
+                n_done += 1
+                log.info("fine-tuned %s seed %d (%d of %d runs)", task, s, n_done, total)
+                bar.update()
+    except BaseException:
+        # stop the other workers now rather than wait for their runs: each resumes from its
+        # checkpoint next time, and its lock dies with it
+        for process in list(getattr(pool, "_processes", {}).values()):
+            process.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    else:
+        pool.shutdown()
+    finally:
+        bar.close()
 
 
 def _start_worker(threads: int, level: int) -> None:
     """A fine-tuning worker: its share of the cores, no progress bars (the stage shows one
-    over runs), and its log lines marked with its process id."""
+    over runs), and the library's log lines marked with its process id."""
     import torch
 
     from ._util import set_progress
 
     torch.set_num_threads(threads)
     set_progress(False)
-    logging.basicConfig(level=level, format=f"ftgeo[{os.getpid()}]: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter(f"ftgeo[{os.getpid()}]: %(message)s"))
+    logger = logging.getLogger("ftgeo")
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = False
 
 
 def _train_one(model: str, task: str, seed: int, common: Mapping[str, Any]) -> None:
