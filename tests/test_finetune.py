@@ -435,3 +435,28 @@ def test_a_dev_sample_between_the_ends_changes_only_those_points_and_the_key(tin
     with pytest.raises(ValueError, match="snapshot_dev_items must be a whole number >= 1"):
         finetune(load_model(str(tiny_bert_dir)), splits, settings, store=store, root=tmp_path,
                  probe_splits=(), snapshot_dev_items=0)
+
+
+def test_a_run_that_follows_no_split_keeps_only_the_ends_and_has_its_own_key(tiny_bert_dir,
+                                                                             tmp_path, store):
+    """trajectory_splits=() (the GLUE runs' default in the chapters): the trajectory sets are
+    stored at the first and last snapshot only, and the run is not the one that follows the
+    training set."""
+    from ftgeo.finetune import ChapterFinetuning
+
+    splits = _splits("sentence")
+    settings = FinetuneSettings(epochs=2, batch_size=8, n_snapshots=3)
+    follows = finetune(load_model(str(tiny_bert_dir)), splits, settings, store=store,
+                       root=tmp_path, trajectory_items=4)
+    ends = finetune(load_model(str(tiny_bert_dir)), splits, settings, store=store,
+                    root=tmp_path, trajectory_items=4, trajectory_splits=())
+    assert ends.key != follows.key
+    sample = ends.trajectory_set(splits["train"])
+    middle = int(ends.steps[1])
+    assert follows.representations(sample, middle, store=store).shape[1] == sample.n_items
+    for step in (0, ends.final_step):
+        assert ends.representations(sample, step, store=store).shape[1] == sample.n_items
+    with pytest.raises(LookupError, match="not in the store"):
+        ends.representations(sample, middle, store=store)
+    with pytest.raises(ValueError, match="glue_trajectories must be true or false"):
+        ChapterFinetuning.from_mapping({"glue_trajectories": "no"})

@@ -494,7 +494,8 @@ class FinetuneRun:
 def run_folder(model: LoadedModel, train: TaskData, settings: FinetuneSettings,
                root: str | os.PathLike | None = None,
                trajectory_items: int | None = 1000,
-               snapshot_dev_items: int | None = None) -> tuple[str, Path, dict]:
+               snapshot_dev_items: int | None = None,
+               trajectory_splits: Sequence[str] = ("train",)) -> tuple[str, Path, dict]:
     """The cache key, folder and key parts of a run (nothing is created)."""
     from ._util import artifacts_dir, canonical_json, sha256_text
 
@@ -503,6 +504,8 @@ def run_folder(model: LoadedModel, train: TaskData, settings: FinetuneSettings,
              "trajectory_items": trajectory_items}
     if snapshot_dev_items is not None:  # absent when unused: earlier runs keep their keys
         parts["snapshot_dev_items"] = snapshot_dev_items
+    if tuple(trajectory_splits) != ("train",):  # the same, for the default
+        parts["trajectory_splits"] = list(trajectory_splits)
     key = sha256_text(canonical_json(parts))[:32]
     root = artifacts_dir() if root is None else Path(root)
     return key, root / "finetune" / f"{train.task}-{key[:12]}", parts
@@ -563,7 +566,7 @@ def finetune(model: LoadedModel, splits: dict[str, TaskData],
             check(n_sampled > 0, f"snapshot_dev_items={snapshot_dev_items} samples no dev item of "
                   f"{train.task}: every dev sentence holds more items; give a larger number or None")
     key, folder, parts = run_folder(model, train, settings, root, trajectory_items,
-                                    snapshot_dev_items)
+                                    snapshot_dev_items, trajectory_splits)
     if (folder / "result.json").exists():
         log.info("fine-tuning %s: cached run %s, nothing to train", train.task, folder)
         return FinetuneRun.load(folder)
@@ -824,6 +827,10 @@ class ChapterFinetuning:
         the curve's ends use the whole dev split. SST-2's dev split here is 6,735 sentences
         (10% of GLUE's training set: GLUE's own dev set is the test split): at every
         snapshot it took 18 s here, more than the rest of the snapshot
+    glue_trajectories : whether SST-2 and MRPC runs store their training set's trajectory set
+        at the snapshots between the first and last; no chapter reads it (chapters 8 and 9
+        read their pretrained and fine-tuned states), and for MRPC's long pairs it is 42%
+        to 52% of the tokens a run's snapshots pass through the model
     n_seeds : fine-tuning runs per task, with seeds ``settings.seed``, ``settings.seed + 1``,
         ...: the spread over them is the spread of every before/after result (Zhou &
         Srikumar report one run per task; one run cannot tell a fine-tuning effect from the
@@ -842,6 +849,7 @@ class ChapterFinetuning:
     glue_epochs: int = 3
     glue_train_sentences: int | None = 8000
     glue_snapshot_dev_items: int | None = 1000
+    glue_trajectories: bool = False
     n_seeds: int = 3
 
     @property
@@ -859,7 +867,7 @@ class ChapterFinetuning:
             return given
         given = dict(given or {})
         own = {"trajectory_items", "glue_epochs", "glue_train_sentences", "glue_snapshot_dev_items",
-               "n_seeds"}
+               "glue_trajectories", "n_seeds"}
         allowed = {f.name for f in fields(FinetuneSettings)} | own
         unknown = sorted(set(given) - allowed)
         check(not unknown, f"finetune: unknown setting(s) {unknown}; allowed: {', '.join(sorted(allowed))}")
@@ -868,6 +876,8 @@ class ChapterFinetuning:
         plan = cls(settings, **{k: v for k, v in given.items() if k in own})
         check(plan.glue_train_sentences is None or plan.glue_train_sentences >= 1,
               f"finetune: glue_train_sentences must be >= 1 or None, got {plan.glue_train_sentences}")
+        check(isinstance(plan.glue_trajectories, bool),
+              f"finetune: glue_trajectories must be true or false, got {plan.glue_trajectories!r}")
         check(plan.glue_snapshot_dev_items is None or (
             int(plan.glue_snapshot_dev_items) == plan.glue_snapshot_dev_items
             and plan.glue_snapshot_dev_items >= 1),
@@ -882,7 +892,8 @@ class ChapterFinetuning:
     def as_dict(self) -> dict[str, Any]:
         return {**self.settings.as_dict(), "trajectory_items": self.trajectory_items,
                 "glue_epochs": self.glue_epochs, "glue_train_sentences": self.glue_train_sentences,
-                "glue_snapshot_dev_items": self.glue_snapshot_dev_items, "n_seeds": self.n_seeds}
+                "glue_snapshot_dev_items": self.glue_snapshot_dev_items,
+                "glue_trajectories": self.glue_trajectories, "n_seeds": self.n_seeds}
 
 
 def chapter_runs(model: str | LoadedModel, tasks: Sequence[str], *, seed: int = 0,
@@ -930,9 +941,10 @@ def chapter_seed_runs(model: str | LoadedModel, tasks: Sequence[str], *, seed: i
     data, runs = {}, {}
     for task in tasks:
         splits = load_task(task, seed=seed)
-        task_settings, dev_items = plan.settings, None
+        task_settings, dev_items, followed = plan.settings, None, ("train",)
         if splits["train"].task in GLUE_TASKS:
             dev_items = plan.glue_snapshot_dev_items
+            followed = ("train",) if plan.glue_trajectories else ()
             task_settings = replace(plan.settings, epochs=plan.glue_epochs)
             splits = dict(splits, train=splits["train"].sample(plan.glue_train_sentences, seed=seed))
         if max_sentences:
@@ -940,7 +952,7 @@ def chapter_seed_runs(model: str | LoadedModel, tasks: Sequence[str], *, seed: i
         data[task] = splits
         runs[task] = [_finetune_run(loaded, splits, replace(task_settings, seed=s),
                                     cached_only=not train, trajectory_items=plan.trajectory_items,
-                                    snapshot_dev_items=dev_items)
+                                    snapshot_dev_items=dev_items, trajectory_splits=followed)
                       for s in chosen]
     return loaded, data, runs
 
