@@ -191,6 +191,26 @@ def check(condition: bool, message: str) -> None:
         raise ValueError(message)
 
 
+def check_count(value: Any, name: str, *, optional: bool = False) -> int | None:
+    """``value`` as an int, or ``ValueError`` naming ``name`` unless it is a whole number >= 1
+    (a bool is not one); None passes where ``optional``.
+
+    >>> check_count(3.0, "epochs")
+    3
+    >>> check_count(None, "glue_epochs", optional=True)
+    >>> check_count(2.5, "finetune: n_seeds")
+    Traceback (most recent call last):
+    ...
+    ValueError: finetune: n_seeds must be a whole number >= 1, got 2.5
+    """
+    if optional and value is None:
+        return None
+    whole = (isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+             and float(value).is_integer() and value >= 1)
+    check(whole, f"{name} must be a whole number >= 1{' or None' if optional else ''}, got {value!r}")
+    return int(value)
+
+
 def keyed_tasks(keyed: Iterable[tuple]) -> list[str]:
     """The tasks of a {(task, state, ...): value} mapping (or of its keys), in order of first
     appearance.

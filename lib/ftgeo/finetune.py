@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._util import check, progress_bar, remove_left_by_dead_processes, writing_to
+from ._util import check, check_count, progress_bar, remove_left_by_dead_processes, writing_to
 from .data import TaskData
 from .extract import Encoded, _collate, encode, pool_words, token_row_matrix
 from .models import LoadedModel, accepts_token_types, encoder_device
@@ -70,8 +70,7 @@ class FinetuneSettings:
 
     def validate(self, n_steps: int | None = None) -> None:
         """Refuse a bad setting with a message naming it."""
-        check(int(self.epochs) == self.epochs and self.epochs >= 1,
-              f"epochs must be a whole number >= 1, got {self.epochs}")
+        check_count(self.epochs, "epochs")
         check(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}")
         check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         check(0 <= self.warmup < 1, f"warmup must be in [0, 1), got {self.warmup}")
@@ -555,10 +554,7 @@ def finetune(model: LoadedModel, splits: dict[str, TaskData],
     store = Store() if store is None else store
     dev = splits.get("dev")
     if snapshot_dev_items is not None:
-        check(not isinstance(snapshot_dev_items, bool) and int(snapshot_dev_items) == snapshot_dev_items
-              and snapshot_dev_items >= 1,
-              f"snapshot_dev_items must be a whole number >= 1 or None, got {snapshot_dev_items!r}")
-        snapshot_dev_items = int(snapshot_dev_items)
+        snapshot_dev_items = check_count(snapshot_dev_items, "snapshot_dev_items")
         n_sampled = 0 if dev is None else dev.sample_index(snapshot_dev_items, seed=0).size
         if dev is None or n_sampled >= dev.n_items:
             snapshot_dev_items = None  # the sample would be the whole split
@@ -874,19 +870,12 @@ class ChapterFinetuning:
         settings = FinetuneSettings(**{k: v for k, v in given.items() if k not in own})
         settings.validate()
         plan = cls(settings, **{k: v for k, v in given.items() if k in own})
-        check(plan.glue_train_sentences is None or plan.glue_train_sentences >= 1,
-              f"finetune: glue_train_sentences must be >= 1 or None, got {plan.glue_train_sentences}")
+        check_count(plan.glue_train_sentences, "finetune: glue_train_sentences", optional=True)
         check(isinstance(plan.glue_trajectories, bool),
               f"finetune: glue_trajectories must be true or false, got {plan.glue_trajectories!r}")
-        check(plan.glue_snapshot_dev_items is None or (
-            int(plan.glue_snapshot_dev_items) == plan.glue_snapshot_dev_items
-            and plan.glue_snapshot_dev_items >= 1),
-              "finetune: glue_snapshot_dev_items must be a whole number >= 1 or None, got "
-              f"{plan.glue_snapshot_dev_items}")
-        check(int(plan.glue_epochs) == plan.glue_epochs and plan.glue_epochs >= 1,
-              f"finetune: glue_epochs must be a whole number >= 1, got {plan.glue_epochs}")
-        check(int(plan.n_seeds) == plan.n_seeds and plan.n_seeds >= 1,
-              f"finetune: n_seeds must be a whole number >= 1, got {plan.n_seeds}")
+        check_count(plan.glue_snapshot_dev_items, "finetune: glue_snapshot_dev_items", optional=True)
+        check_count(plan.glue_epochs, "finetune: glue_epochs")
+        check_count(plan.n_seeds, "finetune: n_seeds")
         return plan
 
     def as_dict(self) -> dict[str, Any]:

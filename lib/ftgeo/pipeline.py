@@ -36,7 +36,7 @@ from ._util import (
     atomic_write_json,
     atomic_write_text,
     canonical_json,
-    check,
+    check_count,
     progress_bar,
     repo_root,
     sha256_file,
@@ -497,9 +497,8 @@ def run_config(config_path: str | os.PathLike, *, model: str | None = None,
     chosen = device if device is not None else config.get("device")
     where = "--device" if device is not None else f"{config_path}: device" if chosen is not None else ""
     workers = finetune_workers if finetune_workers is not None else config.get("finetune_workers", 1)
-    if isinstance(workers, bool) or not (isinstance(workers, int) and workers >= 1):
-        raise ValueError(f"{'--finetune-workers' if finetune_workers is not None else config_path}: "
-                         f"finetune_workers must be a whole number >= 1, got {workers!r}")
+    given_by = "--finetune-workers" if finetune_workers is not None else config_path
+    workers = check_count(workers, f"{given_by}: finetune_workers")
     if executor == "slurm":
         if finetune_workers is not None:
             log.warning("--finetune-workers is for the local executor; on Slurm every "
@@ -608,8 +607,7 @@ def prepare_finetuning(work: Sequence[tuple[Path, Mapping[str, Any]]], *, worker
     """
     from .finetune import chapter_runs
 
-    check(int(workers) == workers and workers >= 1,
-          f"finetune_workers must be a whole number >= 1, got {workers!r}")
+    workers = check_count(workers, "finetune_workers")
     needed: dict[str, dict[str, Any]] = {}
     for notebook, parameters in work:
         spec = finetuning_needed(notebook, parameters)
