@@ -101,6 +101,25 @@ def test_probe_grid_searches_every_setting_and_retrains_with_seeds():
     assert res.dev_accuracy == best.dev_accuracy
 
 
+def test_a_reused_setting_is_the_searched_setting_without_the_search():
+    X, y = _xor(0)
+    Xd, yd = _xor(1)
+    Xt, yt = _xor(2)
+    kw = {"n_seeds": 3, "max_iter": 60}
+    searched = probe_grid(X, y, Xd, yd, Xt, yt, hidden_sizes=(8, 32), alpha_grid=(1e-4, 1e-2), **kw)
+    reused = probe_grid(X, y, Xd, yd, Xt, yt, setting=(searched.hidden, searched.alpha), **kw)
+    assert (reused.hidden, reused.alpha) == (searched.hidden, searched.alpha)
+    assert len(reused.dev) == 1
+    assert reused.dev_accuracy == pytest.approx(searched.dev_accuracy, abs=1e-9)
+    np.testing.assert_array_equal(reused.test_accuracy, searched.test_accuracy)
+    # another setting is trained as given, even where the search would not choose it
+    other = probe_grid(X, y, Xd, yd, Xt, yt, setting=((4, 4), 1.0), **kw)
+    assert (other.hidden, other.alpha) == ((4, 4), 1.0)
+    for bad in [(32, 1e-3), ((32, 0), 1e-3), ((32, 32), -1.0), ((32.5, 32), 0.1)]:
+        with pytest.raises(ValueError, match=r"setting must be \(\(hidden1, hidden2\), alpha\)"):
+            probe_grid(X, y, Xd, yd, Xt, yt, setting=bad, **kw)
+
+
 def test_batched_training_equals_training_one_network():
     """Networks trained together in one batch give what each gives when trained alone."""
     import torch

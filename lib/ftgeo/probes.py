@@ -387,13 +387,19 @@ def probe_grid(X_train: np.ndarray, y_train: np.ndarray, X_dev: np.ndarray, y_de
                hidden_sizes: Sequence[int] = HIDDEN_SIZES,
                alpha_grid: Sequence[float] = MLP_ALPHA_GRID,
                n_seeds: int = 5, max_iter: int = 1000, patience: int = 10, batch_size: int = 256,
-               learning_rate: float = 1e-3, random_state: int = 0, device=None) -> ProbeGridResult:
+               learning_rate: float = 1e-3, random_state: int = 0, device=None,
+               setting: tuple[Sequence[int], float] | None = None) -> ProbeGridResult:
     """Grid search of the MLP probe, chosen on dev, then retrained with ``n_seeds`` seeds.
 
     The defaults are Zhou & Srikumar's (2022) grid: hidden sizes {32, 64, 128, 256}^2 and
     alpha 1e-7 .. 1 (8 values). Every (hidden1, hidden2) shape trains its alpha variants
     together as one batched network;
     the chosen setting's seeds are trained together too.
+
+    With ``setting=((hidden1, hidden2), alpha)`` there is no search: that setting is trained
+    as the search would train it (``dev`` then has its one row) and retrained with the seeds,
+    for a representation that reuses the choice made on another (such as a further
+    fine-tuning seed of the same task); ``hidden_sizes`` and ``alpha_grid`` are then unused.
 
     Parameters
     ----------
@@ -425,16 +431,26 @@ def probe_grid(X_train: np.ndarray, y_train: np.ndarray, X_dev: np.ndarray, y_de
     Xt, Xd, Xs = (_torch_standardize(X, mean, scale).to(device) for X in (X_train, X_dev, X_test))
 
     t, td, ts = (_class_codes(y, classes).to(device) for y in (y_train, y_dev, y_test))
+    if setting is None:
+        shapes = [((h1, h2), alpha_grid) for h1 in hidden_sizes for h2 in hidden_sizes]
+    else:
+        try:
+            (h1, h2), alpha = setting
+            good = int(h1) == h1 >= 1 and int(h2) == h2 >= 1 and float(alpha) >= 0
+        except (TypeError, ValueError):
+            good = False
+        check(good, "setting must be ((hidden1, hidden2), alpha) with whole sizes >= 1 and "
+              f"alpha >= 0, got {setting!r}")
+        shapes = [((int(h1), int(h2)), [float(alpha)])]
     rows = []
-    shapes = [(h1, h2) for h1 in hidden_sizes for h2 in hidden_sizes]
-    for hidden in progress(shapes, desc="MLP grid", unit="shape"):
-        net = _MLPBatch(X_train.shape[1], hidden, len(classes), alpha_grid,
-                        [random_state] * len(alpha_grid)).to(device)
+    for hidden, alphas in progress(shapes, desc="MLP grid", unit="shape"):
+        net = _MLPBatch(X_train.shape[1], hidden, len(classes), alphas,
+                        [random_state] * len(alphas)).to(device)
         best, epochs = _train_batch(net, Xt, t, Xd, td, max_iter=max_iter, batch_size=batch_size,
                                     learning_rate=learning_rate, patience=patience,
                                     seed=random_state)
         rows += [{"hidden1": hidden[0], "hidden2": hidden[1], "alpha": a, "dev_accuracy": acc,
-                  "epochs": int(ep)} for a, acc, ep in zip(alpha_grid, best, epochs, strict=True)]
+                  "epochs": int(ep)} for a, acc, ep in zip(alphas, best, epochs, strict=True)]
     dev = pd.DataFrame(rows)
     top = dev.sort_values("dev_accuracy", ascending=False, kind="stable").iloc[0]
     hidden, alpha = (int(top.hidden1), int(top.hidden2)), float(top.alpha)
