@@ -178,6 +178,25 @@ def test_probe_states_fits_every_state_on_its_own_splits():
     assert seen["t", "pretrained"] == ([y["train"][0], y["dev"][0], y["test"][0]], {"l2": 3})
 
 
+def test_later_seeds_search_or_reuse_the_first_seeds_choice():
+    from ftgeo.probes import probe_grid_seeds
+
+    data = {"t": {s: _Split(_xor(k)[1]) for k, s in enumerate(("train", "dev", "test"))}}
+    X = [{("t", "finetuned"): {s: _xor(k)[0] + 0.01 * seed for k, s in enumerate(("train", "dev", "test"))}}
+         for seed in range(3)]
+    grid = {"hidden_sizes": (4, 32), "alpha_grid": (1e-4, 1.0), "n_seeds": 2, "max_iter": 40}
+    every = probe_grid_seeds(X, data, **grid)
+    first = probe_grid_seeds(X, data, grid_search="first seed", **grid)
+    key = ("t", "finetuned")
+    assert [len(s[key].dev) for s in every] == [8, 8, 8]  # a search on every seed
+    assert [len(s[key].dev) for s in first] == [8, 1, 1]  # the first seed's choice, retrained
+    chosen = (first[0][key].hidden, first[0][key].alpha)
+    assert all((s[key].hidden, s[key].alpha) == chosen for s in first)
+    np.testing.assert_array_equal(first[0][key].test_accuracy, every[0][key].test_accuracy)
+    with pytest.raises(ValueError, match=r"grid_search must be one of \['every seed', 'first seed'\]"):
+        probe_grid_seeds(X, data, grid_search="first", **grid)
+
+
 def _grid_result(test, dev_accuracy=0.5):
     from ftgeo.probes import ProbeGridResult
 

@@ -547,6 +547,57 @@ def probe_states(X: Mapping | Iterable, data: Mapping, probe: Callable = linear_
     return fitted
 
 
+#: How :func:`probe_grid_seeds` tunes the probe on further fine-tuning seeds: "every seed"
+#: searches the grid on every state (Zhou & Srikumar tune each representation, so a further
+#: seed's figure is what their protocol gives on it); "first seed" retrains the first seed's
+#: choice for the same task and state, without a search (the grids of the later seeds are
+#: most of a chapter's probe time).
+GRID_SEARCHES = ("every seed", "first seed")
+
+
+def check_grid_search(search: str) -> None:
+    """Refuse a ``grid_search`` that is not one of :data:`GRID_SEARCHES`."""
+    check(search in GRID_SEARCHES,
+          f"grid_search must be one of {list(GRID_SEARCHES)}, got {search!r}")
+
+
+def seed_setting(search: str, first: ProbeGridResult | None):
+    """The ``setting`` to give :func:`probe_grid` on a further fine-tuning seed's state:
+    None (search) for "every seed" or where the first seed has no result, else the setting
+    ``first`` chose.
+
+    >>> seed_setting("every seed", None) is None
+    True
+    """
+    check_grid_search(search)
+    if search == "every seed" or first is None:
+        return None
+    return first.hidden, first.alpha
+
+
+def probe_grid_seeds(X_seeds: Sequence[Mapping], data: Mapping, *, grid_search: str = "every seed",
+                     **grid) -> list[dict]:
+    """:func:`probe_grid` on each (task, state) of each fine-tuning seed's representations.
+
+    X_seeds : one {(task, state): {split: X}} per fine-tuning seed, the first seed's first
+    grid_search : :data:`GRID_SEARCHES`; with "first seed", a (task, state) of a later seed
+        retrains the setting the first seed chose for it
+    grid : the rest of :func:`probe_grid`'s keyword arguments
+
+    Returns one {(task, state): ProbeGridResult} per seed, as :func:`probe_states`.
+    """
+    check_grid_search(grid_search)
+    check(len(X_seeds) >= 1, "X_seeds must hold at least the first seed's representations")
+    first = probe_states(X_seeds[0], data, probe_grid, **grid)
+    fitted = [first]
+    for X in X_seeds[1:]:
+        fitted.append({})
+        for key, splits in (X.items() if isinstance(X, Mapping) else X):
+            fitted[-1].update(probe_states({key: splits}, data, probe_grid,
+                                           setting=seed_setting(grid_search, first.get(key)), **grid))
+    return fitted
+
+
 #: A change of accuracy smaller than this is rounding, not a change (means of equal figures
 #: can differ in the last bits).
 CHANGE_TOL = 1e-9

@@ -40,7 +40,8 @@ SMOKE = {
     "04_linearity": {"max_sentences": 20, "finetune": TWO_SEEDS, "output_dir": "_out/04"},
     "05_spatial_structure": {"max_sentences": 20, "finetune": TWO_SEEDS, "output_dir": "_out/05"},
     "06_cross_task": {"max_sentences": 20, "probe_hidden_sizes": [16], "probe_alpha": [1e-3],
-                      "probe_seeds": 2, "finetune": TWO_SEEDS, "output_dir": "_out/06"},
+                      "probe_seeds": 2, "grid_search": "first seed", "finetune": TWO_SEEDS,
+                      "output_dir": "_out/06"},
     "07_layers": {"max_sentences": 20, "finetune": TWO_SEEDS, "output_dir": "_out/07"},
     # glue_epochs 10: 20 sentences are one batch, and 10 snapshots need at least 9 steps
     "08_isotropy": {"max_sentences": 20, "finetune": {"glue_epochs": 10, **TWO_SEEDS}, "max_items": 300,
