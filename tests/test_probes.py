@@ -257,13 +257,13 @@ def test_probing_tasks_count_shared_label_pairs_and_separability():
     from ftgeo.probes import probing_tasks
     from ftgeo.spatial import ClusterSummary
 
-    def summary(classes, cluster_labels):
+    def summary(classes, cluster_labels, seconds=None):
         n = len(cluster_labels)
         return ClusterSummary(np.asarray(classes), np.asarray(cluster_labels), np.zeros(0, int),
-                              np.ones((n, n)))
+                              np.ones((n, n)), seconds)
 
-    four, three = summary([0, 1, 2, 3], [0, 1, 2, 3]), summary([0, 1, 2], [0, 1, 2])
-    split = summary([0, 1, 2, 3], [0, 0, 1, 2, 3])  # label 0 needs two clusters
+    four, three = summary([0, 1, 2, 3], [0, 1, 2, 3], 1.0), summary([0, 1, 2], [0, 1, 2])
+    split = summary([0, 1, 2, 3], [0, 0, 1, 2, 3], 4.0)  # label 0 needs two clusters
     clusters = {("pos", "pretrained", "train"): four, ("pos", "pretrained", "test"): three,
                 ("pos", "finetuned", "train"): split, ("pos", "finetuned", "test"): four,
                 ("dep", "pretrained", "train"): four, ("dep", "pretrained", "test"): four,
@@ -273,7 +273,11 @@ def test_probing_tasks_count_shared_label_pairs_and_separability():
     assert list(tasks) == ["pos", "dep"]
     assert tasks["pos"] == results.ProbingTask([0.5, 0.7], [0.8, 0.8], 0.5, 0.5, 3, 6, True, False,
                                                mlp_finetuned_seeds=[0.8],
-                                               similarity_finetuned_seeds=[0.5])
+                                               similarity_finetuned_seeds=[0.5],
+                                               directprobe_seconds={"pretrained/train": 1.0,
+                                                                    "pretrained/test": None,
+                                                                    "finetuned/train": 4.0,
+                                                                    "finetuned/test": 1.0})
     assert (tasks["dep"].label_pairs_pretrained, tasks["dep"].separable_finetuned) == (6, True)
     results.from_dict(results.ProbingTask, dataclasses.asdict(tasks["pos"]))  # fits the schema
 

@@ -114,6 +114,8 @@ def test_fits_are_cached_by_content(store, monkeypatch):
     monkeypatch.setattr(spatial.DirectProbe, "fit", counting)
     again = directprobe_summary(X, y, store=store)
     assert calls == [] and np.array_equal(first.distances, again.distances, equal_nan=True)
+    # the cached summary keeps the time of the fit that made it
+    assert first.fit_seconds > 0 and again.fit_seconds == first.fit_seconds
     directprobe_summary(X + 1e-3, y, store=store)  # other points: a new fit
     assert calls == [1]
 

@@ -714,7 +714,8 @@ def probing_tasks(mlp: Mapping[tuple[str, str], ProbeGridResult],
     clusters : {(task, state, split): ClusterSummary} for splits "train" and "test"
         (:func:`ftgeo.spatial.directprobe_summary`) of the first fine-tuning seed: the
         label pairs the similarity correlates are those of the labels both splits hold, and
-        a state counts as separable when both splits are linearly separable
+        a state counts as separable when both splits are linearly separable; their fit times
+        are recorded
     """
     from .directprobe import shared_label_pairs
     from .results import ProbingTask
@@ -739,5 +740,8 @@ def probing_tasks(mlp: Mapping[tuple[str, str], ProbeGridResult],
                            separable(t, "pretrained"), separable(t, "finetuned"),
                            mlp_finetuned_seeds=[r[t, "finetuned"].mean for r in seeds],
                            similarity_finetuned_seeds=[finite(s.get((t, "finetuned")))
-                                                       for s in similarity_seeds])
+                                                       for s in similarity_seeds],
+                           directprobe_seconds={f"{state}/{split}": clusters[t, state, split].fit_seconds
+                                                for state in ("pretrained", "finetuned")
+                                                for split in ("train", "test")})
             for t in keyed_tasks(mlp)}

@@ -160,6 +160,8 @@ class ProbingTask:
     # one entry per fine-tuning seed, the first seed's first (None: a record from one seed)
     mlp_finetuned_seeds: list[float] | None = None  # mean over probe seeds
     similarity_finetuned_seeds: list[float | None] | None = None  # None: not defined
+    # seconds of each DirectProbe fit of the first seed, "pretrained/train" etc. (None: unknown)
+    directprobe_seconds: dict[str, float | None] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

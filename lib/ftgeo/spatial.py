@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -48,12 +49,15 @@ class ClusterSummary:
     assignments : ndarray (n_points,), the cluster of each point
     distances : ndarray (n_clusters, n_clusters), distances between the hulls of clusters of
         different labels (NaN between two clusters of the same label: not computed)
+    fit_seconds : wall time of the fit and its distances when it was computed (a cached
+        summary keeps the time of the fit that made it); None where unknown
     """
 
     classes: np.ndarray
     cluster_labels: np.ndarray
     assignments: np.ndarray
     distances: np.ndarray
+    fit_seconds: float | None = None
 
     @property
     def n_clusters(self) -> int:
@@ -263,6 +267,7 @@ def directprobe_summary(X: np.ndarray, y: np.ndarray, *, store=None, tol: float 
                 + ("" if distances else " (clusters only)"))
         log.info(what)
         report_status(what, force=True)
+        start = time.perf_counter()
         probe = DirectProbe(tol=tol).fit(X, y)
         arrays = {"classes": probe.classes_.astype(np.int64),
                   "cluster_labels": probe.cluster_labels_.astype(np.int64),
@@ -270,18 +275,23 @@ def directprobe_summary(X: np.ndarray, y: np.ndarray, *, store=None, tol: float 
                   # same-label distances are never used
                   "distances": (probe.distances(same_label=False) if distances
                                 else np.full((probe.n_clusters_,) * 2, np.nan))}
+        seconds = time.perf_counter() - start
+        log.info("%s: %d clusters, %d overlap tests, %.1f s", what, probe.n_clusters_,
+                 probe.n_lp_tests_, seconds)
         return arrays, {"n_points": len(X), "n_clusters": int(probe.n_clusters_),
-                        "n_lp_tests": int(probe.n_lp_tests_)}
+                        "n_lp_tests": int(probe.n_lp_tests_), "seconds": seconds}
 
     if store is False:
-        arrays, _ = build()
+        arrays, meta = build()
     else:
         store = Store() if store is None else store
         entry, _ = store.get_or_build("directprobe", _fit_parts(_digest(X, y), tol, distances), build)
         arrays = {k: np.asarray(entry[k]) for k in
                   ("classes", "cluster_labels", "assignments", "distances")}
+        meta = entry.meta
+    seconds = meta.get("seconds")  # absent from entries cached before it was recorded
     return ClusterSummary(arrays["classes"], arrays["cluster_labels"], arrays["assignments"],
-                          arrays["distances"])
+                          arrays["distances"], None if seconds is None else float(seconds))
 
 
 def _fit_parts(digest: str, tol: float, distances: bool) -> dict:
