@@ -120,6 +120,30 @@ def test_a_reused_setting_is_the_searched_setting_without_the_search():
             probe_grid(X, y, Xd, yd, Xt, yt, setting=bad, **kw)
 
 
+def test_bf16_autocast_probes_learn_the_same_task_and_bad_values_are_refused():
+    X, y = _xor(0)
+    Xd, yd = _xor(1)
+    Xt, yt = _xor(2)
+    kw = {"hidden_sizes": (32,), "alpha_grid": (1e-4,), "n_seeds": 2, "max_iter": 60}
+    full = probe_grid(X, y, Xd, yd, Xt, yt, **kw)
+    half = probe_grid(X, y, Xd, yd, Xt, yt, autocast="bf16", **kw)
+    assert half.mean > 0.85 and abs(half.mean - full.mean) < 0.05
+    # the steps do run in bfloat16: the trained weights differ from float32's, a little
+    import torch
+
+    from ftgeo.probes import _MLPBatch, _train_batch
+
+    Xs, ts = torch.from_numpy(X.astype(np.float32)), torch.from_numpy(y)
+    step = {"max_iter": 5, "batch_size": 64, "learning_rate": 1e-3, "patience": 5, "seed": 0}
+    nets = [_MLPBatch(2, (16, 16), 2, [1e-4], [0]) for _ in range(2)]
+    _train_batch(nets[0], Xs, ts, Xs, ts, **step)
+    _train_batch(nets[1], Xs, ts, Xs, ts, autocast="bf16", **step)
+    W32, W16 = (net.weights[0].detach() for net in nets)
+    assert not torch.equal(W32, W16) and torch.allclose(W32, W16, atol=0.05)
+    with pytest.raises(ValueError, match="autocast must be None \\(float32\\) or 'bf16'"):
+        probe_grid(X, y, Xd, yd, Xt, yt, autocast="fp8", **kw)
+
+
 def test_batched_training_equals_training_one_network():
     """Networks trained together in one batch give what each gives when trained alone."""
     import torch

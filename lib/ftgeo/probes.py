@@ -14,12 +14,15 @@ probe a lower bound on linear decodability; the MLP probe does not share it.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from ._util import check, check_Xy, keyed_tasks, one_blas_thread, progress
+
+log = logging.getLogger(__name__)
 
 
 def _standardize(X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -218,7 +221,8 @@ class _MLPBatch:
 
 
 def _train_batch(net: _MLPBatch, X, t, X_dev, t_dev, *, max_iter: int, batch_size: int,
-                 learning_rate: float, patience: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+                 learning_rate: float, patience: int, seed: int,
+                 autocast: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Adam with early stopping on dev accuracy, per network; keeps each network's best epoch.
 
     A network whose dev accuracy has not improved for ``patience`` epochs leaves the batch
@@ -227,6 +231,8 @@ def _train_batch(net: _MLPBatch, X, t, X_dev, t_dev, *, max_iter: int, batch_siz
 
     X, X_dev : (n, n_features), the same inputs for every network, or (M, n, n_features),
     each network its own (then none leaves early: ``patience`` must be at least ``max_iter``).
+    autocast : "bf16" runs the training steps' forward and backward passes in bfloat16
+    autocast (weights, Adam and the dev evaluation stay float32)
     Returns the best dev accuracy and the epoch it was reached, each of shape (M,).
     """
     import torch
@@ -249,7 +255,9 @@ def _train_batch(net: _MLPBatch, X, t, X_dev, t_dev, *, max_iter: int, batch_siz
         for start in range(0, n, batch_size):
             idx = order[start:start + batch_size]
             opt.zero_grad()
-            net.loss(X[..., idx, :], t[idx]).backward()
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast is not None):
+                loss = net.loss(X[..., idx, :], t[idx])
+            loss.backward()
             opt.step()
         with torch.no_grad():
             acc = (net.logits(X_dev).argmax(-1) == t_dev).float().mean(-1).cpu().numpy()
@@ -388,7 +396,8 @@ def probe_grid(X_train: np.ndarray, y_train: np.ndarray, X_dev: np.ndarray, y_de
                alpha_grid: Sequence[float] = MLP_ALPHA_GRID,
                n_seeds: int = 5, max_iter: int = 1000, patience: int = 10, batch_size: int = 256,
                learning_rate: float = 1e-3, random_state: int = 0, device=None,
-               setting: tuple[Sequence[int], float] | None = None) -> ProbeGridResult:
+               setting: tuple[Sequence[int], float] | None = None,
+               autocast: str | None = None) -> ProbeGridResult:
     """Grid search of the MLP probe, chosen on dev, then retrained with ``n_seeds`` seeds.
 
     The defaults are Zhou & Srikumar's (2022) grid: hidden sizes {32, 64, 128, 256}^2 and
@@ -410,6 +419,9 @@ def probe_grid(X_train: np.ndarray, y_train: np.ndarray, X_dev: np.ndarray, y_de
     device : where the networks train (:func:`ftgeo._util.resolve_device`; default
         ``FTGEO_DEVICE``, else a GPU when there is one); initialization and mini-batch order
         are drawn on the CPU either way
+    autocast : None (float32, as scikit-learn) or "bf16": the training steps in bfloat16
+        autocast, about 1.4x faster on a CPU with AVX-512 BF16 (the grid on 15,000 x 384
+        points: 5.6 s an epoch against 8.0 s); the weights, Adam and every accuracy stay float32
     """
     import pandas as pd
     import torch
@@ -420,6 +432,13 @@ def probe_grid(X_train: np.ndarray, y_train: np.ndarray, X_dev: np.ndarray, y_de
 
     _check_mlp_settings((1, 1), alpha_grid, max_iter, patience, batch_size, learning_rate)
     check(n_seeds >= 1, f"n_seeds must be >= 1, got {n_seeds}")
+    check(autocast in (None, "bf16"), f"autocast must be None (float32) or 'bf16', got {autocast!r}")
+    if autocast == "bf16" and device.type == "cpu":
+        from .finetune import _native_bf16
+
+        if not _native_bf16():
+            log.warning("MLP probes with autocast='bf16' on a CPU without native bfloat16 "
+                        "(AVX-512 BF16 or AMX): slower than float32; set it to None here")
     check(len(hidden_sizes) >= 1 and all(int(h) >= 1 for h in hidden_sizes),
           f"hidden_sizes must be sizes >= 1, got {hidden_sizes}")
     for name, X, y in (("X_train", X_train, y_train), ("X_dev", X_dev, y_dev),
@@ -448,7 +467,7 @@ def probe_grid(X_train: np.ndarray, y_train: np.ndarray, X_dev: np.ndarray, y_de
                         [random_state] * len(alphas)).to(device)
         best, epochs = _train_batch(net, Xt, t, Xd, td, max_iter=max_iter, batch_size=batch_size,
                                     learning_rate=learning_rate, patience=patience,
-                                    seed=random_state)
+                                    seed=random_state, autocast=autocast)
         rows += [{"hidden1": hidden[0], "hidden2": hidden[1], "alpha": a, "dev_accuracy": acc,
                   "epochs": int(ep)} for a, acc, ep in zip(alphas, best, epochs, strict=True)]
     dev = pd.DataFrame(rows)
@@ -457,7 +476,8 @@ def probe_grid(X_train: np.ndarray, y_train: np.ndarray, X_dev: np.ndarray, y_de
     seeds = [random_state + 1 + k for k in range(n_seeds)]
     net = _MLPBatch(X_train.shape[1], hidden, len(classes), [alpha] * n_seeds, seeds).to(device)
     _train_batch(net, Xt, t, Xd, td, max_iter=max_iter, batch_size=batch_size,
-                 learning_rate=learning_rate, patience=patience, seed=random_state + 1)
+                 learning_rate=learning_rate, patience=patience, seed=random_state + 1,
+                 autocast=autocast)
     with torch.no_grad():
         test = (net.logits(Xs).argmax(-1) == ts).float().mean(-1).cpu().numpy().astype(float)
     return ProbeGridResult(hidden, alpha, float(top.dev_accuracy), test, dev)
