@@ -139,6 +139,12 @@ def test_parameter_of_the_wrong_type_is_named_with_what_is_expected(tmp_path):
                                          r"'01_tasks_and_representations' "
                                          r"expects an integer"):
         pipeline.plan(default, runs_dir=tmp_path, parameters={"max_sentences": [20]})
+    # the probe parameters' values are checked too, before anything runs
+    with pytest.raises(ValueError, match=r"grid_search must be one of \['every seed', 'first seed'\], "
+                                         r"got 'first'"):
+        pipeline.plan(default, runs_dir=tmp_path, parameters={"grid_search": "first"})
+    with pytest.raises(ValueError, match=r"probe_autocast must be None \(float32\) or 'bf16', got 'fp16'"):
+        pipeline.plan(default, runs_dir=tmp_path, parameters={"probe_autocast": "fp16"})
     # a parameter reaches only the notebooks that declare it
     runs = pipeline.plan(default, runs_dir=tmp_path, parameters={"probe_seeds": 2})
     assert {r.name for r in runs if "probe_seeds" in r.parameters} == {"03_probing_performance",
@@ -379,6 +385,11 @@ def test_every_fine_tuning_seed_is_trained_and_read(tmp_path, tiny_bert_dir, mon
     plan = {"epochs": 1, "batch_size": 4, "n_snapshots": 2, "seed": 5, "n_seeds": 2}
     with pytest.raises(ValueError, match="n_seeds must be a whole number >= 1"):
         ChapterFinetuning.from_mapping({**plan, "n_seeds": 0})
+    with pytest.raises(ValueError, match="glue_train_sentences must be a whole number >= 1 or None"):
+        ChapterFinetuning.from_mapping({**plan, "glue_train_sentences": 2.5})
+    # whole numbers given as floats or numpy integers name the same runs as ints
+    same = ChapterFinetuning.from_mapping({**plan, "n_seeds": 2.0, "epochs": np.int64(1)})
+    assert same == ChapterFinetuning.from_mapping(plan) and type(same.n_seeds) is int
     _, _, first = chapter_runs(str(tiny_bert_dir), ["pos"], finetune=plan, max_sentences=8, train=True)
     _, _, runs = chapter_seed_runs(str(tiny_bert_dir), ["pos"], finetune=plan, max_sentences=8)
     assert [r.settings.seed for r in runs["pos"]] == [5, 6]

@@ -554,7 +554,7 @@ def finetune(model: LoadedModel, splits: dict[str, TaskData],
     store = Store() if store is None else store
     dev = splits.get("dev")
     if snapshot_dev_items is not None:
-        snapshot_dev_items = check_count(snapshot_dev_items, "snapshot_dev_items")
+        snapshot_dev_items = check_count(snapshot_dev_items, "snapshot_dev_items", optional=True)
         n_sampled = 0 if dev is None else dev.sample_index(snapshot_dev_items, seed=0).size
         if dev is None or n_sampled >= dev.n_items:
             snapshot_dev_items = None  # the sample would be the whole split
@@ -867,15 +867,16 @@ class ChapterFinetuning:
         allowed = {f.name for f in fields(FinetuneSettings)} | own
         unknown = sorted(set(given) - allowed)
         check(not unknown, f"finetune: unknown setting(s) {unknown}; allowed: {', '.join(sorted(allowed))}")
+        # whole numbers as ints, so that 3.0 or a numpy integer names the same runs as 3
+        for key, optional in (("epochs", False), ("n_seeds", False), ("glue_epochs", False),
+                              ("glue_train_sentences", True), ("glue_snapshot_dev_items", True)):
+            if key in given:
+                given[key] = check_count(given[key], f"finetune: {key}", optional=optional)
         settings = FinetuneSettings(**{k: v for k, v in given.items() if k not in own})
         settings.validate()
         plan = cls(settings, **{k: v for k, v in given.items() if k in own})
-        check_count(plan.glue_train_sentences, "finetune: glue_train_sentences", optional=True)
         check(isinstance(plan.glue_trajectories, bool),
               f"finetune: glue_trajectories must be true or false, got {plan.glue_trajectories!r}")
-        check_count(plan.glue_snapshot_dev_items, "finetune: glue_snapshot_dev_items", optional=True)
-        check_count(plan.glue_epochs, "finetune: glue_epochs")
-        check_count(plan.n_seeds, "finetune: n_seeds")
         return plan
 
     def as_dict(self) -> dict[str, Any]:

@@ -265,6 +265,16 @@ def check_parameters(given: Mapping[str, Any], declared: Mapping[Path, Mapping[s
                 ChapterFinetuning.from_mapping(value)
             except (ValueError, TypeError) as err:
                 raise ValueError(f"{where}: {err}") from None
+        if name in ("grid_search", "probe_autocast"):
+            from .probes import check_grid_search, check_probe_autocast
+
+            try:
+                if name == "grid_search":
+                    check_grid_search(value)
+                else:
+                    check_probe_autocast(value, name)
+            except ValueError as err:
+                raise ValueError(f"{where}: {err}") from None
         for notebook, default in holders.items():
             if not _fits(value, default):
                 raise ValueError(

@@ -20,9 +20,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._util import check, check_Xy, keyed_tasks, one_blas_thread, progress
+from ._util import check, check_count, check_Xy, keyed_tasks, one_blas_thread, progress
 
 log = logging.getLogger(__name__)
+_WARNED_BF16: list[bool] = []  # the no-native-bfloat16 warning, once a process
 
 
 def _standardize(X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -408,7 +409,8 @@ def probe_grid(X_train: np.ndarray, y_train: np.ndarray, X_dev: np.ndarray, y_de
     With ``setting=((hidden1, hidden2), alpha)`` there is no search: that setting is trained
     as the search would train it (``dev`` then has its one row) and retrained with the seeds,
     for a representation that reuses the choice made on another (such as a further
-    fine-tuning seed of the same task); ``hidden_sizes`` and ``alpha_grid`` are then unused.
+    fine-tuning seed of the same task); ``hidden_sizes`` and ``alpha_grid`` are then not
+    searched.
 
     Parameters
     ----------
@@ -431,12 +433,13 @@ def probe_grid(X_train: np.ndarray, y_train: np.ndarray, X_dev: np.ndarray, y_de
     device = resolve_device(device)
 
     _check_mlp_settings((1, 1), alpha_grid, max_iter, patience, batch_size, learning_rate)
-    check(n_seeds >= 1, f"n_seeds must be >= 1, got {n_seeds}")
-    check(autocast in (None, "bf16"), f"autocast must be None (float32) or 'bf16', got {autocast!r}")
-    if autocast == "bf16" and device.type == "cpu":
+    n_seeds = check_count(n_seeds, "n_seeds")
+    check_probe_autocast(autocast)
+    if autocast == "bf16" and device.type == "cpu" and not _WARNED_BF16:
         from .finetune import _native_bf16
 
         if not _native_bf16():
+            _WARNED_BF16.append(True)
             log.warning("MLP probes with autocast='bf16' on a CPU without native bfloat16 "
                         "(AVX-512 BF16 or AMX): slower than float32; set it to None here")
     check(len(hidden_sizes) >= 1 and all(int(h) >= 1 for h in hidden_sizes),
@@ -455,12 +458,13 @@ def probe_grid(X_train: np.ndarray, y_train: np.ndarray, X_dev: np.ndarray, y_de
     else:
         try:
             (h1, h2), alpha = setting
-            good = int(h1) == h1 >= 1 and int(h2) == h2 >= 1 and float(alpha) >= 0
+            shape = (check_count(h1, "h1"), check_count(h2, "h2"))
+            good = isinstance(alpha, (int, float, np.number)) and not isinstance(alpha, bool) and alpha >= 0
         except (TypeError, ValueError):
             good = False
         check(good, "setting must be ((hidden1, hidden2), alpha) with whole sizes >= 1 and "
               f"alpha >= 0, got {setting!r}")
-        shapes = [((int(h1), int(h2)), [float(alpha)])]
+        shapes = [(shape, [float(alpha)])]
     rows = []
     for hidden, alphas in progress(shapes, desc="MLP grid", unit="shape"):
         net = _MLPBatch(X_train.shape[1], hidden, len(classes), alphas,
@@ -570,15 +574,28 @@ def probe_states(X: Mapping | Iterable, data: Mapping, probe: Callable = linear_
 #: How :func:`probe_grid_seeds` tunes the probe on further fine-tuning seeds: "every seed"
 #: searches the grid on every state (Zhou & Srikumar tune each representation, so a further
 #: seed's figure is what their protocol gives on it); "first seed" retrains the first seed's
-#: choice for the same task and state, without a search (the grids of the later seeds are
-#: most of a chapter's probe time).
+#: choice for the same task and state, without a search (with three seeds, the grids of the
+#: later seeds are two thirds of the searches and about half of chapter 3's probe time).
 GRID_SEARCHES = ("every seed", "first seed")
 
 
 def check_grid_search(search: str) -> None:
     """Refuse a ``grid_search`` that is not one of :data:`GRID_SEARCHES`."""
-    check(search in GRID_SEARCHES,
+    check(isinstance(search, str) and search in GRID_SEARCHES,
           f"grid_search must be one of {list(GRID_SEARCHES)}, got {search!r}")
+
+
+def check_probe_autocast(autocast: str | None, name: str = "autocast") -> None:
+    """Refuse an MLP-probe ``autocast`` other than None (float32) and "bf16"; ``name`` is what
+    the message calls it."""
+    check(autocast is None or autocast == "bf16",
+          f"{name} must be None (float32) or 'bf16', got {autocast!r}")
+
+
+def check_probe_settings(grid_search: str, probe_autocast: str | None) -> None:
+    """The chapters' probe parameters, checked before any work starts."""
+    check_grid_search(grid_search)
+    check_probe_autocast(probe_autocast, "probe_autocast")
 
 
 def seed_setting(search: str, first: ProbeGridResult | None):
