@@ -219,6 +219,7 @@ def test_direction_statistics_find_what_the_top_direction_carries():
     (lambda: iso.partition_isotropy(np.full((3, 2), np.nan)), "finite"),
     (lambda: iso.n_directions_for(np.array([1.0]), 1.5), "share"),
     (lambda: iso.kmeans_clusters(gaussian(10, 3), 11), "n_clusters"),
+    (lambda: iso.kmeans_clusters(gaussian(10, 3), 2, n_init=0), "n_init"),
 ])
 def test_bad_input_is_refused_by_name(call, message):
     with pytest.raises(ValueError, match=message):
@@ -279,3 +280,23 @@ def test_the_fast_paths_agree_with_full_eigendecompositions(shape):
     second, basis = np.linalg.eigh(X.T @ X)
     log_z = np.log(np.exp(np.c_[X @ basis, -X @ basis]).sum(0))
     assert iso.partition_isotropy(X) == pytest.approx(np.exp(log_z.min() - log_z.max()), rel=1e-6)
+
+
+def test_kmeans_finds_separated_clusters_and_more_starts_never_raise_the_inertia():
+    rng = np.random.default_rng(3)
+    centres = rng.normal(size=(4, 16)) * 10
+    truth = rng.integers(0, 4, 800)
+    X = centres[truth] + rng.normal(size=(800, 16))
+    labels = iso.kmeans_clusters(X, 4, random_state=1)
+    # the same partition as the truth, up to the clusters' names
+    assert len({(t, c) for t, c in zip(truth, labels, strict=True)}) == 4
+
+    def inertia(Z, labels):
+        return sum(((Z[labels == c] - Z[labels == c].mean(0)) ** 2).sum() for c in np.unique(labels))
+
+    noise = rng.normal(size=(600, 8))  # no cluster structure: starts end in different optima
+    one = [inertia(noise, iso.kmeans_clusters(noise, 6, random_state=s)) for s in range(8)]
+    best = [inertia(noise, iso.kmeans_clusters(noise, 6, random_state=s, n_init=5)) for s in range(8)]
+    # the first of n_init starts is the single start of the same seed; the best is kept
+    assert all(b <= o * (1 + 1e-5) for b, o in zip(best, one, strict=True))
+    assert any(b < o * (1 - 1e-3) for b, o in zip(best, one, strict=True))
