@@ -21,7 +21,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -245,6 +245,34 @@ def _fits(value: Any, default: Any) -> bool:
     return isinstance(value, type(default))
 
 
+def _check_finetune(value: Any) -> None:
+    from .finetune import ChapterFinetuning
+
+    if isinstance(value, Mapping):  # another type is refused below, against the default's
+        ChapterFinetuning.from_mapping(value)
+
+
+def _check_grid_search(value: Any) -> None:
+    from .probes import check_grid_search
+
+    check_grid_search(value)
+
+
+def _check_probe_autocast(value: Any) -> None:
+    from .probes import check_probe_autocast
+
+    check_probe_autocast(value, "probe_autocast")
+
+
+#: Parameters whose value is checked beyond its type before anything runs: name -> a function
+#: that raises ValueError (or TypeError) naming what is wrong.
+_VALUE_CHECKS: dict[str, Callable[[Any], None]] = {
+    "finetune": _check_finetune,
+    "grid_search": _check_grid_search,
+    "probe_autocast": _check_probe_autocast,
+}
+
+
 def check_parameters(given: Mapping[str, Any], declared: Mapping[Path, Mapping[str, Any]],
                      where: str) -> None:
     """ValueError, before anything runs, for a parameter that none of the notebooks declares
@@ -258,22 +286,11 @@ def check_parameters(given: Mapping[str, Any], declared: Mapping[Path, Mapping[s
                 f"{where}: unknown parameter {name!r}: none of the notebooks "
                 f"{', '.join(nb.stem for nb in declared)} declares it. Check its spelling against "
                 "the parameters cell of each notebook (the first code cell).")
-        if name == "finetune" and isinstance(value, Mapping):
-            from .finetune import ChapterFinetuning
-
+        checker = _VALUE_CHECKS.get(name)
+        if checker is not None:
             try:
-                ChapterFinetuning.from_mapping(value)
+                checker(value)
             except (ValueError, TypeError) as err:
-                raise ValueError(f"{where}: {err}") from None
-        if name in ("grid_search", "probe_autocast"):
-            from .probes import check_grid_search, check_probe_autocast
-
-            try:
-                if name == "grid_search":
-                    check_grid_search(value)
-                else:
-                    check_probe_autocast(value, name)
-            except ValueError as err:
                 raise ValueError(f"{where}: {err}") from None
         for notebook, default in holders.items():
             if not _fits(value, default):

@@ -422,8 +422,10 @@ def probe_grid(X_train: np.ndarray, y_train: np.ndarray, X_dev: np.ndarray, y_de
         ``FTGEO_DEVICE``, else a GPU when there is one); initialization and mini-batch order
         are drawn on the CPU either way
     autocast : None (float32, as scikit-learn) or "bf16": the training steps in bfloat16
-        autocast, about 1.4x faster on a CPU with AVX-512 BF16 (the grid on 15,000 x 384
-        points: 5.6 s an epoch against 8.0 s); the weights, Adam and every accuracy stay float32
+        autocast, about 1.4x faster an epoch on a CPU with AVX-512 BF16 (the grid on 15,000 x
+        384 points: 5.6 s an epoch against 8.0 s), but 1.13x over whole searches of real
+        representations, whose chosen settings and epochs differ; the weights, Adam and every
+        accuracy stay float32
     """
     import pandas as pd
     import torch
