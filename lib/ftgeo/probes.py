@@ -181,14 +181,13 @@ class _MLPBatch:
 
     def select(self, keep, opt, learning_rate: float):
         """Keep only the networks where ``keep`` is true; returns an Adam carrying their state."""
-        import torch
 
         old = self.parameters()
         keep = keep.to(old[0].device)
         new = [p.detach()[keep].clone().requires_grad_() for p in old]
         self.set_parameters(new)
         self.alpha = self.alpha[keep]
-        new_opt = torch.optim.Adam(new, lr=learning_rate)
+        new_opt = _adam(new, learning_rate)
         for p, q in zip(old, new, strict=True):
             state = opt.state.get(p)
             if state:
@@ -221,6 +220,15 @@ class _MLPBatch:
 
 
 
+def _adam(params, learning_rate: float):
+    """Adam over ``params``, fused into one kernel where PyTorch has it (CPU, CUDA): the same
+    update, and on the CPU several times faster than the per-tensor loop it uses otherwise,
+    which made the optimizer step about a quarter of chapter 8's small classifiers' time."""
+    import torch
+
+    return torch.optim.Adam(params, lr=learning_rate, fused=params[0].device.type in ("cpu", "cuda"))
+
+
 def _train_batch(net: _MLPBatch, X, t, X_dev, t_dev, *, max_iter: int, batch_size: int,
                  learning_rate: float, patience: int, seed: int,
                  autocast: str | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -241,7 +249,7 @@ def _train_batch(net: _MLPBatch, X, t, X_dev, t_dev, *, max_iter: int, batch_siz
     check(X.dim() == 2 or patience >= max_iter,
           f"inputs per network need patience >= max_iter, got {patience} < {max_iter}")
     params = net.parameters()
-    opt = torch.optim.Adam(params, lr=learning_rate)
+    opt = _adam(params, learning_rate)
     M = params[0].shape[0]
     best = np.full(M, -1.0)
     best_epoch = np.zeros(M, dtype=int)
