@@ -181,7 +181,6 @@ class _MLPBatch:
 
     def select(self, keep, opt, learning_rate: float):
         """Keep only the networks where ``keep`` is true; returns an Adam carrying their state."""
-
         old = self.parameters()
         keep = keep.to(old[0].device)
         new = [p.detach()[keep].clone().requires_grad_() for p in old]
