@@ -300,3 +300,14 @@ def test_kmeans_finds_separated_clusters_and_more_starts_never_raise_the_inertia
     # the first of n_init starts is the single start of the same seed; the best is kept
     assert all(b <= o * (1 + 1e-5) for b, o in zip(best, one, strict=True))
     assert any(b < o * (1 - 1e-3) for b, o in zip(best, one, strict=True))
+
+
+@pytest.mark.parametrize("shape", [(300, 8), (6, 10)])  # more rows than features, and fewer
+def test_isotropy_gives_the_one_sign_partition_from_the_same_decomposition(shape):
+    X = np.random.default_rng(5).normal(size=shape) + 1.5
+    m = iso.isotropy(X)
+    assert m.partition_one_sign == iso.partition_isotropy(X, both_signs=False)
+    assert m.partition == iso.partition_isotropy(X)
+    # both signs add Z values, so the min/max ratio can only fall; with a mean offset it does
+    assert m.partition < m.partition_one_sign
+    assert set(m.as_dict()) == {"partition", "average_cosine", "isoscore"}

@@ -132,9 +132,16 @@ def partition_isotropy(X: np.ndarray, *, both_signs: bool = True) -> float:
 
 
 def _partition_from(X: np.ndarray, *, both_signs: bool = True) -> float:
-    """I(X) from the eigenvectors of XᵀX: those of its eigendecomposition, or, with fewer
-    rows than features, X's right singular vectors and the null space, where every
-    projection is 0 and so Z = n."""
+    """I(X) from the eigenvectors of XᵀX (see :func:`_partition_values`)."""
+    both, one = _partition_values(X, both_signs=both_signs)
+    return both if both_signs else one
+
+
+def _partition_values(X: np.ndarray, *, both_signs: bool = True) -> tuple[float, float]:
+    """I(X) with both signs of every eigenvector and with the solver's sign alone (NaN for
+    the first when ``both_signs`` is False), from one decomposition: the eigenvectors of XᵀX,
+    or, with fewer rows than features, X's right singular vectors and the null space, where
+    every projection is 0 and so Z = n."""
     n, d = X.shape
     if n < d:
         U, s = _gram_eigh(X)
@@ -143,16 +150,31 @@ def _partition_from(X: np.ndarray, *, both_signs: bool = True) -> float:
     else:
         _, vectors = _eigh_descending(X.T @ X)
         projections, null = X @ vectors, []  # c . x_i for every eigenvector c
-    log_z = _logsumexp_columns(projections)
     if both_signs:
-        log_z = np.concatenate([log_z, _logsumexp_columns(-projections)])
-    log_z = np.concatenate([log_z, null])
-    return float(np.exp(log_z.min() - log_z.max()))
+        plus, minus = _logsumexp_both_signs(projections)
+    else:
+        plus, minus = _logsumexp_columns(projections), None
+    one = np.concatenate([plus, null])
+    one_value = float(np.exp(one.min() - one.max()))
+    if minus is None:
+        return float("nan"), one_value
+    both = np.concatenate([one, minus])
+    return float(np.exp(both.min() - both.max())), one_value
 
 
 def _logsumexp_columns(A: np.ndarray) -> np.ndarray:
     top = A.max(axis=0)
     return top + np.log(np.exp(A - top).sum(axis=0))
+
+
+def _logsumexp_both_signs(A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(_logsumexp_columns(A), _logsumexp_columns(-A))`` through one scratch array."""
+    top, bottom = A.max(axis=0), A.min(axis=0)
+    scratch = np.subtract(A, top)
+    plus = top + np.log(np.exp(scratch, out=scratch).sum(axis=0))
+    np.subtract(bottom, A, out=scratch)  # -A - max(-A)
+    minus = -bottom + np.log(np.exp(scratch, out=scratch).sum(axis=0))
+    return plus, minus
 
 
 def average_cosine(X: np.ndarray, n_pairs: int | None = None, random_state: int = 0) -> float:
@@ -225,6 +247,9 @@ class IsotropyMeasures:
     partition: float
     average_cosine: float
     isoscore: float
+    #: I(X) at each eigenvector with the sign the solver returned (Rajaee & Pilehvar's code),
+    #: from the same decomposition; not part of :meth:`as_dict`
+    partition_one_sign: float = float("nan")
 
     def as_dict(self) -> dict[str, float]:
         return {"partition": self.partition, "average_cosine": self.average_cosine,
@@ -241,8 +266,9 @@ def isotropy(X: np.ndarray) -> IsotropyMeasures:
     """
     X = _as_float64(X)
     check(X.shape[1] >= 2, f"isotropy needs at least 2 features, got {X.shape[1]}")
-    return IsotropyMeasures(partition=_partition_from(X), average_cosine=average_cosine(X),
-                            isoscore=_isoscore_from_variances(_variances(X)))
+    both, one = _partition_values(X)
+    return IsotropyMeasures(partition=both, average_cosine=average_cosine(X),
+                            isoscore=_isoscore_from_variances(_variances(X)), partition_one_sign=one)
 
 
 def explained_variance(X: np.ndarray) -> np.ndarray:
