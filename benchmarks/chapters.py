@@ -65,6 +65,7 @@ def main() -> None:
     os.environ["FTGEO_ARTIFACTS"] = str(work)
     planned = {r.name: r for r in pipeline.plan(config, book=False, runs_dir=work / "runs")}
     runs = [planned[c] for c in chapters]
+    default_set = tuple(chapters) == CHAPTERS  # the set the target is judged on
     rows, start, directprobe = [], time.perf_counter(), None
     try:
         for run in runs:
@@ -88,14 +89,14 @@ def main() -> None:
     result = {
         "benchmark": "chapters", "config": args.config, "model": config.get("model"),
         "chapters": rows, "total_wall_s": round(total, 1),
-        "target_total_wall_s": 900 if tuple(chapters) == CHAPTERS else None,
+        "target_total_wall_s": 900 if default_set else None,
         "directprobe_seconds_per_task": directprobe,
         "fine_tuning_runs_reused": len(finetuned), "directprobe_fits_kept": moved,
         "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                     "python": platform.python_version(), "torch": torch.__version__},
     }
     atomic_write_json(real / "benchmarks" / "chapters.json", result)
-    target = " (target < 900 s)" if tuple(chapters) == CHAPTERS else ""
+    target = " (target < 900 s)" if default_set else ""
     print(f"{', '.join(chapters)}: {total:.0f} s{target}")
 
 

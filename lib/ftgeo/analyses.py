@@ -296,10 +296,10 @@ def layer_isotropy(
     the share of their variance the word explains (``"word share ..."``, NaN without
     ``words``); and the share of variance along every principal direction.
     """
-    both = isotropy.isotropy(X)
-    measures = both.as_dict()
+    global_measures = isotropy.isotropy(X)
+    measures = global_measures.as_dict()
     # the authors' form: Z at each eigenvector with the sign the solver returned
-    measures["partition one sign"] = both.partition_one_sign
+    measures["partition one sign"] = global_measures.partition_one_sign
     clusters = isotropy.kmeans_clusters(X, min(n_clusters, len(X)), random_state=seed)
     local = isotropy.cluster_isotropy(X, clusters, min_size=min(10, len(X) // n_clusters + 1))
     shares = isotropy.explained_variance(X)

@@ -64,8 +64,13 @@ __all__ = [
 
 
 def _as_float64(X: np.ndarray, min_rows: int = 2) -> np.ndarray:
+    return _checked_array(X, min_rows, np.float64)
+
+
+def _checked_array(X: np.ndarray, min_rows: int, dtype) -> np.ndarray:
+    """X checked (2-D, finite, at least ``min_rows`` rows) as an array of ``dtype``."""
     check_Xy(X)
-    X = np.asarray(X, dtype=np.float64)
+    X = np.asarray(X, dtype=dtype)
     check(X.shape[0] >= min_rows, f"X needs at least {min_rows} rows, got {X.shape[0]}")
     return X
 
@@ -127,13 +132,7 @@ def partition_isotropy(X: np.ndarray, *, both_signs: bool = True) -> float:
     >>> partition_isotropy(rng.normal(size=(2000, 10)) * np.r_[30.0, np.ones(9)]) < 1e-6
     True
     """
-    X = _as_float64(X, 1)
-    return _partition_from(X, both_signs=both_signs)
-
-
-def _partition_from(X: np.ndarray, *, both_signs: bool = True) -> float:
-    """I(X) from the eigenvectors of XᵀX (see :func:`_partition_values`)."""
-    both, one = _partition_values(X, both_signs=both_signs)
+    both, one = _partition_values(_as_float64(X, 1), both_signs=both_signs)
     return both if both_signs else one
 
 
@@ -542,7 +541,7 @@ def kmeans_clusters(X: np.ndarray, n_clusters: int, random_state: int = 0, n_ini
     """
     from sklearn.cluster import KMeans
 
-    X = _as_float64(X, 1)
+    X = _checked_array(X, 1, np.float32)  # straight to float32: no float64 copy on the way
     check(isinstance(n_clusters, (int, np.integer)) and 1 <= n_clusters <= len(X),
           f"n_clusters must be an integer in [1, {len(X)}] for {len(X)} rows, got {n_clusters!r}")
     check(isinstance(n_init, (int, np.integer)) and n_init >= 1,
@@ -550,7 +549,7 @@ def kmeans_clusters(X: np.ndarray, n_clusters: int, random_state: int = 0, n_ini
     if n_clusters == 1:
         return np.zeros(len(X), dtype=np.int64)
     km = KMeans(n_clusters=n_clusters, n_init=n_init, random_state=random_state)
-    return km.fit(X.astype(np.float32)).labels_.astype(np.int64)
+    return km.fit(X).labels_.astype(np.int64)
 
 
 def cluster_remove_top_directions(X: np.ndarray, n_removed: int, n_clusters: int = 10,
