@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import nbformat
@@ -466,3 +467,79 @@ def test_fine_tuning_runs_side_by_side_are_the_runs_one_process_trains(tmp_path,
     monkeypatch.setenv("FTGEO_ARTIFACTS", str(tmp_path / "broken"))
     with pytest.raises(PipelineError, match=r"on (pos|trec-50) \(seed 0\) failed in its worker"):
         pipeline._train_side_by_side(spec, 2)
+
+
+def _side_by_side_config(tmp_path: Path, bodies: dict[str, str], reader: str | None = None,
+                         **extra) -> Path:
+    """A config of toy notebooks (name: code), and optionally one that reads the others' runs."""
+    (tmp_path / "nbs").mkdir(exist_ok=True)
+    for name, body in bodies.items():
+        toy_notebook(tmp_path / "nbs" / f"{name}.ipynb", body)
+    names = list(bodies)
+    if reader is not None:
+        path = tmp_path / "nbs" / "reader.ipynb"
+        toy_notebook(path, reader)
+        nb = nbformat.read(path, as_version=4)
+        nb.metadata["ftgeo"] = {"reads_runs": True}
+        nbformat.write(nb, path)
+        names.append("reader")
+    config = {"name": "toy", "model": "minilm", "notebook_dir": "nbs", "parameters": {"value": 2},
+              "notebooks": names, **extra}
+    path = tmp_path / "toy.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_chapters_side_by_side_run_at_once_on_a_share_of_the_cores(tmp_path):
+    """chapter_workers: the notebooks that read no other run execute in worker processes at
+    the same time (each waits for the other's mark: one at a time, neither would finish),
+    their kernels on an equal share of torch's threads; the readers run after them."""
+    import torch
+
+    marks = tmp_path / "marks"
+    marks.mkdir()
+
+    def waits_for(mine: str, other: str) -> str:
+        return (f"import os, time, json\nimport ftgeo\nfrom pathlib import Path\n"
+                f"Path({str(marks / mine)!r}).touch()\nend = time.time() + 60\n"
+                f"while not Path({str(marks / other)!r}).exists():\n"
+                f"    assert time.time() < end, 'the other notebook never started'\n"
+                f"    time.sleep(0.1)\n"
+                f"ftgeo.save_metrics(output_dir, {{'pid': os.getpid(), "
+                f"'threads': os.environ.get('OMP_NUM_THREADS')}})")
+
+    reader = ("import json\nimport ftgeo\nfrom pathlib import Path\n"
+              "runs = Path(output_dir).parent.glob('*/metrics.json')\n"
+              "seen = sorted(p.parent.name.split('--')[0] for p in runs)\n"
+              "ftgeo.save_metrics(output_dir, {'seen': seen})")
+    config = _side_by_side_config(tmp_path, {"a": waits_for("a", "b"), "b": waits_for("b", "a")},
+                                  reader=reader, chapter_workers=2, book=True)
+    kw = {"runs_dir": tmp_path / "runs", "book_dir": tmp_path / "book"}
+    summary = run_config(config, **kw)
+    assert summary["executed"] == ["a", "b", "reader"]
+    a, b, read = (json.loads((Path(r) / "metrics.json").read_text()) for r in summary["runs"])
+    assert a["pid"] != b["pid"]
+    assert a["threads"] == b["threads"] == str(max(1, torch.get_num_threads() // 2))
+    assert read["seen"] == ["a", "b"]  # the reader ran once both had finished
+    assert (tmp_path / "book" / "a.ipynb").exists() and (tmp_path / "book" / "execution.md").exists()
+    # unchanged runs are skipped without starting workers; --chapter-workers overrides the config
+    assert run_config(config, **kw)["skipped"] == ["a", "b", "reader"]
+    with pytest.raises(ValueError, match="--chapter-workers: chapter_workers must be a whole "
+                                         "number >= 1, got 0"):
+        run_config(config, chapter_workers=0, **kw)
+    (tmp_path / "bad").mkdir()
+    bad = _side_by_side_config(tmp_path / "bad", {"a": GOOD}, chapter_workers=-1)
+    with pytest.raises(ValueError, match=r"toy\.yaml: chapter_workers must be a whole number"):
+        run_config(bad, runs_dir=tmp_path / "bad" / "runs")
+
+
+def test_a_chapter_failing_side_by_side_is_named_and_stops_the_others(tmp_path):
+    slow = "import time\nimport ftgeo\ntime.sleep(120)\nftgeo.save_metrics(output_dir, {})"
+    config = _side_by_side_config(
+        tmp_path, {"slow": slow, "broken": "raise RuntimeError('boom beside another chapter')"},
+        chapter_workers=2)
+    start = time.monotonic()
+    with pytest.raises(PipelineError, match=r"broken\.ipynb failed in cell \d+.*RuntimeError.*boom"):
+        run_config(config, runs_dir=tmp_path / "runs", book_dir=tmp_path / "book")
+    assert time.monotonic() - start < 100  # the slow one was stopped, not waited for
+    assert not list((tmp_path / "runs").glob("slow*/metrics.json"))

@@ -47,7 +47,7 @@ from ._util import (
 log = logging.getLogger(__name__)
 
 CONFIG_KEYS = {"name", "model", "models", "book", "parameters", "notebooks", "notebook_dir", "device",
-               "finetune_workers"}
+               "finetune_workers", "chapter_workers"}
 KERNEL = "python3"
 HIDE_TAG = "remove-cell"
 
@@ -496,7 +496,8 @@ def run_config(config_path: str | os.PathLike, *, model: str | None = None,
                runs_dir: Path | None = None, book_dir: Path | None = None,
                parameters: Mapping[str, Any] | None = None, device: str | None = None,
                executor: str = "local", slurm: Any = None, wait: bool = True,
-               finetune_workers: int | None = None) -> dict[str, Any]:
+               finetune_workers: int | None = None,
+               chapter_workers: int | None = None) -> dict[str, Any]:
     """Run every notebook a config lists; returns a summary (executed, skipped, forward passes).
 
     executor : ``local`` (this process: the fine-tuning stage, then the notebooks in turn) or
@@ -506,6 +507,10 @@ def run_config(config_path: str | os.PathLike, *, model: str | None = None,
 
     finetune_workers : fine-tuning runs trained side by side by the local executor
         (:func:`prepare_finetuning`); default the config's ``finetune_workers``, else 1.
+    chapter_workers : notebooks executed side by side by the local executor, each kernel on
+        an equal share of the cores (:func:`execute_side_by_side`); the notebooks that read
+        other runs (the scorecard, the model comparison) run after them, one at a time.
+        Default the config's ``chapter_workers``, else 1.
 
     device : where models run (``auto``, ``cpu``, ``cuda``, ``cuda:N``); default the config's
         ``device``, else ``FTGEO_DEVICE``, else auto. It holds for the fine-tuning stage and
@@ -523,13 +528,13 @@ def run_config(config_path: str | os.PathLike, *, model: str | None = None,
     config = load_config(config_path)
     chosen = device if device is not None else config.get("device")
     where = "--device" if device is not None else f"{config_path}: device" if chosen is not None else ""
-    workers = finetune_workers if finetune_workers is not None else config.get("finetune_workers", 1)
-    given_by = "--finetune-workers" if finetune_workers is not None else config_path
-    workers = check_count(workers, f"{given_by}: finetune_workers")
+    workers = _workers(finetune_workers, config, "finetune_workers", config_path)
+    side_by_side = _workers(chapter_workers, config, "chapter_workers", config_path)
     if executor == "slurm":
-        if finetune_workers is not None:
-            log.warning("--finetune-workers is for the local executor; on Slurm every "
-                        "fine-tuning run is a job of its own (--cpus-per-job sets its cores)")
+        if finetune_workers is not None or chapter_workers is not None:
+            log.warning("--finetune-workers and --chapter-workers are for the local executor; on "
+                        "Slurm every fine-tuning run and every model's chapters are jobs of their "
+                        "own (--cpus-per-job sets their cores)")
         return _run_on_slurm(config, chosen, where, model=model, tasks=tasks, force=force,
                              book=book, runs_dir=runs_dir, book_dir=book_dir,
                              parameters=parameters, slurm=slurm, wait=wait)
@@ -545,7 +550,15 @@ def run_config(config_path: str | os.PathLike, *, model: str | None = None,
         log.info("fine-tuning one run at a time on %s (finetune_workers is for CPU cores)", target)
         workers = 1
     with _environ(DEVICE_ENV, str(target)):
-        return _run_all(runs, force=force, book_dir=book_dir, workers=workers)
+        return _run_all(runs, force=force, book_dir=book_dir, workers=workers,
+                        chapter_workers=side_by_side)
+
+
+def _workers(given: int | None, config: Mapping[str, Any], key: str, config_path: Any) -> int:
+    """A worker count from the command line (``given``), else the config's ``key``, else 1."""
+    value = given if given is not None else config.get(key, 1)
+    where = f"--{key.replace('_', '-')}" if given is not None else config_path
+    return check_count(value, f"{where}: {key}")
 
 
 @contextmanager
@@ -751,7 +764,8 @@ def _train_one(model: str, task: str, seed: int, common: Mapping[str, Any]) -> N
     chapter_seed_runs(model, [task], seeds=[seed], train=True, **common)
 
 
-def _run_all(runs: Sequence[Run], *, force: bool, book_dir: Path, workers: int = 1) -> dict[str, Any]:
+def _run_all(runs: Sequence[Run], *, force: bool, book_dir: Path, workers: int = 1,
+             chapter_workers: int = 1) -> dict[str, Any]:
     summary = {"executed": [], "skipped": [], "forward_batches": 0, "runs": [], "timings": []}
     # the fine-tuning stage: every run the chapters to execute read is trained first (readers
     # of other runs are fingerprinted when their turn comes: the runs they read change first)
@@ -760,15 +774,24 @@ def _run_all(runs: Sequence[Run], *, force: bool, book_dir: Path, workers: int =
                         if id(run) in chapters and (force or not _is_current(run, chapters[id(run)]))],
                        workers=workers)
     bar = progress_bar(desc="notebooks", unit="notebook", total=len(runs))
+    outcomes: dict[int, dict[str, Any]] = {}
+    to_execute = [run for run in runs if id(run) in chapters
+                  and (force or not _is_current(run, chapters[id(run)]))]
+    if chapter_workers > 1 and len(to_execute) > 1:
+        outcomes = execute_side_by_side(to_execute, chapter_workers, force=force,
+                                        book_dir=book_dir, fingerprints=chapters, bar=bar)
+    for run in runs:  # the rest in turn; the readers last (plan() puts them there)
+        if id(run) not in outcomes:
+            outcomes[id(run)] = run_one(run, force=force, book_dir=book_dir, fp=chapters.get(id(run)),
+                                        show=_shower(bar, run.name))
+            bar.update()
+    bar.close()
     for run in runs:
-        outcome = run_one(run, force=force, book_dir=book_dir, fp=chapters.get(id(run)),
-                          show=_shower(bar, run.name))
+        outcome = outcomes[id(run)]
         summary["executed" if outcome["executed"] else "skipped"].append(run.name)
         summary["forward_batches"] += outcome["forward_batches"]
         summary["runs"].append(str(run.folder))
         summary["timings"].append(outcome["timing"])
-        bar.update()
-    bar.close()
     if any(run.book for run in runs):
         write_execution_page(book_dir / EXECUTION_PAGE, summary["timings"])
     log.info("%d notebook(s): %d executed, %d unchanged and skipped; forward passes in this run: "
@@ -776,6 +799,73 @@ def _run_all(runs: Sequence[Run], *, force: bool, book_dir: Path, workers: int =
              summary["forward_batches"],
              " (every representation came from the cache)" if summary["forward_batches"] == 0 else "")
     return summary
+
+
+def execute_side_by_side(runs: Sequence[Run], workers: int, *, force: bool, book_dir: Path,
+                         fingerprints: Mapping[int, Mapping[str, Any]], bar=None
+                         ) -> dict[int, dict[str, Any]]:
+    """:func:`run_one` for each of ``runs``, ``workers`` at a time, each in its own process
+    whose notebook kernel gets an equal share of torch's threads (``OMP_NUM_THREADS`` and
+    its kin). Returns ``{id(run): outcome}``.
+
+    For notebooks that read no other run (chapters 1 to 9): they only share the caches,
+    whose entries are written atomically under locks. On a 2-core CPU much of a chapter is
+    single-threaded (DirectProbe's linear programs, Python loops) or gains little from a
+    second thread on small matrices, so two chapters of one thread each use the cores better
+    than one of two. Runs are handed out in the given order, at most ``workers`` at a time:
+    a failure, or Ctrl-C, stops the other workers at once (their partly executed notebooks
+    are left under a hidden name that no later run takes for a finished one) and the error
+    names the notebook and cell that failed. A worker's kernel status appears as log lines.
+    """
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    import torch
+
+    workers = min(int(workers), len(runs))
+    threads = max(1, torch.get_num_threads() // workers)
+    log.info("executing %d notebooks, %d side by side with %d thread(s) each: %s", len(runs),
+             workers, threads, ", ".join(run.name for run in runs))
+    context = multiprocessing.get_context("spawn")  # a fork of a process with torch threads hangs
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_chapter_worker,
+                               initargs=(threads, logging.getLogger("ftgeo").getEffectiveLevel()))
+    pending, running, outcomes = list(runs), {}, {}
+    try:
+        while pending or running:
+            while pending and len(running) < workers:
+                run = pending.pop(0)
+                running[pool.submit(_run_one_logged, run, force, book_dir,
+                                    fingerprints.get(id(run)))] = run
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                run = running.pop(future)
+                outcomes[id(run)] = future.result()  # a PipelineError names notebook and cell
+                log.info("%s: done (%d of %d notebooks side by side)", run.name, len(outcomes),
+                         len(runs))
+                if bar is not None:
+                    bar.update()
+    except BaseException:
+        for process in list(getattr(pool, "_processes", {}).values()):
+            process.terminate()  # its kernel exits with it (ipykernel polls its parent)
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    else:
+        pool.shutdown()
+    return outcomes
+
+
+def _start_chapter_worker(threads: int, level: int) -> None:
+    """A notebook worker: as a fine-tuning worker, and its kernels start with ``threads``
+    threads (torch, OpenMP and the BLAS libraries read these variables when they load)."""
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    _start_worker(threads, level)
+
+
+def _run_one_logged(run: Run, force: bool, book_dir: Path,
+                    fp: Mapping[str, Any] | None) -> dict[str, Any]:
+    """:func:`run_one` in a worker: the kernel's status goes to the log."""
+    return run_one(run, force=force, book_dir=book_dir, fp=fp, show=_shower(None, run.name))
 
 
 def run_one(run: Run, *, force: bool = False, book_dir: Path | None = None,
@@ -809,11 +899,11 @@ def run_one(run: Run, *, force: bool = False, book_dir: Path | None = None,
 
 def _shower(bar, name: str, log_every_s: float = 30.0):
     """Show a kernel's status line: beside the notebooks bar in a terminal, or as a log line at
-    most every ``log_every_s`` seconds when progress bars are off."""
+    most every ``log_every_s`` seconds when progress bars are off (or ``bar`` is None)."""
     last = {"t": 0.0}
 
     def show(line: str) -> None:
-        if not bar.disable:
+        if bar is not None and not bar.disable:
             bar.set_postfix_str(f"{name}: {line}")
         elif time.monotonic() - last["t"] >= log_every_s:
             last["t"] = time.monotonic()
@@ -945,6 +1035,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                        help="local executor: fine-tuning runs trained side by side, each on an "
                             "equal share of the cores (default: the config's 'finetune_workers', "
                             "else 1)")
+    p_run.add_argument("--chapter-workers", type=int, default=None, metavar="N",
+                       help="local executor: notebooks executed side by side, each kernel on an "
+                            "equal share of the cores; the scorecard and other readers of runs "
+                            "follow them (default: the config's 'chapter_workers', else 1)")
     slurm = p_run.add_argument_group("Slurm executor (--executor slurm)")
     slurm.add_argument("--partition", help="Slurm partition (default: the cluster's)")
     slurm.add_argument("--gpus-per-job", type=int, default=0, help="GPUs per job (default 0)")
@@ -1009,7 +1103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                        force=args.force, book=args.book, device=args.device,
                        parameters={k: yaml.safe_load(v) for k, v in args.parameter},
                        executor=args.executor, slurm=_slurm_options(args),
-                       wait=not args.no_wait, finetune_workers=args.finetune_workers)
+                       wait=not args.no_wait, finetune_workers=args.finetune_workers,
+                       chapter_workers=args.chapter_workers)
     except (PipelineError, StorageError, ValueError, FileNotFoundError, ClusterError) as err:
         print(f"ftgeo: error: {err}", file=sys.stderr)
         return 1
