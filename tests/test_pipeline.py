@@ -505,8 +505,9 @@ def test_chapters_side_by_side_run_at_once_on_a_share_of_the_cores(tmp_path):
                 f"while not Path({str(marks / other)!r}).exists():\n"
                 f"    assert time.time() < end, 'the other notebook never started'\n"
                 f"    time.sleep(0.1)\n"
+                f"import torch\n"
                 f"ftgeo.save_metrics(output_dir, {{'pid': os.getpid(), "
-                f"'threads': os.environ.get('OMP_NUM_THREADS')}})")
+                f"'threads': os.environ.get('OMP_NUM_THREADS'), 'torch': torch.get_num_threads()}})")
 
     reader = ("import json\nimport ftgeo\nfrom pathlib import Path\n"
               "runs = Path(output_dir).parent.glob('*/metrics.json')\n"
@@ -518,9 +519,11 @@ def test_chapters_side_by_side_run_at_once_on_a_share_of_the_cores(tmp_path):
     summary = run_config(config, **kw)
     assert summary["executed"] == ["a", "b", "reader"]
     a, b, read = (json.loads((Path(r) / "metrics.json").read_text()) for r in summary["runs"])
-    assert a["pid"] != b["pid"]
-    assert a["threads"] == b["threads"] == str(max(1, torch.get_num_threads() // 2))
+    share = max(1, torch.get_num_threads() // 2)
+    assert a["threads"] == b["threads"] == str(share) and a["torch"] == b["torch"] == share
     assert read["seen"] == ["a", "b"]  # the reader ran once both had finished
+    page = (tmp_path / "book" / "execution.md").read_text()
+    assert "executed 3 of 3 notebooks" in page and "minutes of wall time" in page
     assert (tmp_path / "book" / "a.ipynb").exists() and (tmp_path / "book" / "execution.md").exists()
     # unchanged runs are skipped without starting workers; --chapter-workers overrides the config
     assert run_config(config, **kw)["skipped"] == ["a", "b", "reader"]
@@ -534,12 +537,37 @@ def test_chapters_side_by_side_run_at_once_on_a_share_of_the_cores(tmp_path):
 
 
 def test_a_chapter_failing_side_by_side_is_named_and_stops_the_others(tmp_path):
-    slow = "import time\nimport ftgeo\ntime.sleep(120)\nftgeo.save_metrics(output_dir, {})"
-    config = _side_by_side_config(
-        tmp_path, {"slow": slow, "broken": "raise RuntimeError('boom beside another chapter')"},
-        chapter_workers=2)
+    """The failing notebook is named with its cell; the one beside it is stopped at once,
+    its kernel too (no kernel left running), not waited for."""
+    pid_file = tmp_path / "slow.pid"
+    slow = (f"import os, time\nfrom pathlib import Path\n"
+            f"Path({str(pid_file)!r}).write_text(str(os.getpid()))\ntime.sleep(120)")
+    broken = (f"import time\nfrom pathlib import Path\nwhile not Path({str(pid_file)!r}).exists():\n"
+              "    time.sleep(0.1)\nraise RuntimeError('boom beside another chapter')")
+    config = _side_by_side_config(tmp_path, {"slow": slow, "broken": broken}, chapter_workers=2)
     start = time.monotonic()
     with pytest.raises(PipelineError, match=r"broken\.ipynb failed in cell \d+.*RuntimeError.*boom"):
         run_config(config, runs_dir=tmp_path / "runs", book_dir=tmp_path / "book")
     assert time.monotonic() - start < 100  # the slow one was stopped, not waited for
-    assert not list((tmp_path / "runs").glob("slow*/metrics.json"))
+    kernel = int(pid_file.read_text())
+    end = time.monotonic() + 20
+    while _alive(kernel) and time.monotonic() < end:
+        time.sleep(0.2)
+    assert not _alive(kernel), "the stopped notebook's kernel is still running"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return "zombie" not in Path(f"/proc/{pid}/status").read_text()
+    except (ProcessLookupError, FileNotFoundError):
+        return False
+
+
+def test_a_kernel_that_dies_side_by_side_is_named(tmp_path):
+    """A kernel killed under its notebook (out of memory, say) is an error naming the notebook,
+    not a bare traceback from the worker pool."""
+    dies = "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)"
+    config = _side_by_side_config(tmp_path, {"a": GOOD, "dies": dies}, chapter_workers=2)
+    with pytest.raises(PipelineError, match=r"dies\.ipynb failed"):
+        run_config(config, runs_dir=tmp_path / "runs", book_dir=tmp_path / "book")

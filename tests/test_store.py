@@ -37,6 +37,40 @@ def test_get_or_build_builds_once(store):
     np.testing.assert_array_equal(a["X"], b["X"])
 
 
+def _build_slowly(root: str, log: str) -> float:
+    """get_or_build of one entry whose build takes a second and notes each call in ``log``."""
+    def build():
+        with open(log, "a") as f:
+            f.write(f"{os.getpid()}\n")
+        time.sleep(1.0)
+        return {"X": np.arange(5)}, {}
+
+    from pathlib import Path
+
+    ready = Path(log).parent / "ready"  # both processes look the entry up at the same moment
+    ready.mkdir(exist_ok=True)
+    (ready / str(os.getpid())).touch()
+    end = time.time() + 60
+    while len(list(ready.iterdir())) < 2 and time.time() < end:
+        time.sleep(0.01)
+    entry, _ = Store(root).get_or_build("k", {"a": 1}, build)
+    return float(entry["X"].sum())
+
+
+def test_processes_that_need_one_entry_at_once_build_it_once(tmp_path):
+    """Two processes missing the same entry at the same moment: one builds, the other waits
+    for it and loads it (without the entry's lock both would build)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    log = tmp_path / "builds.log"
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        sums = list(pool.map(_build_slowly, [str(tmp_path / "cache")] * 2, [str(log)] * 2))
+    assert sums == [10.0, 10.0]
+    assert len(log.read_text().split()) == 1
+    assert sorted(p.name for p in (tmp_path / "cache" / "k").iterdir()) == [Store.key({"a": 1})]
+
+
 def test_failed_write_leaves_no_entry(store, monkeypatch):
     parts = {"a": 1}
     real_save = np.save

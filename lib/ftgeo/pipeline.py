@@ -549,6 +549,10 @@ def run_config(config_path: str | os.PathLike, *, model: str | None = None,
     if target.type != "cpu" and workers > 1:
         log.info("fine-tuning one run at a time on %s (finetune_workers is for CPU cores)", target)
         workers = 1
+    if target.type != "cpu" and side_by_side > 1:
+        log.info("executing one notebook at a time on %s (chapter_workers is for CPU cores: "
+                 "kernels side by side would share the device's memory)", target)
+        side_by_side = 1
     with _environ(DEVICE_ENV, str(target)):
         return _run_all(runs, force=force, book_dir=book_dir, workers=workers,
                         chapter_workers=side_by_side)
@@ -777,15 +781,19 @@ def _run_all(runs: Sequence[Run], *, force: bool, book_dir: Path, workers: int =
     outcomes: dict[int, dict[str, Any]] = {}
     to_execute = [run for run in runs if id(run) in chapters
                   and (force or not _is_current(run, chapters[id(run)]))]
-    if chapter_workers > 1 and len(to_execute) > 1:
-        outcomes = execute_side_by_side(to_execute, chapter_workers, force=force,
-                                        book_dir=book_dir, fingerprints=chapters, bar=bar)
-    for run in runs:  # the rest in turn; the readers last (plan() puts them there)
-        if id(run) not in outcomes:
-            outcomes[id(run)] = run_one(run, force=force, book_dir=book_dir, fp=chapters.get(id(run)),
-                                        show=_shower(bar, run.name))
-            bar.update()
-    bar.close()
+    started = time.time()
+    try:
+        if chapter_workers > 1 and len(to_execute) > 1:
+            outcomes = execute_side_by_side(to_execute, chapter_workers, force=force,
+                                            book_dir=book_dir, fingerprints=chapters, bar=bar)
+        for run in runs:  # the rest in turn; the readers last (plan() puts them there)
+            if id(run) not in outcomes:
+                outcomes[id(run)] = run_one(run, force=force, book_dir=book_dir,
+                                            fp=chapters.get(id(run)), show=_shower(bar, run.name))
+                bar.update()
+    finally:
+        bar.close()
+    summary["notebooks_wall_s"] = time.time() - started
     for run in runs:
         outcome = outcomes[id(run)]
         summary["executed" if outcome["executed"] else "skipped"].append(run.name)
@@ -793,7 +801,8 @@ def _run_all(runs: Sequence[Run], *, force: bool, book_dir: Path, workers: int =
         summary["runs"].append(str(run.folder))
         summary["timings"].append(outcome["timing"])
     if any(run.book for run in runs):
-        write_execution_page(book_dir / EXECUTION_PAGE, summary["timings"])
+        write_execution_page(book_dir / EXECUTION_PAGE, summary["timings"],
+                             wall_s=summary["notebooks_wall_s"])
     log.info("%d notebook(s): %d executed, %d unchanged and skipped; forward passes in this run: "
              "%d batches%s", len(runs), len(summary["executed"]), len(summary["skipped"]),
              summary["forward_batches"],
@@ -839,14 +848,22 @@ def execute_side_by_side(runs: Sequence[Run], workers: int, *, force: bool, book
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in finished:
                 run = running.pop(future)
-                outcomes[id(run)] = future.result()  # a PipelineError names notebook and cell
+                try:
+                    outcomes[id(run)] = future.result()
+                except (PipelineError, StorageError):
+                    raise  # they name the notebook and cell, or the file
+                except Exception as err:  # a dead kernel or worker (out of memory, killed)
+                    raise PipelineError(
+                        f"notebook {run.notebook.name} failed in its worker process: "
+                        f"{type(err).__name__}: {err}. Its partly executed notebook is "
+                        f"{run.folder / f'.{run.notebook.stem}.running.ipynb'}") from err
                 log.info("%s: done (%d of %d notebooks side by side)", run.name, len(outcomes),
                          len(runs))
                 if bar is not None:
                     bar.update()
     except BaseException:
         for process in list(getattr(pool, "_processes", {}).values()):
-            process.terminate()  # its kernel exits with it (ipykernel polls its parent)
+            process.terminate()  # it shuts its kernel down (_start_chapter_worker)
         pool.shutdown(wait=False, cancel_futures=True)
         raise
     else:
@@ -857,9 +874,14 @@ def execute_side_by_side(runs: Sequence[Run], workers: int, *, force: bool, book
 def _start_chapter_worker(threads: int, level: int) -> None:
     """A notebook worker: as a fine-tuning worker, and its kernels start with ``threads``
     threads (torch, OpenMP and the BLAS libraries read these variables when they load)."""
+    import signal
+
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(threads)
     _start_worker(threads, level)
+    # stopped by the parent (another notebook failed, Ctrl-C): leave through papermill's
+    # cleanup, which shuts the kernel down, rather than leave the kernel to notice alone
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
 
 
 def _run_one_logged(run: Run, force: bool, book_dir: Path,
@@ -932,9 +954,12 @@ def _timing(run: Run, started: float, *, reused: bool) -> dict[str, Any]:
 EXECUTION_PAGE = "execution.md"
 
 
-def write_execution_page(path: Path, timings: Sequence[Mapping[str, Any]]) -> None:
+def write_execution_page(path: Path, timings: Sequence[Mapping[str, Any]], *,
+                         wall_s: float | None = None) -> None:
     """The book's execution page: each notebook's run time, when it ran, and whether the
-    last pipeline run reused it from an earlier one (unchanged inputs)."""
+    last pipeline run reused it from an earlier one (unchanged inputs); ``wall_s``, the
+    notebooks stage's wall time (less than the sum of run times when notebooks ran side by
+    side)."""
     lines = ["# Execution statistics", "",
              "How the notebooks of this book were executed, by `python -m ftgeo run` (papermill). A "
              "notebook whose inputs (source, library, parameters, model weights, data files) had not "
@@ -951,7 +976,10 @@ def write_execution_page(path: Path, timings: Sequence[Mapping[str, Any]]) -> No
                          f"{'reused (unchanged)' if t['reused'] else 'executed'} |")
         total = sum(t["seconds"] or 0 for t in timings if not t["reused"])
         lines += ["", f"This build executed {sum(not t['reused'] for t in timings)} of {len(timings)} "
-                      f"notebooks in {total / 60:.1f} minutes."]
+                      f"notebooks in {total / 60:.1f} minutes of run time"
+                      + ("." if wall_s is None else
+                         f", {wall_s / 60:.1f} minutes of wall time (notebooks side by side "
+                         f"count once in wall time, each in run time).")]
     else:
         lines.append("No pipeline run has written this page yet: run `make book`.")
     atomic_write_text(path, "\n".join(lines) + "\n", setting=None)

@@ -146,12 +146,24 @@ class Store:
     def get_or_build(self, kind: str, parts: Mapping[str, Any],
                      build: Callable[[], tuple[Mapping[str, np.ndarray], Mapping[str, Any]]],
                      *, mmap: bool = False) -> tuple[Entry, bool]:
-        """Load the entry for ``parts`` or build and save it; returns (entry, was_cached)."""
+        """Load the entry for ``parts`` or build and save it; returns (entry, was_cached).
+
+        A missing entry is built under a lock of its own (``.locks/<kind>.<key>``), so that
+        processes that need it at the same time (chapters side by side, jobs of a cluster)
+        build it once: the others wait, then load it.
+        """
+        from ._util import file_lock
+
         entry = self.load(kind, parts, mmap=mmap)
         if entry is not None:
             return entry, True
-        arrays, meta = build()
-        return self.save(kind, parts, arrays, meta), False
+        lock = self.root / ".locks" / f"{kind}.{self.key(parts)}"
+        with file_lock(lock, what=f"builds the cache entry {kind}/{self.key(parts)}"):
+            entry = self.load(kind, parts, mmap=mmap)
+            if entry is not None:  # built by the process this one waited for
+                return entry, True
+            arrays, meta = build()
+            return self.save(kind, parts, arrays, meta), False
 
     @staticmethod
     def _sweep(tmp_root: Path) -> None:
