@@ -774,13 +774,11 @@ def _run_all(runs: Sequence[Run], *, force: bool, book_dir: Path, workers: int =
     # the fine-tuning stage: every run the chapters to execute read is trained first (readers
     # of other runs are fingerprinted when their turn comes: the runs they read change first)
     chapters = {id(run): fingerprint(run) for run in runs if not reads_runs(run.notebook)}
-    prepare_finetuning([(run.notebook, run.parameters) for run in runs
-                        if id(run) in chapters and (force or not _is_current(run, chapters[id(run)]))],
-                       workers=workers)
-    bar = progress_bar(desc="notebooks", unit="notebook", total=len(runs))
-    outcomes: dict[int, dict[str, Any]] = {}
     to_execute = [run for run in runs if id(run) in chapters
                   and (force or not _is_current(run, chapters[id(run)]))]
+    prepare_finetuning([(run.notebook, run.parameters) for run in to_execute], workers=workers)
+    bar = progress_bar(desc="notebooks", unit="notebook", total=len(runs))
+    outcomes: dict[int, dict[str, Any]] = {}
     started = time.time()
     try:
         if chapter_workers > 1 and len(to_execute) > 1:
