@@ -506,7 +506,8 @@ def test_chapters_side_by_side_run_at_once_on_a_share_of_the_cores(tmp_path):
                 f"    time.sleep(0.1)\n"
                 f"import torch\n"
                 f"ftgeo.save_metrics(output_dir, {{'pid': os.getpid(), "
-                f"'threads': os.environ.get('OMP_NUM_THREADS'), 'torch': torch.get_num_threads()}})")
+                f"'threads': os.environ.get('OMP_NUM_THREADS'), 'torch': torch.get_num_threads(), "
+                f"'mkl_dynamic': os.environ.get('MKL_DYNAMIC')}})")
 
     reader = ("import json\nimport ftgeo\nfrom pathlib import Path\n"
               "runs = Path(output_dir).parent.glob('*/metrics.json')\n"
@@ -520,6 +521,7 @@ def test_chapters_side_by_side_run_at_once_on_a_share_of_the_cores(tmp_path):
     a, b, read = (json.loads((Path(r) / "metrics.json").read_text()) for r in summary["runs"])
     share = max(1, torch.get_num_threads() // 2)
     assert a["threads"] == b["threads"] == str(share) and a["torch"] == b["torch"] == share
+    assert a["mkl_dynamic"] == b["mkl_dynamic"] == "FALSE"
     assert read["seen"] == ["a", "b"]  # the reader ran once both had finished
     page = (tmp_path / "book" / "execution.md").read_text()
     assert "executed 3 of 3 notebooks" in page and "minutes of wall time" in page
@@ -570,3 +572,24 @@ def test_a_kernel_that_dies_side_by_side_is_named(tmp_path):
     config = _side_by_side_config(tmp_path, {"a": GOOD, "dies": dies}, chapter_workers=2)
     with pytest.raises(PipelineError, match=r"dies\.ipynb failed"):
         run_config(config, runs_dir=tmp_path / "runs", book_dir=tmp_path / "book")
+
+
+@pytest.mark.parametrize(("given", "expected"), [(None, "FALSE"), ("TRUE", "TRUE")])
+def test_importing_ftgeo_fixes_mkl_thread_count_unless_the_environment_says_otherwise(given, expected):
+    """MKL's dynamic threading changed golden 03's last digits under load: ``import ftgeo``
+    turns it off for itself and what it starts, but a user's own setting wins."""
+    env = {k: v for k, v in os.environ.items() if k != "MKL_DYNAMIC"}
+    if given is not None:
+        env["MKL_DYNAMIC"] = given
+    out = subprocess.run([sys.executable, "-c", "import os, ftgeo; print(os.environ.get('MKL_DYNAMIC'))"],
+                         env=env, capture_output=True, text=True, check=True).stdout.split()
+    assert out[-1] == expected
+
+
+def test_thread_variables_are_set_together(monkeypatch):
+    from ftgeo._util import THREAD_VARIABLES, set_thread_variables
+
+    for var in (*THREAD_VARIABLES, "MKL_DYNAMIC"):
+        monkeypatch.setenv(var, "7")
+    set_thread_variables(3)
+    assert [os.environ[v] for v in THREAD_VARIABLES] == ["3"] * 3 and os.environ["MKL_DYNAMIC"] == "FALSE"

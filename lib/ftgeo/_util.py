@@ -30,6 +30,27 @@ T = TypeVar("T")
 _PROGRESS = {"enabled": os.environ.get("FTGEO_PROGRESS", "1") not in {"0", "false", "no"}}
 
 
+#: MKL's dynamic threading (its default) may use fewer threads than asked while the machine is
+#: busy, which changes the order of its floating-point sums and so the last digits of a result:
+#: golden chapter 3 moved in its third decimal (0.462 -> 0.460) with two CPU-bound processes
+#: beside it, and did not with this off. ``import ftgeo`` turns it off for its own process and
+#: every kernel or worker it starts, unless the environment already says otherwise (MKL reads
+#: the variable when it first runs, after the import).
+os.environ.setdefault("MKL_DYNAMIC", "FALSE")
+
+#: The variables a process's thread pools read when they load: torch's (OpenMP), MKL's, OpenBLAS's.
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def set_thread_variables(threads: int | str) -> None:
+    """Give the processes this one starts (a notebook kernel, a worker) ``threads`` threads
+    in each pool, with MKL's count fixed (``MKL_DYNAMIC=FALSE``); this process's pools have
+    loaded already (use ``torch.set_num_threads`` for it)."""
+    for var in THREAD_VARIABLES:
+        os.environ[var] = str(threads)
+    os.environ["MKL_DYNAMIC"] = "FALSE"
+
+
 def set_progress(enabled: bool) -> None:
     """Turn every ftgeo progress bar on or off."""
     _PROGRESS["enabled"] = bool(enabled)

@@ -180,9 +180,10 @@ class Work:
         if cpus and cpus.isdigit():  # as many threads as the job has CPUs, not the node's
             import torch
 
+            from ._util import set_thread_variables
+
             torch.set_num_threads(int(cpus))
-            for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-                os.environ[var] = cpus  # a notebook's kernel reads them when it starts
+            set_thread_variables(cpus)  # a notebook's kernel reads them when it starts
         _record(Path(self.folder), name, "running")
         try:
             result = run_job(kind, payload)

@@ -874,8 +874,9 @@ def _start_chapter_worker(threads: int, level: int) -> None:
     threads (torch, OpenMP and the BLAS libraries read these variables when they load)."""
     import signal
 
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        os.environ[var] = str(threads)
+    from ._util import set_thread_variables
+
+    set_thread_variables(threads)
     _start_worker(threads, level)
     # stopped by the parent (another notebook failed, Ctrl-C): leave through papermill's
     # cleanup, which shuts the kernel down, rather than leave the kernel to notice alone
