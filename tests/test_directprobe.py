@@ -657,3 +657,24 @@ def test_hull_distance_falls_back_to_a_lower_bound_when_the_svm_does_not_converg
         bound = directprobe.hull_distance(A, B)
     assert "did not converge in 1 iterations" in caplog.text
     assert 0.0 < bound <= exact + 1e-9
+
+
+def test_separable_labels_are_the_clusters_without_the_merge_sequence(monkeypatch):
+    """One cluster per label that overlaps nothing ends the fit before phase 1's linkage; the
+    linkage is computed only when the labels overlap."""
+    from ftgeo import directprobe
+
+    rng = np.random.default_rng(3)
+    X = np.r_[rng.normal(0, 1, (40, 3)), rng.normal(8, 1, (40, 3)), rng.normal(-8, 1, (40, 3))]
+    y = np.repeat([0, 1, 2], 40)
+    expected = DirectProbe().fit(X, y)
+
+    def no_linkage(*_):
+        raise AssertionError("phase 1's merge sequence was computed")
+
+    monkeypatch.setattr(directprobe, "_phase1_merges", no_linkage)
+    probe = DirectProbe().fit(X, y)
+    assert probe.n_clusters_ == 3 and np.array_equal(probe.labels_, expected.labels_)
+    assert np.allclose(probe.distances(), expected.distances())
+    with pytest.raises(AssertionError, match="merge sequence"):
+        DirectProbe().fit(X, rng.permutation(y))  # labels that overlap need the merges

@@ -1086,13 +1086,14 @@ class DirectProbe:
               f"{len(self.classes_)} labels")
         self.X_ = X
         self.y_ = codes
-        merges = _phase1_merges(X, codes)
         cl = _Clusters(X, codes, self.tol, self.max_planes)
-        final = _state(len(X), merges, len(merges))
-        self._load(cl, final)
+        # phase 1 ends with one cluster per label: when those overlap nothing the fit is done,
+        # and the merge sequence (centroid linkage within every label) is never needed
+        self._load(cl, codes)
         self.first_overlap_step_ = None
         self.phase2_start_clusters_ = self.phase2_tries_ = self.phase2_rejected_ = 0
         if cl.any_overlap():
+            merges = _phase1_merges(X, codes)
             j = self._first_overlap(merges, cl)
             self.first_overlap_step_ = j
             start = _state(len(X), merges, j - 1) if j > 0 else np.arange(len(X))
