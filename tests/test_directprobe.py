@@ -378,6 +378,14 @@ def test_cluster_tables_and_the_linearity_summary_known_answers():
     tasks = linearity_tasks(clusters, layers)
     assert tasks["xor"] == results.LinearityTask(2, 3, 2, [3, 4, 5], [2, 2, 2])
     assert tasks["blobs"] == results.LinearityTask(3, 3, 3, None, None)  # no per-layer counts
+    # the reference's protocol for layers: a flag per layer, recorded beside the counts' None
+    flags = {("xor", "pretrained"): [np.True_, False, False], ("xor", "finetuned"): [True, True, True]}
+    assert per_layer_table(flags).loc["xor / pretrained"].tolist() == ["yes", "no", "no"]
+    tasks = linearity_tasks(clusters, {}, layer_separable=flags)
+    assert tasks["xor"] == results.LinearityTask(2, 3, 2, None, None, None, [True, False, False],
+                                                 [True, True, True])
+    assert type(tasks["xor"].separable_per_layer_pretrained[0]) is bool  # JSON-ready
+    assert tasks["blobs"].separable_per_layer_finetuned is None
 
 
 @pytest.mark.parametrize("seed", range(4))

@@ -101,6 +101,24 @@ def _splits(kind="word"):
             "test": _synthetic(kind, 8, 2)}
 
 
+def test_by_default_the_whole_training_set_is_followed_at_every_snapshot(tiny_bert_dir, tmp_path, store):
+    """The papers follow the whole training set along fine-tuning: by default the trajectory
+    set is the training split itself, stored at every snapshot, and the test set is kept at
+    the ends only."""
+    splits = _splits()
+    settings = FinetuneSettings(epochs=2, learning_rate=1e-3, batch_size=8, n_snapshots=3)
+    run = finetune(load_model(str(tiny_bert_dir)), splits, settings, store=store, root=tmp_path)
+    assert run.trajectory_items is None and run.trajectory_set(splits["train"]) is splits["train"]
+    X = [run.representations(splits["train"], step, store=store) for step in run.steps]
+    assert all(x.shape == (3, splits["train"].n_items, 32) for x in X)
+    assert not np.allclose(X[0][-1], X[1][-1])
+    with pytest.raises(LookupError, match="not in the store"):
+        run.representations(splits["test"], int(run.steps[1]), store=store)
+    from ftgeo.finetune import ChapterFinetuning
+
+    assert ChapterFinetuning().trajectory_items is None
+
+
 def test_run_stores_snapshots_and_is_a_cache_hit_the_second_time(tiny_bert_dir, tmp_path, store):
     from ftgeo import extract
 

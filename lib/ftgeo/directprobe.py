@@ -1454,10 +1454,15 @@ def split_labels(clusters: Mapping, labels: Mapping[str, Sequence[str]]):
 
 def per_layer_table(counts: Mapping[tuple[str, str], Sequence], *, first_layer: int = 1):
     """A (task, state) x layer table: one row "task / state" per entry of ``counts``, whose
-    values are per layer from ``first_layer`` on; columns named ``layer``."""
+    values are per layer from ``first_layer`` on (cluster counts, or separability flags,
+    shown as yes and no); columns named ``layer``."""
     import pandas as pd
 
-    table = pd.DataFrame({f"{task} / {state}": list(v) for (task, state), v in counts.items()}).T
+    def shown(v):
+        return _yes_no(v) if isinstance(v, bool | np.bool_) else v
+
+    table = pd.DataFrame({f"{task} / {state}": [shown(x) for x in v]
+                          for (task, state), v in counts.items()}).T
     table.columns = pd.RangeIndex(first_layer, first_layer + len(table.columns), name="layer")
     return table
 
@@ -1475,18 +1480,42 @@ def linearity_summary(clusters: Mapping) -> dict[str, object]:
 
 
 def linearity_tasks(clusters: Mapping, layer_counts: Mapping[tuple[str, str], list[int]], *,
-                    seeds: Sequence[Mapping] | None = None) -> dict:
+                    seeds: Sequence[Mapping] | None = None,
+                    layer_separable: Mapping[tuple[str, str], list[bool]] | None = None) -> dict:
     """The per-task part of chapter 4's record: {task: :class:`ftgeo.results.LinearityTask`}.
 
     layer_counts : {(task, state): clusters at each layer}; an absent entry is recorded as None
     seeds : as for :func:`cluster_counts`
+    layer_separable : {(task, state): whether each layer is linearly separable}; likewise
     """
     from .results import LinearityTask
+
+    layer_separable = layer_separable or {}
 
     def per_seed(t):
         return None if seeds is None else [int(s[t, "finetuned"].n_clusters) for s in seeds]
 
+    def flags(key):
+        return None if key not in layer_separable else [bool(f) for f in layer_separable[key]]
+
     return {t: LinearityTask(clusters[t, "pretrained"].n_labels, clusters[t, "pretrained"].n_clusters,
                              clusters[t, "finetuned"].n_clusters, layer_counts.get((t, "pretrained")),
-                             layer_counts.get((t, "finetuned")), per_seed(t))
+                             layer_counts.get((t, "finetuned")), per_seed(t),
+                             flags((t, "pretrained")), flags((t, "finetuned")))
             for t in keyed_tasks(clusters)}
+
+
+#: chapter 4's ``per_layer``: what it computes at every transformer layer
+PER_LAYER = ("separable", "clusters", None)
+
+
+def check_per_layer(per_layer) -> None:
+    """Refuse a ``per_layer`` other than "separable", "clusters" or None, before any work.
+
+    >>> check_per_layer("layers")
+    Traceback (most recent call last):
+    ...
+    ValueError: per_layer must be "separable" (the reference's protocol), "clusters" or None, got 'layers'
+    """
+    check(per_layer in PER_LAYER, 'per_layer must be "separable" (the reference\'s protocol), '
+          f'"clusters" or None, got {per_layer!r}')

@@ -359,8 +359,9 @@ class FinetuneRun:
     ``steps`` are the snapshot steps; ``dev_accuracy`` the dev accuracy at each; ``losses``
     the training loss of every step. The representations of every state are in the store:
     the full probing sets at the first and last snapshot, and the *trajectory sets* (each
-    probing set sampled to at most ``trajectory_items`` items, whole sentences, seed 0):
-    the training set's at every snapshot, the others' at the first and last.
+    probing set itself, or with ``trajectory_items`` a seeded sample of whole sentences
+    with at most that many items): the training set's at every snapshot, the others' at the
+    first and last.
     :meth:`representations` reads them; :meth:`load_model` and
     :meth:`load_task_model` load the final weights.
     """
@@ -492,7 +493,7 @@ class FinetuneRun:
 
 def run_folder(model: LoadedModel, train: TaskData, settings: FinetuneSettings,
                root: str | os.PathLike | None = None,
-               trajectory_items: int | None = 1000,
+               trajectory_items: int | None = None,
                snapshot_dev_items: int | None = None,
                trajectory_splits: Sequence[str] = ("train",)) -> tuple[str, Path, dict]:
     """The cache key, folder and key parts of a run (nothing is created)."""
@@ -512,7 +513,7 @@ def run_folder(model: LoadedModel, train: TaskData, settings: FinetuneSettings,
 
 def finetune(model: LoadedModel, splits: dict[str, TaskData],
              settings: FinetuneSettings = FinetuneSettings(), *, store=None,
-             probe_splits: Sequence[str] = ("train", "test"), trajectory_items: int | None = 1000,
+             probe_splits: Sequence[str] = ("train", "test"), trajectory_items: int | None = None,
              trajectory_splits: Sequence[str] = ("train",),
              root: str | os.PathLike | None = None, cached_only: bool = False,
              snapshot_dev_items: int | None = None) -> FinetuneRun:
@@ -521,11 +522,12 @@ def finetune(model: LoadedModel, splits: dict[str, TaskData],
     At each of ``settings.n_snapshots`` evenly spaced steps (0 and the last included), the
     dev accuracy is recorded and representations at every layer go into the store under the
     state ``finetuned(task, seed, step)``: the full ``probe_splits`` at the first and last
-    snapshot, and their *trajectory sets*, seeded samples of at most ``trajectory_items``
-    items (``None``: the full sets, which costs a forward pass over them each time), at the
-    ends for every probe split (sliced from the full sets) and in between for the
-    ``trajectory_splits`` only (the chapters follow the training set along fine-tuning;
-    a test sample at every snapshot was about a sixth of the snapshots' time, unread).
+    snapshot, and their *trajectory sets*: the full sets (``trajectory_items=None``, the
+    default and the papers' protocol: a forward pass over them at every snapshot) or seeded
+    samples of whole sentences with at most ``trajectory_items`` items, at the ends for every
+    probe split (sliced from the full sets) and in between for the ``trajectory_splits``
+    only (the chapters follow the training set along fine-tuning; a test sample at every
+    snapshot was about a sixth of the snapshots' time, unread).
     A checkpoint is written at a snapshot (not the last) once
     ``CHECKPOINT_EVERY_S`` seconds have passed since the previous one; an interrupted run
     resumes from its last checkpoint and ends with the same weights as an uninterrupted run
@@ -684,15 +686,16 @@ def _train(model: LoadedModel, splits: dict[str, TaskData], settings: FinetuneSe
         t = time.perf_counter()
         task_model.eval()
         state = state_model(model, key, step, encoder)
-        if step in (steps[0], steps[-1]):
+        at_end = step in (steps[0], steps[-1])
+        if at_end:  # the full sets, and the trajectory sets sliced from them
             for full, sample in zip(full_sets, trajectory_sets, strict=True):
                 X = representations(state, full, store=store)
                 if sample is not full:  # a subset: slice it instead of a second forward pass
                     store_subset(state, sample, X[:, full.sample_index(trajectory_items, seed=0)],
                                  store)
-        for data in trajectory_sets if step in (steps[0], steps[-1]) else followed:
-            representations(state, data, store=store)
-        at_end = step in (steps[0], steps[-1])
+        else:
+            for data in followed:
+                representations(state, data, store=store)
         dev_acc.append(accuracy(task_model, dev_batches if at_end else between_batches)
                        if dev_batches else float("nan"))
         task_model.train()
@@ -813,7 +816,9 @@ class ChapterFinetuning:
     """The fine-tuning every chapter reads, named once: the config's ``finetune`` parameter.
 
     settings : the :class:`FinetuneSettings` of the probing tasks
-    trajectory_items : items of each probing set stored at every snapshot (None: all)
+    trajectory_items : items of each probing set stored at every snapshot (None, the default:
+        all of them, as the papers follow the whole training set; N: a seeded sample of whole
+        sentences, cheaper but easier to separate linearly)
     glue_epochs, glue_train_sentences : SST-2 and MRPC (:data:`GLUE_TASKS`) are fine-tuned
         for ``glue_epochs`` epochs, the usual GLUE recipe (Devlin et al. 2019), on a seeded
         sample of ``glue_train_sentences`` training sentences (None: all; SST-2 has 60,614,
@@ -841,7 +846,7 @@ class ChapterFinetuning:
     """
 
     settings: FinetuneSettings = FinetuneSettings()
-    trajectory_items: int | None = 1000
+    trajectory_items: int | None = None
     glue_epochs: int = 3
     glue_train_sentences: int | None = 8000
     glue_snapshot_dev_items: int | None = 1000

@@ -1107,8 +1107,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                       help="autocast for training steps: bf16, or fp16 (GPUs only)")
     p_ft.add_argument("--device", default=None, help="auto (default), cpu, cuda or cuda:N")
     p_ft.add_argument("--snapshots", type=int, default=None, help="snapshot count (with step 0)")
-    p_ft.add_argument("--trajectory-items", type=int, default=1000,
-                      help="items of each probing set stored at every snapshot (0: all)")
+    p_ft.add_argument("--trajectory-items", type=int, default=0,
+                      help="items of each probing set stored at every snapshot "
+                           "(0, the default: all of them, as the chapters)")
     p_ft.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,

@@ -183,6 +183,10 @@ class LinearityTask:
     clusters_per_layer_finetuned: list[int] | None
     # one count per fine-tuning seed, the first seed's first (None: a record from one seed)
     clusters_finetuned_seeds: list[int] | None = None
+    # whether each transformer layer is linearly separable (the reference's protocol for
+    # layers; None where the chapter counted clusters per layer instead, or neither)
+    separable_per_layer_pretrained: list[bool] | None = None
+    separable_per_layer_finetuned: list[bool] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
