@@ -686,3 +686,54 @@ def test_separable_labels_are_the_clusters_without_the_merge_sequence(monkeypatc
     assert np.allclose(probe.distances(), expected.distances())
     with pytest.raises(AssertionError, match="merge sequence"):
         DirectProbe().fit(X, rng.permutation(y))  # labels that overlap need the merges
+
+
+def test_distances_from_the_fits_planes_equal_those_of_a_fresh_overlap_test(monkeypatch):
+    """distances() starts each pair's SVM from the hyperplane the fit found (or the plane
+    between bounding spheres) instead of testing the pair for overlap again: the same
+    distances, with a label split into clusters and with separable labels, and a plane
+    that does not separate the pair is ignored."""
+    from ftgeo import directprobe
+    from ftgeo.directprobe import Hyperplane, hull_distance
+
+    rng = np.random.default_rng(5)
+    xor = np.r_[rng.normal([0, 0], 0.3, (25, 2)), rng.normal([4, 4], 0.3, (25, 2)),
+                rng.normal([0, 4], 0.3, (25, 2)), rng.normal([4, 0], 0.3, (25, 2))]
+    blobs = np.r_[rng.normal(0, 1, (30, 4)), rng.normal(6, 1, (30, 4)), rng.normal(-6, 1, (30, 4))]
+    tests, original = [], directprobe.hull_overlap
+    counting = lambda *a, **k: tests.append(1) or original(*a, **k)  # noqa: E731
+    for X, y in ((xor, np.repeat([0, 1], 50)), (blobs, np.repeat([0, 1, 2], 30))):
+        probe = DirectProbe().fit(X, y)
+        fresh = np.zeros((probe.n_clusters_,) * 2)
+        for i, j in itertools.combinations(range(probe.n_clusters_), 2):
+            fresh[i, j] = fresh[j, i] = hull_distance(probe.cluster_points(i), probe.cluster_points(j))
+        monkeypatch.setattr(directprobe, "hull_overlap", counting)
+        tests.clear()
+        np.testing.assert_allclose(probe.distances(), fresh, rtol=1e-5, atol=1e-9)
+        if probe.n_clusters_ == len(np.unique(y)):  # separable: no pair is tested again
+            assert tests == []
+        monkeypatch.setattr(directprobe, "hull_overlap", original)
+    A, B = blobs[:30], blobs[30:60]
+    wrong = Hyperplane(np.ones(4), 100.0)  # positive on both sets: separates nothing
+    assert hull_distance(A, B, plane=wrong) == pytest.approx(hull_distance(A, B), rel=1e-6)
+
+
+def test_a_fit_reuses_a_separable_label_test_of_the_same_data_only(monkeypatch):
+    from ftgeo import directprobe
+    from ftgeo.directprobe import test_labels
+
+    rng = np.random.default_rng(6)
+    X = np.r_[rng.normal(0, 1, (40, 3)), rng.normal(9, 1, (40, 3))]
+    y = np.repeat([0, 1], 40)
+    test = test_labels(X, y)
+    assert test.separable
+    calls = []
+    original = directprobe._Clusters.any_overlap
+    monkeypatch.setattr(directprobe._Clusters, "any_overlap",
+                        lambda self: calls.append(1) or original(self))
+    probe = DirectProbe().fit(X, y, labels=test)
+    assert calls == [] and probe.n_clusters_ == 2
+    assert np.array_equal(probe.labels_, DirectProbe().fit(X, y).labels_) and len(calls) == 1
+    DirectProbe().fit(X + 1.0, y, labels=test)  # other data: the test is not reused
+    DirectProbe(tol=1e-6).fit(X, y, labels=test)  # other settings: likewise
+    assert len(calls) == 3

@@ -107,9 +107,9 @@ def test_fits_are_cached_by_content(store, monkeypatch):
     calls = []
     original = spatial.DirectProbe.fit
 
-    def counting(self, *args):
+    def counting(self, *args, **kwargs):
         calls.append(1)
-        return original(self, *args)
+        return original(self, *args, **kwargs)
 
     monkeypatch.setattr(spatial.DirectProbe, "fit", counting)
     again = directprobe_summary(X, y, store=store)
@@ -469,10 +469,10 @@ def test_a_trajectory_fits_only_the_separable_steps_and_caches_the_test(store, m
     every = spatial.trajectory([X, mixed, X], y, [0, 5, 10], ["a", "b", "c", "d"],
                                separable_only=False, store=False)
     fits, tests = [], []
-    original_fit, original_test = spatial.DirectProbe.fit, spatial.linearly_separable
+    original_fit, original_test = spatial.DirectProbe.fit, spatial.test_labels
     monkeypatch.setattr(spatial.DirectProbe, "fit",
-                        lambda self, *a: fits.append(1) or original_fit(self, *a))
-    monkeypatch.setattr(spatial, "linearly_separable",
+                        lambda self, *a, **k: fits.append(1) or original_fit(self, *a, **k))
+    monkeypatch.setattr(spatial, "test_labels",
                         lambda *a, **k: tests.append(1) or original_test(*a, **k))
     traj = spatial.trajectory([X, mixed, X], y, [0, 5, 10], ["a", "b", "c", "d"], store=store)
     assert len(fits) == 1 and len(tests) == 2  # X fitted once (cached), mixed only tested
@@ -519,10 +519,27 @@ def test_similarity_to_pretrained_is_blank_without_a_fit_where_a_layer_is_not_se
     mixed[y == 3] -= [11.5, 0]
     fits = []
     original = spatial.DirectProbe.fit
-    monkeypatch.setattr(spatial.DirectProbe, "fit", lambda self, *a: fits.append(1) or original(self, *a))
+    monkeypatch.setattr(spatial.DirectProbe, "fit",
+                        lambda self, *a, **k: fits.append(1) or original(self, *a, **k))
     pre = np.stack([X, X, mixed])
     table = spatial.similarity_to_pretrained(pre, [(5, np.stack([X, mixed, X]))], y, store=False)
     assert table.loc[1, 5] != table.loc[1, 5] and table.loc[2, 5] != table.loc[2, 5]  # NaN
     assert len(fits) == 1  # layer 1 of the pretrained model; nothing else needed a fit
     table = spatial.similarity_to_pretrained(pre, [(5, np.stack([X, 2 * X, X]))], y, store=False)
     assert table.loc[1, 5] == pytest.approx(1.0)
+
+
+def test_a_fit_after_the_separability_test_does_not_test_the_labels_again(store, monkeypatch):
+    from ftgeo import directprobe
+
+    X, y = _segments([0.0, 3.0, 8.0, 12.0])
+    calls = []
+    original = directprobe._Clusters.any_overlap
+    monkeypatch.setattr(directprobe._Clusters, "any_overlap",
+                        lambda self: calls.append(1) or original(self))
+    assert spatial.separable(X, y, store=store) and len(calls) == 1
+    summary = directprobe_summary(X, y, store=store)
+    assert len(calls) == 1 and summary.linearly_separable
+    expected = directprobe_summary(X, y, store=False)  # a fit of its own: tests again
+    assert len(calls) == 2
+    np.testing.assert_allclose(summary.distances, expected.distances, rtol=1e-6, equal_nan=True)

@@ -1074,7 +1074,13 @@ class DirectProbe:
         self.tol = tol
         self.max_planes = max_planes
 
-    def fit(self, X: np.ndarray, y: np.ndarray) -> DirectProbe:
+    def fit(self, X: np.ndarray, y: np.ndarray, *, labels: LabelTest | None = None) -> DirectProbe:
+        """Fit on points X (n_samples, n_features) with labels y.
+
+        labels : :func:`test_labels` of the same X, y and ``tol``, when it was run already
+            (spatial's separability test before a fit): a separable one ends the fit
+            without testing the labels again
+        """
         X = np.asarray(X, dtype=np.float64)
         check_Xy(X, y)
         check(self.tol >= 0, f"tol must be >= 0, got {self.tol}")
@@ -1086,12 +1092,17 @@ class DirectProbe:
               f"{len(self.classes_)} labels")
         self.X_ = X
         self.y_ = codes
+        self.first_overlap_step_ = None
+        self.phase2_start_clusters_ = self.phase2_tries_ = self.phase2_rejected_ = 0
+        if labels is not None and labels.separable and labels.matches(X, codes, self.tol, self.max_planes):
+            cl = labels._clusters  # the labels were tested on this data: they are the clusters
+            self.n_lp_tests_ = cl.lp_tests
+            self._finish(cl)
+            return self
         cl = _Clusters(X, codes, self.tol, self.max_planes)
         # phase 1 ends with one cluster per label: when those overlap nothing the fit is done,
         # and the merge sequence (centroid linkage within every label) is never needed
         self._load(cl, codes)
-        self.first_overlap_step_ = None
-        self.phase2_start_clusters_ = self.phase2_tries_ = self.phase2_rejected_ = 0
         if cl.any_overlap():
             merges = _phase1_merges(X, codes)
             j = self._first_overlap(merges, cl)
@@ -1189,6 +1200,11 @@ class DirectProbe:
         self.cluster_labels_ = self.classes_[[cl.label[c] for c in ids]]
         self.n_clusters_ = len(ids)
         self._cluster_codes = np.array([cl.label[c] for c in ids])
+        # the hyperplane that separated each pair of final clusters, positive on the first:
+        # distances() starts from them instead of testing each pair for overlap again
+        number = {cid: k for k, cid in enumerate(ids)}
+        self._planes = {(number[a], number[b]): h for a, filed in cl.pair_planes.items()
+                        if a in number for b, h in filed.items() if b in number}
 
     # ---------------------------------------------------------------- distances
     def cluster_points(self, k: int) -> np.ndarray:
@@ -1208,11 +1224,29 @@ class DirectProbe:
         for i in range(K):
             for j in range(i + 1, K):
                 if same_label or self.cluster_labels_[i] != self.cluster_labels_[j]:
-                    D[i, j] = D[j, i] = hull_distance(self.cluster_points(i),
-                                                      self.cluster_points(j), tol=self.tol)
+                    A, B = self.cluster_points(i), self.cluster_points(j)
+                    D[i, j] = D[j, i] = hull_distance(A, B, tol=self.tol,
+                                                      plane=self._separator(i, j, A, B))
                 else:
                     D[i, j] = D[j, i] = np.nan
         return D
+
+    def _separator(self, i: int, j: int, A: np.ndarray, B: np.ndarray) -> Hyperplane | None:
+        """A hyperplane that the fit found between clusters i and j of different labels
+        (positive on i); for a pair it never tested, whose bounding spheres are apart, the
+        plane half-way between the spheres. None for a same-label pair."""
+        planes = getattr(self, "_planes", {})
+        if (i, j) in planes:
+            return planes[i, j]
+        if self.cluster_labels_[i] == self.cluster_labels_[j]:
+            return None
+        ca, cb = A.mean(axis=0), B.mean(axis=0)
+        w = ca - cb
+        norm = float(np.linalg.norm(w))
+        ra = float(np.sqrt(((A - ca) ** 2).sum(axis=1).max()))
+        rb = float(np.sqrt(((B - cb) ** 2).sum(axis=1).max()))
+        # w.x >= w.ca - ra |w| on A and <= w.cb + rb |w| on B: the mid-point of the two
+        return Hyperplane(w, -float(w @ ca - ra * norm + w @ cb + rb * norm) / 2)
 
     def distance_vector(self) -> np.ndarray:
         """One distance per pair of labels (i < j in ``classes_`` order).
@@ -1246,6 +1280,39 @@ class DirectProbe:
         return float(np.mean(self.predict(X) == np.asarray(y)))
 
 
+@dataclass(frozen=True, eq=False)
+class LabelTest:
+    """The outcome of :func:`test_labels`: ``separable``, and the certificates behind it,
+    which a :meth:`DirectProbe.fit` of the same data reuses."""
+
+    separable: bool
+    _clusters: _Clusters
+
+    def matches(self, X: np.ndarray, codes: np.ndarray, tol: float, max_planes: int) -> bool:
+        """Was this test run on this data (the same arrays' values), with these settings?"""
+        cl = self._clusters
+        return (cl.tol == tol and cl.max_planes == max_planes and cl.X.shape == X.shape
+                and np.array_equal(cl.y, codes) and (cl.X is X or np.array_equal(cl.X, X)))
+
+
+def test_labels(X: np.ndarray, y: np.ndarray, *, tol: float = 1e-9, max_planes: int = 64
+                ) -> LabelTest:
+    """:func:`linearly_separable`, keeping what a later :meth:`DirectProbe.fit` of the same
+    data can reuse (:class:`LabelTest`)."""
+    X = np.asarray(X, dtype=np.float64)
+    check_Xy(X, y)
+    check(tol >= 0, f"tol must be >= 0, got {tol}")
+    classes, codes = np.unique(np.asarray(y), return_inverse=True)
+    check(len(classes) >= 2, f"a separability test needs at least 2 labels, got {len(classes)}")
+    cl = _Clusters(X, codes, tol, max_planes)
+    for c in range(len(classes)):
+        cl.add(np.flatnonzero(codes == c))
+    return LabelTest(not cl.any_overlap(), cl)
+
+
+test_labels.__test__ = False  # not a test for pytest's collector
+
+
 def linearly_separable(X: np.ndarray, y: np.ndarray, *, tol: float = 1e-9,
                        max_planes: int = 64) -> bool:
     """Whether the convex hulls of the labels are pairwise disjoint (every label one cluster).
@@ -1262,15 +1329,7 @@ def linearly_separable(X: np.ndarray, y: np.ndarray, *, tol: float = 1e-9,
     >>> linearly_separable(X, np.repeat([0, 1], 30)), linearly_separable(X, np.arange(60) % 2)
     (True, False)
     """
-    X = np.asarray(X, dtype=np.float64)
-    check_Xy(X, y)
-    check(tol >= 0, f"tol must be >= 0, got {tol}")
-    classes, codes = np.unique(np.asarray(y), return_inverse=True)
-    check(len(classes) >= 2, f"a separability test needs at least 2 labels, got {len(classes)}")
-    cl = _Clusters(X, codes, tol, max_planes)
-    for c in range(len(classes)):
-        cl.add(np.flatnonzero(codes == c))
-    return not cl.any_overlap()
+    return test_labels(X, y, tol=tol, max_planes=max_planes).separable
 
 
 def spatial_similarity(a: np.ndarray, b: np.ndarray) -> float:
@@ -1286,7 +1345,8 @@ def spatial_similarity(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a, b)[0, 1])
 
 
-def hull_distance(A: np.ndarray, B: np.ndarray, *, tol: float = 1e-9) -> float:
+def hull_distance(A: np.ndarray, B: np.ndarray, *, tol: float = 1e-9,
+                  plane: Hyperplane | None = None) -> float:
     """Euclidean distance between the convex hulls of A and B (0 if they intersect).
 
     Twice the margin of the hard-margin linear SVM between A and B: solved on a working set
@@ -1294,17 +1354,28 @@ def hull_distance(A: np.ndarray, B: np.ndarray, *, tol: float = 1e-9) -> float:
     grown until every point respects the margin; the distance is then
     ``2 min_i |w.x_i + b| / ||w||`` over all points, as in the reference. Should libsvm not
     converge in ``SVM_MAX_ITER`` iterations (hulls that almost touch), it returns, with a
-    warning, the lower bound that the overlap test's separating plane gives.
+    warning, the lower bound that the separating plane gives.
+
+    plane : a hyperplane known to separate A (positive) from B, such as the one a DirectProbe
+        fit found for the pair; it replaces the exact overlap test, which is most of the time
+        of a distance between large clusters (one that does not separate them strictly is
+        ignored, and the test runs)
     """
     import warnings
 
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.svm import SVC
 
-    overlap, plane, _ = hull_overlap(A, B, tol=tol)
-    if overlap:
-        return 0.0
-    sa, sb = A @ plane.w + plane.b, B @ plane.w + plane.b
+    sa = sb = None
+    if plane is not None:
+        sa, sb = A @ plane.w + plane.b, B @ plane.w + plane.b
+        if not (sa.min() > 0 > sb.max()):
+            sa = sb = None
+    if sa is None:
+        overlap, plane, _ = hull_overlap(A, B, tol=tol)
+        if overlap:
+            return 0.0
+        sa, sb = A @ plane.w + plane.b, B @ plane.w + plane.b
     # any plane that separates the two sets bounds the distance from below: the LP's plane is
     # the fallback should the SVM not converge (hulls that almost touch: libsvm's dual
     # variables then grow without end, and an uncapped solve ran for many minutes)

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._util import check, check_Xy, report_status
-from .directprobe import DirectProbe, linearly_separable, spatial_similarity
+from .directprobe import DirectProbe, LabelTest, linearly_separable, spatial_similarity, test_labels
 
 log = logging.getLogger(__name__)
 
@@ -268,7 +268,10 @@ def directprobe_summary(X: np.ndarray, y: np.ndarray, *, store=None, tol: float 
         log.info(what)
         report_status(what, force=True)
         start = time.perf_counter()
-        probe = DirectProbe(tol=tol).fit(X, y)
+        # a separability test of the same data just before (trajectory, similarity_to_pretrained)
+        # leaves its certificates: a separable fit then needs no test of its own
+        labels = _LAST_LABEL_TEST.pop(digest, None) if digest is not None else None
+        probe = DirectProbe(tol=tol).fit(X, y, labels=labels)
         arrays = {"classes": probe.classes_.astype(np.int64),
                   "cluster_labels": probe.cluster_labels_.astype(np.int64),
                   "assignments": probe.labels_,
@@ -281,11 +284,12 @@ def directprobe_summary(X: np.ndarray, y: np.ndarray, *, store=None, tol: float 
         return arrays, {"n_points": len(X), "n_clusters": int(probe.n_clusters_),
                         "n_lp_tests": int(probe.n_lp_tests_), "seconds": seconds}
 
+    digest = None if store is False else _digest(X, y)
     if store is False:
         arrays, meta = build()
     else:
         store = Store() if store is None else store
-        entry, _ = store.get_or_build("directprobe", _fit_parts(_digest(X, y), tol, distances), build)
+        entry, _ = store.get_or_build("directprobe", _fit_parts(digest, tol, distances), build)
         arrays = {k: np.asarray(entry[k]) for k in
                   ("classes", "cluster_labels", "assignments", "distances")}
         meta = entry.meta
@@ -300,6 +304,11 @@ def _fit_parts(digest: str, tol: float, distances: bool) -> dict:
     if not distances:  # the full fit's key stays as it was: its cached entries still count
         parts["distances"] = False
     return parts
+
+
+#: the last separable :func:`separable` test computed in this process, by data digest (one
+#: entry: a DirectProbe fit of the same data, which usually follows, reuses its certificates)
+_LAST_LABEL_TEST: dict[str, LabelTest] = {}
 
 
 def separable(X: np.ndarray, y: np.ndarray, *, store=None, tol: float = 1e-9) -> bool:
@@ -330,7 +339,11 @@ def separable(X: np.ndarray, y: np.ndarray, *, store=None, tol: float = 1e-9) ->
         what = f"separability of {len(X)} points x {X.shape[1]} features, {len(np.unique(y))} labels"
         log.info(what)
         report_status(what, force=True)
-        flag = linearly_separable(X, y, tol=tol)
+        test = test_labels(X, y, tol=tol)
+        _LAST_LABEL_TEST.clear()
+        if test.separable:  # kept for the fit that usually follows (directprobe_summary)
+            _LAST_LABEL_TEST[digest] = test
+        flag = test.separable
         return {"separable": np.array([flag])}, {"n_points": len(X), "separable": bool(flag)}
 
     parts = {"what": "separable", "version": SPATIAL_VERSION, "tol": tol, "data": digest}
