@@ -59,6 +59,19 @@ def test_pair_is_concatenation_of_head_and_dependent(minilm, store):
         np.testing.assert_allclose(P[:, r, minilm.n_features:], W[:, row[(s, d)]], rtol=1e-5, atol=1e-5)
 
 
+def test_one_layer_is_that_layer_of_every_layer(minilm, store):
+    """representations(..., layer=k) is the k-th layer of the full array, for word, pair and
+    sentence items, from the same cache entry; a layer out of range is refused by name."""
+    sentence_task = TaskData("trec-50", "train", tuple(SENTENCES), np.array([[0], [1]]),
+                             np.array([0, 1]), ("A", "B"), "sentence")
+    for data in (_word_task(SENTENCES), _word_task(SENTENCES, kind="pair"), sentence_task):
+        every = representations(minilm, data, store=store)
+        for k in (0, 2, -1):
+            np.testing.assert_array_equal(representations(minilm, data, store=store, layer=k), every[k])
+        with pytest.raises(ValueError, match=f"layer {minilm.n_layers} is out of range"):
+            representations(minilm, data, store=store, layer=minilm.n_layers)
+
+
 def test_sentence_is_cls_vector(minilm):
     H, _ = _hidden(minilm, SENTENCES[1])
     got = cls_vectors(minilm, [SENTENCES[1]])[:, 0]

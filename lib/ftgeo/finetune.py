@@ -392,8 +392,10 @@ class FinetuneRun:
               f"step {step} is not a snapshot of this run; snapshots: {self.steps.tolist()}")
         return state_fingerprint(self.base["fingerprint"], self.key, step)
 
-    def representations(self, data: TaskData, step: int, store=None) -> np.ndarray:
-        """The stored representations of ``data`` at snapshot ``step`` (all layers).
+    def representations(self, data: TaskData, step: int, store=None,
+                        layer: int | None = None) -> np.ndarray:
+        """The stored representations of ``data`` at snapshot ``step`` (all layers, or the
+        one ``layer``: see :func:`ftgeo.extract.representations`).
 
         ``data`` is a full probing set (kept at the first and last step) or
         :meth:`trajectory_set` of one (the training set's kept at every step, the others'
@@ -418,7 +420,7 @@ class FinetuneRun:
 
         missing = _Missing()
         return representations(LoadedModel(spec, missing, missing), data,
-                               store=Store() if store is None else store)
+                               store=Store() if store is None else store, layer=layer)
 
     def load_model(self, device=None) -> LoadedModel:
         """The fine-tuned encoder (final weights) and tokenizer, under the final state's
@@ -1020,8 +1022,8 @@ def iter_state_representations(model: LoadedModel, runs: Mapping[str, FinetuneRu
     for task, run in runs.items():
         for state in states:
             loaded = model if state == "pretrained" else run.load_model()
-            X = {split: representations(loaded, d, store=store) for split, d in data[task].items()}
-            yield (task, state), (X if layer is None else {s: x[layer] for s, x in X.items()})
+            yield (task, state), {split: representations(loaded, d, store=store, layer=layer)
+                                  for split, d in data[task].items()}
 
 
 def trajectory(run: FinetuneRun, sample: TaskData, *, layer: int = -1, store=None) -> np.ndarray:
@@ -1033,7 +1035,7 @@ def trajectory(run: FinetuneRun, sample: TaskData, *, layer: int = -1, store=Non
     -------
     X : ndarray of shape (n_snapshots, n_items, n_features), in ``run.steps`` order
     """
-    return np.stack([run.representations(sample, int(step), store=store)[layer]
+    return np.stack([run.representations(sample, int(step), store=store, layer=layer)
                      for step in run.steps])
 
 
