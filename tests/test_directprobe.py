@@ -737,3 +737,24 @@ def test_a_fit_reuses_a_separable_label_test_of_the_same_data_only(monkeypatch):
     DirectProbe().fit(X + 1.0, y, labels=test)  # other data: the test is not reused
     DirectProbe(tol=1e-6).fit(X, y, labels=test)  # other settings: likewise
     assert len(calls) == 3
+
+
+def test_fisher_direction_from_kept_moments_and_a_fit_beyond_the_initial_capacity():
+    """Fisher's direction from kept (mean, scatter) pairs is the one computed afresh, and
+    _Clusters keeps them per point set; a fit with more points than the cluster arrays'
+    initial capacity (256) grows them and finds the known clusters (XOR: one label's two
+    blobs span a band that the other's two blobs lie off, so 3 clusters for 2 labels)."""
+    from ftgeo.directprobe import _Clusters, _fisher_direction, _moments
+
+    rng = np.random.default_rng(8)
+    A, B = rng.normal(0, 1, (80, 6)), rng.normal(4, 1, (90, 6))
+    fresh = _fisher_direction(A, B, 1e-9, 1e-5)
+    kept = _fisher_direction(A, B, 1e-9, 1e-5, lambda: (_moments(A), _moments(B)))
+    np.testing.assert_allclose(kept.w, fresh.w, rtol=1e-9)
+    cl = _Clusters(np.r_[A, B], np.repeat([0, 1], [80, 90]), 1e-9, 64)
+    idx = np.arange(80)
+    assert cl._moments(idx, A) is cl._moments(idx, A)
+    corners = [(0, 0), (6, 6), (0, 6), (6, 0)]
+    X = np.concatenate([rng.normal(c, 0.5, (150, 2)) for c in corners])
+    probe = DirectProbe().fit(X, np.repeat([0, 0, 1, 1], 150))
+    assert probe.n_clusters_ == 3 and sorted(np.bincount(probe.labels_)) == [150, 150, 300]

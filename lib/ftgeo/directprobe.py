@@ -52,6 +52,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.linalg
 from scipy.cluster.hierarchy import linkage
 
 from ._util import check, check_Xy, keyed_tasks, one_blas_thread, progress_bar
@@ -468,6 +469,10 @@ _GRAY = 1e-5
 # rows, about 5 MB for 1,500 rows at 384-d (with HiGHS's own copies, a few times that).
 _MAX_LPS = 12
 
+# Point sets whose mean and scatter _Clusters keeps for Fisher's direction (the newest):
+# at 768 features a scatter matrix is 4.7 MB
+_MAX_MOMENTS = 32
+
 # A constraint of the unit-scaled LP within this of the optimal margin counts as tight
 # (HiGHS's primal feasibility tolerance is 1e-7, as above).
 _TIGHT = 1e-6
@@ -493,7 +498,7 @@ def _overlap(A: np.ndarray, B: np.ndarray, *, tol: float, scale: float
 
 def _overlap_seeded(A: np.ndarray, B: np.ndarray, *, tol: float, scale: float,
                     seed: tuple[np.ndarray, np.ndarray] | None = None,
-                    warm: _MarginLP | None = None):
+                    warm: _MarginLP | None = None, moments=None):
     """:func:`_overlap`, and the LP's support and model (see :func:`_hull_overlap`).
 
     With a ``seed`` (the support of an earlier LP on much the same pair) or a ``warm``
@@ -515,7 +520,7 @@ def _overlap_seeded(A: np.ndarray, B: np.ndarray, *, tol: float, scale: float,
         # the band where they could tip the answer widens, so the pair starts afresh
         warm = None
     with one_blas_thread() if _corral_size(A, B) > _MANY_THREADS_CORRAL else nullcontext():
-        h = _fisher_direction(A, B, eps, _GRAY * local)
+        h = _fisher_direction(A, B, eps, _GRAY * local, moments)
         if h is not None:
             return False, h, None, None, None
         found = (None if seed is not None or warm is not None
@@ -525,16 +530,30 @@ def _overlap_seeded(A: np.ndarray, B: np.ndarray, *, tol: float, scale: float,
     return _hull_overlap(A, B, tol=tol, scale=scale, seed=seed, warm=warm)
 
 
-def _fisher_direction(A: np.ndarray, B: np.ndarray, eps: float, gray: float) -> Hyperplane | None:
+def _moments(P: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The mean of the rows of P and their scatter matrix about it (sum of outer products)."""
+    mean = P.mean(axis=0)
+    centred = P - mean
+    return mean, centred.T @ centred
+
+
+def _fisher_direction(A: np.ndarray, B: np.ndarray, eps: float, gray: float,
+                      moments=None) -> Hyperplane | None:
     """Fisher's discriminant direction (pooled covariance, ridge 1e-3 of its mean
-    variance), if it separates A from B with a margin above ``gray * max|w_i|``."""
+    variance), if it separates A from B with a margin above ``gray * max|w_i|``.
+
+    moments : a function returning :func:`_moments` of A and of B, when they are kept (the
+        scatter of a large cluster in many dimensions is most of this function's time, and
+        a cluster meets many others); a heuristic either way: the plane is checked exactly
+    """
     d = A.shape[1]
-    both = np.vstack([A - A.mean(axis=0), B - B.mean(axis=0)])
-    S = both.T @ both / len(both)
+    (mean_a, scatter_a), (mean_b, scatter_b) = (moments() if moments is not None
+                                                else (_moments(A), _moments(B)))
+    S = (scatter_a + scatter_b) / (len(A) + len(B))
     S[np.diag_indices(d)] += 1e-3 * np.trace(S) / d + 1e-300
-    try:
-        w = np.linalg.solve(S, A.mean(axis=0) - B.mean(axis=0))
-    except np.linalg.LinAlgError:
+    try:  # S is symmetric positive definite (the ridge): Cholesky, half the work of LU
+        w = scipy.linalg.solve(S, mean_a - mean_b, assume_a="pos", check_finite=False)
+    except (np.linalg.LinAlgError, scipy.linalg.LinAlgError):
         return None
     lo, hi = float((A @ w).min()), float((B @ w).max())
     if not lo - hi > 2 * gray * np.abs(w).max():
@@ -623,11 +642,13 @@ class _Clusters:
         self.label: dict[int, int] = {}
         self.center: dict[int, np.ndarray] = {}
         self.radius: dict[int, float] = {}
-        # the same by cluster id, as arrays for the bounding-sphere filter
-        self._centers = np.zeros((len(X), X.shape[1]))
-        self._radii = np.zeros(len(X))
-        self._labels = np.full(len(X), -1, dtype=np.int64)
-        self._active = np.zeros(len(X), dtype=bool)
+        # the same by cluster id, as arrays for the bounding-sphere filter; they grow with the
+        # ids (add), so a test of a few label clusters does not allocate a row per point
+        capacity = min(len(X), 256)
+        self._centers = np.zeros((capacity, X.shape[1]))
+        self._radii = np.zeros(capacity)
+        self._labels = np.full(capacity, -1, dtype=np.int64)
+        self._active = np.zeros(capacity, dtype=bool)
         self.members: dict[int, dict[int, None]] = defaultdict(dict)  # per label, by id
         self.owner = np.full(len(X), -1, dtype=np.int64)
         self.next_id = 0
@@ -644,6 +665,9 @@ class _Clusters:
         # the point index of each of its rows)
         self.lps: list[tuple[tuple[int, int], _MarginLP, np.ndarray]] = []
         self.lp_tests = 0
+        # (mean, scatter) of point sets by their sorted indices, the newest _MAX_MOMENTS:
+        # a cluster meets every other label's in the separability tests
+        self.moments: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
 
     def add(self, idx: np.ndarray) -> int:
         cid = self.next_id
@@ -864,8 +888,9 @@ class _Clusters:
         P, Q = (A, B) if mine_first else (B, A)
         warm = self._warm(key, first, second)
         seed = None if warm is not None else self._seed(key, True, first, second)
-        overlap, plane, witness, support, lp = _overlap_seeded(P, Q, tol=self.tol, scale=self.scale,
-                                                               seed=seed, warm=warm)
+        overlap, plane, witness, support, lp = _overlap_seeded(
+            P, Q, tol=self.tol, scale=self.scale, seed=seed, warm=warm,
+            moments=lambda: (self._moments(first, P), self._moments(second, Q)))
         model = lp if lp is not None else warm
         if model is not None:
             pos = model.side > 0
@@ -929,6 +954,20 @@ class _Clusters:
                 or len(in_a) == 0 or len(in_b) == 0):
             return None
         return in_a, in_b
+
+    def _moments(self, idx: np.ndarray, P: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:func:`_moments` of the points ``idx`` (rows P), kept for the next test of the same
+        set; only for sets large enough that the scatter costs more than looking it up."""
+        if len(idx) < 64:
+            return _moments(P)
+        key = idx.tobytes()
+        if key in self.moments:
+            self.moments[key] = self.moments.pop(key)  # the newest now
+        else:
+            self.moments[key] = _moments(P)
+            while len(self.moments) > _MAX_MOMENTS:
+                self.moments.pop(next(iter(self.moments)))
+        return self.moments[key]
 
     def file_plane(self, cid: int, other: int, plane: Hyperplane) -> None:
         self.pair_planes[cid][other] = plane
@@ -1221,10 +1260,12 @@ class DirectProbe:
         """
         K = self.n_clusters_
         D = np.zeros((K, K))
+        order = np.argsort(self.labels_, kind="stable")
+        points = np.split(self.X_[order], np.cumsum(np.bincount(self.labels_, minlength=K))[:-1])
         for i in range(K):
             for j in range(i + 1, K):
                 if same_label or self.cluster_labels_[i] != self.cluster_labels_[j]:
-                    A, B = self.cluster_points(i), self.cluster_points(j)
+                    A, B = points[i], points[j]
                     D[i, j] = D[j, i] = hull_distance(A, B, tol=self.tol,
                                                       plane=self._separator(i, j, A, B))
                 else:
