@@ -2,6 +2,7 @@
 whose answers are known by construction."""
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from ftgeo import analyses, cka, claims, results
@@ -281,8 +282,13 @@ def test_isotropy_record_holds_every_fine_tuning_seed(isotropy_setup, tmp_path):
     other = {split: {0: layers_for(d, rng), 5: layers_for(d, rng, stretch=1.0)}  # nothing stretched
              for split, d in (("train", train), ("test", test))}
     seed2 = toy_study(train, test, other, n_removed=1, n_top=3, removed_grid=[1, 2],
-                      states=("finetuned",), probes="last")
+                      states=("finetuned",), probes="last", layers="last")
     assert set(seed2.measures["state"]) == {"finetuned"} and seed2.curves.empty
+    assert set(seed2.measures["layer"]) == set(seed2.content["layer"]) == {2}
+    every = toy_study(train, test, other, n_removed=1, n_top=3, states=("finetuned",), probes="last")
+    assert set(every.measures["layer"]) == {0, 1, 2}
+    pd.testing.assert_frame_equal(seed2.last_layer(), every.last_layer())
+    assert seed2.finetuned_last() == every.finetuned_last()
     assert set(seed2.probes["layer"]) == {2} and set(seed2.probes["variant"]) == set(analyses.VARIANTS)
     bare = toy_study(train, test, other, n_removed=1, n_top=3, states=("finetuned",), probes=False)
     assert bare.probes.empty and bare.finetuned_last()["toy"]["probe none"] is None
@@ -301,6 +307,8 @@ def test_isotropy_record_holds_every_fine_tuning_seed(isotropy_setup, tmp_path):
         toy_study(train, test, other, states=("tuned",))
     with pytest.raises(ValueError, match="probes must be"):
         toy_study(train, test, other, probes="first")
+    with pytest.raises(ValueError, match="layers must be"):
+        toy_study(train, test, other, layers="first")
 
 
 def test_the_record_holds_the_paper_enhancement_evaluation_of_every_seed(isotropy_setup, tmp_path):

@@ -1276,7 +1276,7 @@ class DirectProbe:
         """A hyperplane that the fit found between clusters i and j of different labels
         (positive on i); for a pair it never tested, whose bounding spheres are apart, the
         plane half-way between the spheres. None for a same-label pair."""
-        planes = getattr(self, "_planes", {})
+        planes = self._planes
         if (i, j) in planes:
             return planes[i, j]
         if self.cluster_labels_[i] == self.cluster_labels_[j]:
