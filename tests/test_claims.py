@@ -410,6 +410,13 @@ def test_spatial_claims_must_hold_on_every_fine_tuning_seed():
     for task in records["05_spatial_structure"].tasks.values():
         object.__setattr__(task, "separable_seeds", [[True, True], [True, False]])
     assert CLAIM["zs-apart"].evaluate(records).verdict == UNTESTABLE
+    # ... on one task only: that task is left out, by name, and the others decide
+    records = seeded(spatial(1.3), 1.05)
+    object.__setattr__(records["05_spatial_structure"].tasks["pos"], "separable_seeds",
+                       [[True, True], [True, False]])
+    for claim in ("zs-apart", "zs-closest-apart"):
+        outcome = CLAIM[claim].evaluate(records)
+        assert outcome.verdict == HOLDS and outcome.ours.endswith("not linearly separable there: pos"), claim
 
 
 def test_cross_task_claims_must_hold_on_every_fine_tuning_seed():
@@ -454,6 +461,33 @@ def test_layer_claims_must_hold_on_every_fine_tuning_seed():
     # on a second seed the first and the top layer change alike
     alike = seeded(layers(first=0.97, top=0.6), [0.6, 0.9, 0.62])
     assert CLAIM["zs-lower-change-less"].evaluate(alike).verdict == FAILS
+
+
+def test_layer_claims_leave_out_tasks_whose_similarity_is_undefined():
+    """A task whose compared layer is not linearly separable (no similarity) on some seed is
+    left out, by name, and the claim is tested on the others, where it can hold or fail; with
+    no task left the claim is untestable."""
+    def undefined(records, task, layer):
+        v = records["07_layers"].tasks[task]
+        other = list(v.final_similarity)
+        other[layer] = None
+        object.__setattr__(v, "final_similarity_seeds", [list(v.final_similarity), other])
+        return records
+
+    for claim, make, layer in (("zs-top-above-half", lambda top: layers(top=top), -1),
+                               ("zs-lower-change-less", lambda top: layers(first=0.97, top=top), 0)):
+        holds = CLAIM[claim].evaluate(undefined(make(0.6), "pos", layer))
+        assert holds.verdict == HOLDS, (claim, holds.ours)
+        assert holds.ours.endswith("not linearly separable there: pos") and "pos 0" not in holds.ours
+        fails = make(0.4 if layer == -1 else 0.96)  # top below 0.5; first and top alike
+        assert CLAIM[claim].evaluate(undefined(fails, "pos", layer)).verdict == FAILS
+        records = make(0.6)
+        for task in list(records["07_layers"].tasks):
+            undefined(records, task, layer)
+        assert CLAIM[claim].evaluate(records).verdict == UNTESTABLE
+    # a layer between the two compared ones does not matter
+    middle = undefined(layers(first=0.97, top=0.6), "pos", 1)
+    assert CLAIM["zs-lower-change-less"].evaluate(middle).verdict == HOLDS
 
 
 def test_claims_lowest_when_hurt_needs_a_task_that_was_helped():

@@ -367,10 +367,10 @@ def _spatial_seeds(v) -> list[dict[str, float]]:
             for m, scale in zip(distances, scales, strict=True)]
 
 
-def _spatial_tasks(r) -> dict:
+def _spatial_tasks(r) -> tuple[dict, list[str]]:
     """Chapter 5's tasks whose first and last states are linearly separable, on every
     fine-tuning seed: the paper measures label distances only there (records without the
-    flag count as separable)."""
+    flag count as separable); and the names of the others."""
     t = tasks_of(r["05_spatial_structure"])
 
     def separable(v) -> bool:
@@ -378,13 +378,18 @@ def _spatial_tasks(r) -> dict:
         return all(f is None or (f[0] and f[-1]) for f in flags)
 
     keep = {k: v for k, v in t.items() if separable(v)}
+    left = [k for k in t if k not in keep]
     if not keep:
         raise Untestable(
             "no task is linearly separable both before and after fine-tuning on the trajectory "
             "sets (on every fine-tuning seed), and the paper measures label distances only on "
             "separable representations"
         )
-    return keep
+    return keep, left
+
+
+def _left_out(left: Sequence[str]) -> str:
+    return f"; left out, not linearly separable there: {', '.join(left)}" if left else ""
 
 
 def _seeds_note(n: int) -> str:
@@ -392,7 +397,7 @@ def _seeds_note(n: int) -> str:
 
 
 def _apart(r) -> Outcome:
-    t = _spatial_tasks(r)
+    t, left = _spatial_tasks(r)
     up, down, parts, n = [], [], [], 1
     for k, v in t.items():
         signs = [count_signs(c) for c in _spatial_seeds(v)]  # (grew, shrank) per seed
@@ -404,13 +409,13 @@ def _apart(r) -> Outcome:
                      f"{'/'.join(str(s) for _, s in signs)} shrank")
     return Outcome(
         f"relative to the spread, labels moved apart significantly (sign test, {_seeds_note(n)}) on "
-        f"{len(up)} of {len(t)} tasks, closer on {len(down)}: {', '.join(parts)}",
+        f"{len(up)} of {len(t)} tasks, closer on {len(down)}: {', '.join(parts)}{_left_out(left)}",
         verdict(most(len(up), len(t)) and not down),
     )
 
 
 def _closest_apart(r) -> Outcome:
-    t = _spatial_tasks(r)
+    t, left = _spatial_tasks(r)
     per_seed: list[list[int]] = []  # [grew, shrank] per fine-tuning seed, over every task
     for v in t.values():
         lasts = _every_seed(v.closest_distance_last_seeds, v.closest_distance_last)
@@ -427,7 +432,7 @@ def _closest_apart(r) -> Outcome:
     return Outcome(
         "pairs of the three closest labels further apart relative to the spread "
         f"({_seeds_note(len(per_seed))}): " + "/".join(f"{g} of {g + s}" for g, s in per_seed)
-        + " (sign test p=" + "/".join(f"{x:.2g}" for x in p) + ")",
+        + " (sign test p=" + "/".join(f"{x:.2g}" for x in p) + f") over {', '.join(t)}{_left_out(left)}",
         verdict(all(x < ALPHA for x in p)),
     )
 
@@ -490,36 +495,50 @@ def _final_similarities(v) -> list[list[float | None]]:
     return _every_seed(v.final_similarity_seeds, v.final_similarity)
 
 
+def _layer_tasks(r, layers: Sequence[int]) -> tuple[dict, list[str]]:
+    """Chapter 7's tasks whose similarity to pretrained is defined at each of ``layers``
+    (indices into the transformer layers) on every fine-tuning seed, and the names of the
+    others. The paper defines the similarity only on linearly separable representations and
+    leaves such tasks out of its layer figures (TREC-50); a claim is tested on the rest."""
+    keep, left = {}, []
+    for k, v in tasks_of(r["07_layers"]).items():
+        defined = all(s and all(s[i] is not None and np.isfinite(s[i]) for i in layers)
+                      for s in _final_similarities(v))
+        if defined:
+            keep[k] = v
+        else:
+            left.append(k)
+    if not keep:
+        raise Untestable("no task has a defined similarity (a linearly separable layer before and after "
+                         "fine-tuning, on every fine-tuning seed) at the layers the claim compares")
+    return keep, left
+
+
 def _top_above_half(r) -> Outcome:
-    t = tasks_of(r["07_layers"])
-    top = {k: [num(s[-1], f"{k} top-layer similarity") for s in _final_similarities(v)] for k, v in t.items()}
+    t, left = _layer_tasks(r, [-1])
+    top = {k: [float(s[-1]) for s in _final_similarities(v)] for k, v in t.items()}
     n = max(len(x) for x in top.values())
     return Outcome(
         f"top layer's similarity to pretrained at the end ({_seeds_note(n)}): "
-        + ", ".join(f"{k} " + "/".join(f"{x:.2f}" for x in xs) for k, xs in top.items()),
+        + ", ".join(f"{k} " + "/".join(f"{x:.2f}" for x in xs) for k, xs in top.items()) + _left_out(left),
         verdict(all(x > SIMILARITY_FLOOR for xs in top.values() for x in xs)),
     )
 
 
 def _lower_change_less(r) -> Outcome:
-    t = tasks_of(r["07_layers"])
+    t, left = _layer_tasks(r, [0, -1])
     up = down = 0
     n = 1
-    for k, v in t.items():
+    for v in t.values():
         pairs = v.n_labels * (v.n_labels - 1) // 2
-        z = []
-        for sims in _final_similarities(v):
-            s = [x for x in sims if x is not None and np.isfinite(x)]
-            if len(s) < 2:
-                raise Untestable(f"{k}: fewer than two layers with a defined similarity")
-            z.append(fisher_z(s[0], s[-1], pairs, pairs))
+        z = [fisher_z(float(s[0]), float(s[-1]), pairs, pairs) for s in _final_similarities(v)]
         n = max(n, len(z))
         # a task counts only where every fine-tuning seed shows the difference
         up += all(stats.norm.sf(x) < ALPHA for x in z)
         down += all(stats.norm.cdf(x) < ALPHA for x in z)
     return Outcome(
         f"first transformer layer significantly more similar to pretrained than the top one on {up} of "
-        f"{len(t)} tasks, less on {down} (Fisher z, {_seeds_note(n)})",
+        f"{len(t)} tasks, less on {down} (Fisher z, {_seeds_note(n)}){_left_out(left)}",
         verdict(most(up, len(t)) and not down),
     )
 
