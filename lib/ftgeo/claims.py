@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -367,25 +368,30 @@ def _spatial_seeds(v) -> list[dict[str, float]]:
             for m, scale in zip(distances, scales, strict=True)]
 
 
+def _tasks_where(record: Record, keeps: Callable[[Any], bool], none_kept: str) -> tuple[dict, list[str]]:
+    """The tasks of ``record`` for which ``keeps`` holds, and the names of the others;
+    ``none_kept`` says why a claim is untestable when no task is kept."""
+    t = tasks_of(record)
+    keep = {k: v for k, v in t.items() if keeps(v)}
+    if not keep:
+        raise Untestable(none_kept)
+    return keep, [k for k in t if k not in keep]
+
+
 def _spatial_tasks(r) -> tuple[dict, list[str]]:
     """Chapter 5's tasks whose first and last states are linearly separable, on every
     fine-tuning seed: the paper measures label distances only there (records without the
     flag count as separable); and the names of the others."""
-    t = tasks_of(r["05_spatial_structure"])
 
     def separable(v) -> bool:
         flags = _every_seed(v.separable_seeds, v.separable)
         return all(f is None or (f[0] and f[-1]) for f in flags)
 
-    keep = {k: v for k, v in t.items() if separable(v)}
-    left = [k for k in t if k not in keep]
-    if not keep:
-        raise Untestable(
-            "no task is linearly separable both before and after fine-tuning on the trajectory "
-            "sets (on every fine-tuning seed), and the paper measures label distances only on "
-            "separable representations"
-        )
-    return keep, left
+    return _tasks_where(
+        r["05_spatial_structure"], separable,
+        "no task is linearly separable both before and after fine-tuning on the trajectory "
+        "sets (on every fine-tuning seed), and the paper measures label distances only on "
+        "separable representations")
 
 
 def _left_out(left: Sequence[str]) -> str:
@@ -500,18 +506,15 @@ def _layer_tasks(r, layers: Sequence[int]) -> tuple[dict, list[str]]:
     (indices into the transformer layers) on every fine-tuning seed, and the names of the
     others. The paper defines the similarity only on linearly separable representations and
     leaves such tasks out of its layer figures (TREC-50); a claim is tested on the rest."""
-    keep, left = {}, []
-    for k, v in tasks_of(r["07_layers"]).items():
-        defined = all(s and all(s[i] is not None and np.isfinite(s[i]) for i in layers)
-                      for s in _final_similarities(v))
-        if defined:
-            keep[k] = v
-        else:
-            left.append(k)
-    if not keep:
-        raise Untestable("no task has a defined similarity (a linearly separable layer before and after "
-                         "fine-tuning, on every fine-tuning seed) at the layers the claim compares")
-    return keep, left
+
+    def defined(v) -> bool:
+        return all(s and all(s[i] is not None and np.isfinite(s[i]) for i in layers)
+                   for s in _final_similarities(v))
+
+    return _tasks_where(
+        r["07_layers"], defined,
+        "no task has a defined similarity (a linearly separable layer before and after "
+        "fine-tuning, on every fine-tuning seed) at the layers the claim compares")
 
 
 def _top_above_half(r) -> Outcome:
