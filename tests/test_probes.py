@@ -94,7 +94,7 @@ def test_probe_grid_searches_every_setting_and_retrains_with_seeds():
     Xd, yd = _xor(1)
     Xt, yt = _xor(2)
     res = probe_grid(X, y, Xd, yd, Xt, yt, hidden_sizes=(8, 32), alpha_grid=(1e-4, 1e-2),
-                     n_seeds=3, max_iter=60)
+                     n_seeds=3, max_iter=60, store=False)
     assert len(res.dev) == 2 * 2 * 2
     assert res.test_accuracy.shape == (3,) and res.mean > 0.85 and res.sd >= 0
     best = res.dev.sort_values("dev_accuracy", ascending=False).iloc[0]
@@ -105,7 +105,7 @@ def test_a_reused_setting_is_the_searched_setting_without_the_search():
     X, y = _xor(0)
     Xd, yd = _xor(1)
     Xt, yt = _xor(2)
-    kw = {"n_seeds": 3, "max_iter": 60}
+    kw = {"n_seeds": 3, "max_iter": 60, "store": False}
     searched = probe_grid(X, y, Xd, yd, Xt, yt, hidden_sizes=(8, 32), alpha_grid=(1e-4, 1e-2), **kw)
     reused = probe_grid(X, y, Xd, yd, Xt, yt, setting=(searched.hidden, searched.alpha), **kw)
     assert (reused.hidden, reused.alpha) == (searched.hidden, searched.alpha)
@@ -120,11 +120,44 @@ def test_a_reused_setting_is_the_searched_setting_without_the_search():
             probe_grid(X, y, Xd, yd, Xt, yt, setting=bad, **kw)
 
 
+def test_probe_grid_is_kept_in_the_store_by_its_data_and_settings(store, monkeypatch):
+    from ftgeo import probes
+
+    X, y = _xor(0)
+    Xd, yd = _xor(1)
+    Xt, yt = _xor(2)
+    y, yd, yt = (np.where(v == 1, "yes", "no").astype(object) for v in (y, yd, yt))  # string labels
+    kw = {"hidden_sizes": (8, 16), "alpha_grid": (1e-4, 1e-2), "n_seeds": 2, "max_iter": 30}
+    fresh = probe_grid(X, y, Xd, yd, Xt, yt, store=False, **kw)
+    first = probe_grid(X, y, Xd, yd, Xt, yt, store=store, **kw)
+    searches = []
+    real_search = probes._search
+    monkeypatch.setattr(probes, "_search", lambda *a, **k: searches.append(k) or real_search(*a, **k))
+    again = probe_grid(X, y, Xd, yd, Xt, yt, store=store, **kw)
+    assert searches == []  # read from the store: nothing trained
+    for res in (first, again):  # and what it reads is what training gives
+        assert (res.hidden, res.alpha, res.dev_accuracy) == (fresh.hidden, fresh.alpha, fresh.dev_accuracy)
+        np.testing.assert_array_equal(res.test_accuracy, fresh.test_accuracy)
+        assert res.dev.equals(fresh.dev)
+    # other data or another setting is another entry: trained
+    yd2 = yd.copy()
+    yd2[0] = "yes" if yd2[0] == "no" else "no"
+    changed = [dict(y_dev=yd2), dict(alpha_grid=(1e-4,)), dict(n_seeds=3), dict(setting=((8, 8), 1e-2)),
+               dict(X_test=Xt + 1e-3), dict(autocast="bf16"), dict(patience=3)]
+    for change in changed:
+        args = {"X_train": X, "y_train": y, "X_dev": Xd, "y_dev": yd, "X_test": Xt, "y_test": yt,
+                **kw, **change}
+        n = len(searches)
+        probe_grid(store=store, **args)
+        assert len(searches) == n + 1, change
+    assert len(searches) == len(changed)
+
+
 def test_bf16_autocast_probes_learn_the_same_task_and_bad_values_are_refused():
     X, y = _xor(0)
     Xd, yd = _xor(1)
     Xt, yt = _xor(2)
-    kw = {"hidden_sizes": (32,), "alpha_grid": (1e-4,), "n_seeds": 2, "max_iter": 60}
+    kw = {"hidden_sizes": (32,), "alpha_grid": (1e-4,), "n_seeds": 2, "max_iter": 60, "store": False}
     full = probe_grid(X, y, Xd, yd, Xt, yt, **kw)
     half = probe_grid(X, y, Xd, yd, Xt, yt, autocast="bf16", **kw)
     assert half.mean > 0.85 and abs(half.mean - full.mean) < 0.05
@@ -208,7 +241,8 @@ def test_later_seeds_search_or_reuse_the_first_seeds_choice():
     data = {"t": {s: _Split(_xor(k)[1]) for k, s in enumerate(("train", "dev", "test"))}}
     X = [{("t", "finetuned"): {s: _xor(k)[0] + 0.01 * seed for k, s in enumerate(("train", "dev", "test"))}}
          for seed in range(3)]
-    grid = {"hidden_sizes": (16, 32), "alpha_grid": (1e-4, 1.0), "n_seeds": 2, "max_iter": 60}
+    grid = {"hidden_sizes": (16, 32), "alpha_grid": (1e-4, 1.0), "n_seeds": 2, "max_iter": 60,
+            "store": False}
     every = probe_grid_seeds(X, data, **grid)
     first = probe_grid_seeds(X, data, grid_search="first seed", **grid)
     key = ("t", "finetuned")

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._util import check, check_count, check_Xy, keyed_tasks, one_blas_thread, progress
+from ._util import array_digest, check, check_count, check_Xy, keyed_tasks, one_blas_thread, progress
 
 log = logging.getLogger(__name__)
 _WARNED_BF16: list[bool] = []  # the no-native-bfloat16 warning, once a process
@@ -121,6 +121,13 @@ class LinearProbe:
 HIDDEN_SIZES = (32, 64, 128, 256)
 #: Zhou & Srikumar (2022): the regulariser from 1e-7 to 1 on a log grid (scikit-learn's alpha)
 MLP_ALPHA_GRID = tuple(10.0 ** -k for k in range(7, -1, -1))
+
+#: The columns of :attr:`ProbeGridResult.dev`, one row per candidate setting.
+_DEV_COLUMNS = ("hidden1", "hidden2", "alpha", "dev_accuracy", "epochs")
+
+#: Bump when the probe's training changes, so that cached grids (:func:`probe_grid`) are
+#: not reused.
+PROBES_VERSION = 1
 
 
 def _torch_standardize(X: np.ndarray, mean: np.ndarray, scale: np.ndarray):
@@ -405,7 +412,7 @@ def probe_grid(X_train: np.ndarray, y_train: np.ndarray, X_dev: np.ndarray, y_de
                n_seeds: int = 5, max_iter: int = 1000, patience: int = 10, batch_size: int = 256,
                learning_rate: float = 1e-3, random_state: int = 0, device=None,
                setting: tuple[Sequence[int], float] | None = None,
-               autocast: str | None = None) -> ProbeGridResult:
+               autocast: str | None = None, store=None) -> ProbeGridResult:
     """Grid search of the MLP probe, chosen on dev, then retrained with ``n_seeds`` seeds.
 
     The defaults are Zhou & Srikumar's (2022) grid: hidden sizes {32, 64, 128, 256}^2 and
@@ -433,9 +440,14 @@ def probe_grid(X_train: np.ndarray, y_train: np.ndarray, X_dev: np.ndarray, y_de
         384 points: 5.6 s an epoch against 8.0 s), but 1.13x over whole searches of real
         representations, whose chosen settings and epochs differ; the weights, Adam and every
         accuracy stay float32
+    store : the artifact cache (default ``Store()``; ``False``: no cache). The search and the
+        seeds' test accuracies are kept under the data (every split's X and y), every
+        setting above and the device type: a second call with the same ones (chapter 6 on
+        the states chapter 3 probed, a rerun of a chapter, an interrupted build) trains
+        nothing. On a CPU with the same number of torch threads a rerun gives the same
+        figures bit for bit, so there the cache changes no result.
     """
     import pandas as pd
-    import torch
 
     from ._util import resolve_device
 
@@ -458,10 +470,6 @@ def probe_grid(X_train: np.ndarray, y_train: np.ndarray, X_dev: np.ndarray, y_de
         check_Xy(X, y, name=name)
     classes = np.unique(y_train)
     check(len(classes) >= 2, f"y_train must hold at least 2 labels, got {len(classes)}")
-    _, mean, scale = _standardize(X_train)
-    Xt, Xd, Xs = (_torch_standardize(X, mean, scale).to(device) for X in (X_train, X_dev, X_test))
-
-    t, td, ts = (_class_codes(y, classes).to(device) for y in (y_train, y_dev, y_test))
     if setting is None:
         shapes = [((h1, h2), alpha_grid) for h1 in hidden_sizes for h2 in hidden_sizes]
     else:
@@ -474,6 +482,60 @@ def probe_grid(X_train: np.ndarray, y_train: np.ndarray, X_dev: np.ndarray, y_de
         check(good, "setting must be ((hidden1, hidden2), alpha) with whole sizes >= 1 and "
               f"alpha >= 0, got {setting!r}")
         shapes = [(shape, [float(alpha)])]
+    train = dict(max_iter=max_iter, batch_size=batch_size, learning_rate=learning_rate,
+                 patience=patience, autocast=autocast)
+
+    def build():
+        dev, test = _search(X_train, y_train, X_dev, y_dev, X_test, y_test, classes, shapes,
+                            n_seeds=n_seeds, random_state=random_state, device=device, **train)
+        return {**{c: dev[c].to_numpy() for c in _DEV_COLUMNS}, "test_accuracy": test}, {}
+
+    if store is False:
+        arrays, _ = build()
+    else:
+        from .store import Store
+
+        store = Store() if store is None else store
+        parts = {"what": "probe-grid", "version": PROBES_VERSION, "device": device.type,
+                 "data": array_digest(X_train, _codes(y_train), X_dev, _codes(y_dev), X_test,
+                                      _codes(y_test)),
+                 "shapes": [[list(map(int, h)), [float(a) for a in alphas]] for h, alphas in shapes],
+                 "n_seeds": n_seeds, "random_state": int(random_state), **train}
+        entry, cached = store.get_or_build("probe-grid", parts, build)
+        if cached:
+            log.info("MLP probe grid: from the cache, nothing trained")
+        arrays = {k: np.asarray(entry[k]) for k in (*_DEV_COLUMNS, "test_accuracy")}
+    dev = pd.DataFrame({c: arrays[c] for c in _DEV_COLUMNS})
+    hidden, alpha, dev_accuracy = _chosen(dev)
+    return ProbeGridResult(hidden, alpha, dev_accuracy, arrays["test_accuracy"].astype(float), dev)
+
+
+def _chosen(dev) -> tuple[tuple[int, int], float, float]:
+    """The setting with the best dev accuracy (the first in grid order among ties):
+    ``((hidden1, hidden2), alpha, dev accuracy)``."""
+    top = dev.sort_values("dev_accuracy", ascending=False, kind="stable").iloc[0]
+    return (int(top.hidden1), int(top.hidden2)), float(top.alpha), float(top.dev_accuracy)
+
+
+def _codes(y: np.ndarray) -> np.ndarray:
+    """Labels as an array whose bytes identify them (strings as unicode, not object pointers)."""
+    y = np.asarray(y)
+    return y.astype(str) if y.dtype == object else y
+
+
+def _search(X_train, y_train, X_dev, y_dev, X_test, y_test, classes, shapes, *, n_seeds: int,
+            random_state: int, device, max_iter: int, batch_size: int, learning_rate: float,
+            patience: int, autocast: str | None):
+    """:func:`probe_grid`'s training: every shape's alphas as one batch, chosen on dev, then
+    the chosen setting with ``n_seeds`` seeds. Returns (the dev table, the seeds' test
+    accuracies)."""
+    import pandas as pd
+    import torch
+
+    _, mean, scale = _standardize(X_train)
+    Xt, Xd, Xs = (_torch_standardize(X, mean, scale).to(device) for X in (X_train, X_dev, X_test))
+
+    t, td, ts = (_class_codes(y, classes).to(device) for y in (y_train, y_dev, y_test))
     rows = []
     for hidden, alphas in progress(shapes, desc="MLP grid", unit="shape"):
         net = _MLPBatch(X_train.shape[1], hidden, len(classes), alphas,
@@ -484,8 +546,7 @@ def probe_grid(X_train: np.ndarray, y_train: np.ndarray, X_dev: np.ndarray, y_de
         rows += [{"hidden1": hidden[0], "hidden2": hidden[1], "alpha": a, "dev_accuracy": acc,
                   "epochs": int(ep)} for a, acc, ep in zip(alphas, best, epochs, strict=True)]
     dev = pd.DataFrame(rows)
-    top = dev.sort_values("dev_accuracy", ascending=False, kind="stable").iloc[0]
-    hidden, alpha = (int(top.hidden1), int(top.hidden2)), float(top.alpha)
+    hidden, alpha, _ = _chosen(dev)
     seeds = [random_state + 1 + k for k in range(n_seeds)]
     net = _MLPBatch(X_train.shape[1], hidden, len(classes), [alpha] * n_seeds, seeds).to(device)
     _train_batch(net, Xt, t, Xd, td, max_iter=max_iter, batch_size=batch_size,
@@ -493,7 +554,7 @@ def probe_grid(X_train: np.ndarray, y_train: np.ndarray, X_dev: np.ndarray, y_de
                  autocast=autocast)
     with torch.no_grad():
         test = (net.logits(Xs).argmax(-1) == ts).float().mean(-1).cpu().numpy().astype(float)
-    return ProbeGridResult(hidden, alpha, float(top.dev_accuracy), test, dev)
+    return dev, test
 
 
 @dataclass(frozen=True)

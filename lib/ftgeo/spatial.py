@@ -21,7 +21,6 @@ representation (train-test similarity, cluster counts, trajectories) fit it once
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 import warnings
@@ -30,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._util import check, check_Xy, report_status
+from ._util import array_digest, check, check_Xy, report_status
 from .directprobe import DirectProbe, LabelTest, linearly_separable, spatial_similarity, test_labels
 
 log = logging.getLogger(__name__)
@@ -231,15 +230,6 @@ def is_degenerate(X: np.ndarray) -> bool:
     return bool(len(X) == 0 or np.all(X == X[:1]))
 
 
-def _digest(*arrays: np.ndarray) -> str:
-    h = hashlib.sha256()
-    for a in arrays:
-        a = np.ascontiguousarray(a)
-        h.update(f"{a.dtype.str}{a.shape}".encode())
-        h.update(a.tobytes())
-    return h.hexdigest()
-
-
 def directprobe_summary(X: np.ndarray, y: np.ndarray, *, store=None, tol: float = 1e-9,
                         distances: bool = True) -> ClusterSummary:
     """Fit DirectProbe on (X, y) and compute the cluster distances, cached in the store.
@@ -284,7 +274,7 @@ def directprobe_summary(X: np.ndarray, y: np.ndarray, *, store=None, tol: float 
         return arrays, {"n_points": len(X), "n_clusters": int(probe.n_clusters_),
                         "n_lp_tests": int(probe.n_lp_tests_), "seconds": seconds}
 
-    digest = None if store is False else _digest(X, y)
+    digest = None if store is False else array_digest(X, y)
     if store is False:
         arrays, meta = build()
     else:
@@ -329,7 +319,7 @@ def separable(X: np.ndarray, y: np.ndarray, *, store=None, tol: float = 1e-9) ->
     if store is False:
         return linearly_separable(X, y, tol=tol)
     store = Store() if store is None else store
-    digest = _digest(X, y)
+    digest = array_digest(X, y)
     for distances in (True, False):  # a fit answers too
         entry = store.load("directprobe", _fit_parts(digest, tol, distances))
         if entry is not None:
