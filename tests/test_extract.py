@@ -103,6 +103,22 @@ def test_second_call_is_a_pure_cache_hit(minilm, store):
     assert extract.COUNTERS["cache_hits"] == before["cache_hits"] + 1
 
 
+def test_cached_representations_are_what_representations_then_reads(minilm, store):
+    """cache_representations (a fine-tuning snapshot's) stores what representations would
+    compute, for every kind of item: the later read is a pure hit and equals a fresh pass;
+    a second cache_representations does no forward pass."""
+    sentence_task = TaskData("trec-50", "train", tuple(SENTENCES), np.array([[1], [0], [3]]),
+                             np.array([0, 1, 0]), ("A", "B"), "sentence")
+    for data in (_word_task(SENTENCES), _word_task(SENTENCES, kind="pair"), sentence_task):
+        before = dict(extract.COUNTERS)
+        assert extract.cache_representations(minilm, data, store=store) is None
+        assert extract.COUNTERS["cache_misses"] == before["cache_misses"] + 1
+        extract.cache_representations(minilm, data, store=store)
+        read = representations(minilm, data, store=store)
+        assert extract.COUNTERS["forward_batches"] - before["forward_batches"] == 1  # the first only
+        np.testing.assert_allclose(read, representations(minilm, data, store=False), rtol=1e-5, atol=1e-5)
+
+
 def test_word_without_subwords_still_gets_a_vector(minilm):
     words = ("zero", "\u200b", "width")
     enc = encode(minilm.tokenizer, [words])[0]

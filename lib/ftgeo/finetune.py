@@ -605,7 +605,7 @@ def _train(model: LoadedModel, splits: dict[str, TaskData], settings: FinetuneSe
     from transformers import get_linear_schedule_with_warmup
 
     from ._util import atomic_write_json
-    from .extract import representations, store_subset
+    from .extract import cache_representations, representations, store_subset
 
     train = splits["train"]
     device = encoder_device(model.encoder)
@@ -691,13 +691,15 @@ def _train(model: LoadedModel, splits: dict[str, TaskData], settings: FinetuneSe
         at_end = step in (steps[0], steps[-1])
         if at_end:  # the full sets, and the trajectory sets sliced from them
             for full, sample in zip(full_sets, trajectory_sets, strict=True):
+                if sample is full:
+                    cache_representations(state, full, store=store)
+                    continue
+                # a subset: slice it instead of a second forward pass
                 X = representations(state, full, store=store)
-                if sample is not full:  # a subset: slice it instead of a second forward pass
-                    store_subset(state, sample, X[:, full.sample_index(trajectory_items, seed=0)],
-                                 store)
+                store_subset(state, sample, X[:, full.sample_index(trajectory_items, seed=0)], store)
         else:
             for data in followed:
-                representations(state, data, store=store)
+                cache_representations(state, data, store=store)
         dev_acc.append(accuracy(task_model, dev_batches if at_end else between_batches)
                        if dev_batches else float("nan"))
         task_model.train()
