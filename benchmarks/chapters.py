@@ -8,7 +8,8 @@ representations link to the real ones: the fine-tuning runs and their snapshots 
 reused, as a reader who has built chapter 2 would have them, while every analysis
 (MLP probes, DirectProbe fits, which are cached too) starts cold. The notebooks run with
 papermill exactly as ``python -m ftgeo run`` runs them. With ``--keep``, the DirectProbe
-fits are then moved into the real store, so that the book does not fit them again.
+fits, separability tests and MLP-probe grids are then moved into the real store, so that
+the book does not compute them again.
 
 ``--chapters`` times other chapters of the config instead (e.g. ``08_isotropy``, whose token
 vectors are then extracted cold too); the target is judged on the default set only.
@@ -32,6 +33,9 @@ import torch  # noqa: E402
 from ftgeo import pipeline, results  # noqa: E402
 from ftgeo._util import artifacts_dir, atomic_write_json  # noqa: E402
 
+#: The cache kinds that ``--keep`` moves into the real store.
+KEPT = ("directprobe", "separable", "probe-grid")
+
 CHAPTERS = ("03_probing_performance", "04_linearity", "05_spatial_structure", "06_cross_task",
             "07_layers", "scorecard")
 
@@ -40,7 +44,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="configs/default.yaml")
     parser.add_argument("--keep", action="store_true",
-                        help="move the DirectProbe fits into the real store afterwards")
+                        help="move the DirectProbe fits, separability tests and MLP-probe "
+                             "grids into the real store afterwards")
     parser.add_argument("--chapters", default=",".join(CHAPTERS),
                         help="comma-separated notebook names of the config to time, in order")
     args = parser.parse_args()
@@ -76,14 +81,16 @@ def main() -> None:
             if run.name == "03_probing_performance":
                 directprobe = _directprobe_seconds(run.folder)
         total = time.perf_counter() - start
-        moved = 0
-        if args.keep and (work / "cache" / "directprobe").is_dir():
-            target = real / "cache" / "directprobe"
+        moved = dict.fromkeys(KEPT, 0)
+        for kind in KEPT if args.keep else ():
+            if not (work / "cache" / kind).is_dir():
+                continue
+            target = real / "cache" / kind
             target.mkdir(parents=True, exist_ok=True)
-            for entry in (work / "cache" / "directprobe").iterdir():
+            for entry in (work / "cache" / kind).iterdir():
                 if not entry.name.startswith(".") and not (target / entry.name).exists():
                     shutil.move(str(entry), str(target / entry.name))
-                    moved += 1
+                    moved[kind] += 1
     finally:
         shutil.rmtree(work, ignore_errors=True)
     result = {
@@ -91,7 +98,7 @@ def main() -> None:
         "chapters": rows, "total_wall_s": round(total, 1),
         "target_total_wall_s": 900 if default_set else None,
         "directprobe_seconds_per_task": directprobe,
-        "fine_tuning_runs_reused": len(finetuned), "directprobe_fits_kept": moved,
+        "fine_tuning_runs_reused": len(finetuned), "cache_entries_kept": moved,
         "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                     "python": platform.python_version(), "torch": torch.__version__},
     }
