@@ -678,9 +678,6 @@ def _train_side_by_side(spec: Mapping[str, Any], workers: int) -> None:
     the stage at once: the other workers are stopped (an interrupted run resumes from its
     checkpoint next time) and the error names the run that failed.
     """
-    import multiprocessing
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-
     import torch
 
     from .finetune import GLUE_TASKS, ChapterFinetuning, chapter_seed_runs, unfinished_seed_runs
@@ -709,40 +706,62 @@ def _train_side_by_side(spec: Mapping[str, Any], workers: int) -> None:
     threads = max(1, torch.get_num_threads() // workers)
     log.info("fine-tuning %d runs, %d side by side with %d torch thread(s) each: %s", len(pending),
              workers, threads, ", ".join(f"{task} seed {s}" for task, s in pending))
-    context = multiprocessing.get_context("spawn")  # a fork of a process with torch threads hangs
     bar = progress_bar(desc="fine-tuning runs", unit="run", total=len(pending))
-    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
-                               initargs=(threads, logging.getLogger("ftgeo").getEffectiveLevel()))
-    running: dict[Any, tuple[str, int]] = {}
-    n_done, total = 0, len(pending)
+    finished: list[tuple[str, int]] = []
+    total = len(pending)
+
+    def done(run: tuple[str, int], future) -> None:
+        task, s = run
+        try:
+            future.result()
+        except Exception as err:
+            raise PipelineError(
+                f"fine-tuning {spec['model']} on {task} (seed {s}) failed in its worker "
+                f"process: {type(err).__name__}: {err}") from err
+        finished.append(run)
+        log.info("fine-tuned %s seed %d (%d of %d runs)", task, s, len(finished), total)
+        bar.update()
+
+    # a stopped worker's run resumes from its checkpoint next time, and its lock dies with it
+    try:
+        _in_workers(pending, workers, lambda run: (_train_one, spec["model"], *run, common), done,
+                    initializer=_start_worker,
+                    initargs=(threads, logging.getLogger("ftgeo").getEffectiveLevel()))
+    finally:
+        bar.close()
+
+
+def _in_workers(items: Sequence[Any], workers: int, call: Callable[[Any], tuple], done: Callable,
+                *, initializer: Callable, initargs: tuple) -> None:
+    """Hand ``items`` out in order to ``workers`` spawned processes, at most ``workers`` at a
+    time: ``call(item)`` gives the function and arguments a worker runs; ``done(item,
+    future)`` is called as each one finishes and reads its result. An exception from
+    ``done`` (a failed item), or Ctrl-C, stops the other workers at once instead of waiting
+    for what they run, and is raised.
+    """
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    context = multiprocessing.get_context("spawn")  # a fork of a process with torch threads hangs
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=initializer,
+                               initargs=initargs)
+    pending, running = list(items), {}
     try:
         while pending or running:
             while pending and len(running) < workers:
-                task, s = pending.pop(0)
-                running[pool.submit(_train_one, spec["model"], task, s, common)] = (task, s)
+                item = pending.pop(0)
+                fn, *args = call(item)
+                running[pool.submit(fn, *args)] = item
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in finished:
-                task, s = running.pop(future)
-                try:
-                    future.result()
-                except Exception as err:
-                    raise PipelineError(
-                        f"fine-tuning {spec['model']} on {task} (seed {s}) failed in its worker "
-                        f"process: {type(err).__name__}: {err}") from err
-                n_done += 1
-                log.info("fine-tuned %s seed %d (%d of %d runs)", task, s, n_done, total)
-                bar.update()
+                done(running.pop(future), future)
     except BaseException:
-        # stop the other workers now rather than wait for their runs: each resumes from its
-        # checkpoint next time, and its lock dies with it
         for process in list(getattr(pool, "_processes", {}).values()):
             process.terminate()
         pool.shutdown(wait=False, cancel_futures=True)
         raise
     else:
         pool.shutdown()
-    finally:
-        bar.close()
 
 
 def _start_worker(threads: int, level: int) -> None:
@@ -824,48 +843,33 @@ def execute_side_by_side(runs: Sequence[Run], workers: int, *, force: bool, book
     are left under a hidden name that no later run takes for a finished one) and the error
     names the notebook and cell that failed. A worker's kernel status appears as log lines.
     """
-    import multiprocessing
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-
     import torch
 
     workers = min(int(workers), len(runs))
     threads = max(1, torch.get_num_threads() // workers)
     log.info("executing %d notebooks, %d side by side with %d thread(s) each: %s", len(runs),
              workers, threads, ", ".join(run.name for run in runs))
-    context = multiprocessing.get_context("spawn")  # a fork of a process with torch threads hangs
-    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_chapter_worker,
-                               initargs=(threads, logging.getLogger("ftgeo").getEffectiveLevel()))
-    pending, running, outcomes = list(runs), {}, {}
-    try:
-        while pending or running:
-            while pending and len(running) < workers:
-                run = pending.pop(0)
-                running[pool.submit(_run_one_logged, run, force, book_dir,
-                                    fingerprints.get(id(run)))] = run
-            finished, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in finished:
-                run = running.pop(future)
-                try:
-                    outcomes[id(run)] = future.result()
-                except (PipelineError, StorageError):
-                    raise  # they name the notebook and cell, or the file
-                except Exception as err:  # a dead kernel or worker (out of memory, killed)
-                    raise PipelineError(
-                        f"notebook {run.notebook.name} failed in its worker process: "
-                        f"{type(err).__name__}: {err}. Its partly executed notebook is "
-                        f"{run.folder / f'.{run.notebook.stem}.running.ipynb'}") from err
-                log.info("%s: done (%d of %d notebooks side by side)", run.name, len(outcomes),
-                         len(runs))
-                if bar is not None:
-                    bar.update()
-    except BaseException:
-        for process in list(getattr(pool, "_processes", {}).values()):
-            process.terminate()  # it shuts its kernel down (_start_chapter_worker)
-        pool.shutdown(wait=False, cancel_futures=True)
-        raise
-    else:
-        pool.shutdown()
+    outcomes = {}
+
+    def done(run: Run, future) -> None:
+        try:
+            outcomes[id(run)] = future.result()
+        except (PipelineError, StorageError):
+            raise  # they name the notebook and cell, or the file
+        except Exception as err:  # a dead kernel or worker (out of memory, killed)
+            raise PipelineError(
+                f"notebook {run.notebook.name} failed in its worker process: "
+                f"{type(err).__name__}: {err}. Its partly executed notebook is "
+                f"{run.folder / f'.{run.notebook.stem}.running.ipynb'}") from err
+        log.info("%s: done (%d of %d notebooks side by side)", run.name, len(outcomes), len(runs))
+        if bar is not None:
+            bar.update()
+
+    # a stopped worker shuts its kernel down (_start_chapter_worker)
+    _in_workers(runs, workers,
+                lambda run: (_run_one_logged, run, force, book_dir, fingerprints.get(id(run))),
+                done, initializer=_start_chapter_worker,
+                initargs=(threads, logging.getLogger("ftgeo").getEffectiveLevel()))
     return outcomes
 
 
